@@ -1,0 +1,13 @@
+//! The contracts every UniReal crate shares: tasks, image roles, samples, the hierarchical
+//! prompt vocabulary, stable sample ids, YAML config loading with `--set` overrides, and
+//! atomic file writes. No burn, no ffmpeg, no arrow.
+
+pub mod config;
+pub mod fsutil;
+pub mod prompt;
+pub mod sample;
+
+pub use config::{load_config, parse_config_str, ConfigError};
+pub use fsutil::write_atomic;
+pub use prompt::{context_prompt, index_word, result_word, ContextTag};
+pub use sample::{sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};
