@@ -1,0 +1,167 @@
+//! Colour measures: grayscale, means, near-black fraction, HSV frame difference, colour names.
+
+use image::{GrayImage, RgbImage};
+
+/// ITU-R BT.601 luma (OpenCV's `COLOR_RGB2GRAY`), rounded.
+pub fn to_gray(img: &RgbImage) -> GrayImage {
+    let (w, h) = img.dimensions();
+    let mut out = GrayImage::new(w, h);
+    for (o, p) in out.as_mut().iter_mut().zip(img.as_raw().chunks_exact(3)) {
+        *o = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8;
+    }
+    out
+}
+
+/// Mean of each channel, in [0, 255].
+pub fn mean_rgb(img: &RgbImage) -> [f64; 3] {
+    let mut s = [0u64; 3];
+    for p in img.as_raw().chunks_exact(3) {
+        s[0] += p[0] as u64;
+        s[1] += p[1] as u64;
+        s[2] += p[2] as u64;
+    }
+    let n = (img.width() as u64 * img.height() as u64).max(1) as f64;
+    [s[0] as f64 / n, s[1] as f64 / n, s[2] as f64 / n]
+}
+
+/// Fraction of pixels whose three channels are all below `level` (the UniReal toolkit uses 5).
+pub fn near_black_fraction(img: &RgbImage, level: u8) -> f64 {
+    let n = (img.width() as usize * img.height() as usize).max(1);
+    let black = img.as_raw().chunks_exact(3).filter(|p| p[0] < level && p[1] < level && p[2] < level).count();
+    black as f64 / n as f64
+}
+
+/// OpenCV's 8-bit RGB→HSV: H in [0, 180), S and V in [0, 255].
+pub fn rgb_to_hsv8(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let (rf, gf, bf) = (r as f32, g as f32, b as f32);
+    let v = rf.max(gf).max(bf);
+    let min = rf.min(gf).min(bf);
+    let d = v - min;
+    let s = if v > 0.0 { 255.0 * d / v } else { 0.0 };
+    let mut h = if d == 0.0 {
+        0.0
+    } else if v == rf {
+        60.0 * (gf - bf) / d
+    } else if v == gf {
+        120.0 + 60.0 * (bf - rf) / d
+    } else {
+        240.0 + 60.0 * (rf - gf) / d
+    };
+    if h < 0.0 {
+        h += 360.0;
+    }
+    (((h / 2.0).round() as u32 % 180) as u8, s.round() as u8, v as u8)
+}
+
+/// Mean HSV saturation in [0, 1].
+pub fn mean_saturation(img: &RgbImage) -> f64 {
+    let n = (img.width() as usize * img.height() as usize).max(1);
+    let s: u64 = img.as_raw().chunks_exact(3).map(|p| rgb_to_hsv8(p[0], p[1], p[2]).1 as u64).sum();
+    s as f64 / n as f64 / 255.0
+}
+
+/// A frame in planar 8-bit HSV, for the content (shot-cut) score.
+#[derive(Debug, Clone)]
+pub struct HsvFrame {
+    pub width: u32,
+    pub height: u32,
+    h: Vec<u8>,
+    s: Vec<u8>,
+    v: Vec<u8>,
+}
+
+impl HsvFrame {
+    pub fn from_rgb(img: &RgbImage) -> Self {
+        let n = img.width() as usize * img.height() as usize;
+        let (mut h, mut s, mut v) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for p in img.as_raw().chunks_exact(3) {
+            let (a, b, c) = rgb_to_hsv8(p[0], p[1], p[2]);
+            h.push(a);
+            s.push(b);
+            v.push(c);
+        }
+        HsvFrame { width: img.width(), height: img.height(), h, s, v }
+    }
+
+    /// PySceneDetect's content score: the mean of the three channels' mean absolute
+    /// differences (hue not wrapped, as there). Frames of different sizes score `f64::MAX`.
+    pub fn content_delta(&self, other: &HsvFrame) -> f64 {
+        if self.width != other.width || self.height != other.height {
+            return f64::MAX;
+        }
+        let mad = |a: &[u8], b: &[u8]| {
+            let s: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+            s as f64 / a.len().max(1) as f64
+        };
+        (mad(&self.h, &other.h) + mad(&self.s, &other.s) + mad(&self.v, &other.v)) / 3.0
+    }
+}
+
+/// A plain English name for a mean colour: "red", "dark blue", "white", …
+pub fn color_name(rgb: [f64; 3]) -> &'static str {
+    let (h, s, v) = rgb_to_hsv8(rgb[0].round() as u8, rgb[1].round() as u8, rgb[2].round() as u8);
+    let (hue, s, v) = (h as f64 * 2.0, s as f64 / 255.0, v as f64 / 255.0);
+    if v < 0.2 {
+        return "dark";
+    }
+    if s < 0.2 {
+        return if v > 0.8 {
+            "white"
+        } else if v > 0.45 {
+            "grey"
+        } else {
+            "dark grey"
+        };
+    }
+    let name = match hue {
+        h if !(15.0..345.0).contains(&h) => "red",
+        h if h < 40.0 => {
+            if v < 0.55 {
+                return "brown";
+            }
+            "orange"
+        }
+        h if h < 70.0 => "yellow",
+        h if h < 160.0 => "green",
+        h if h < 200.0 => "teal",
+        h if h < 255.0 => "blue",
+        h if h < 290.0 => "purple",
+        _ => "pink",
+    };
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsv_matches_opencv_conventions() {
+        assert_eq!(rgb_to_hsv8(255, 0, 0), (0, 255, 255));
+        assert_eq!(rgb_to_hsv8(0, 255, 0), (60, 255, 255));
+        assert_eq!(rgb_to_hsv8(0, 0, 255), (120, 255, 255));
+        assert_eq!(rgb_to_hsv8(10, 10, 10), (0, 0, 10));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(color_name([250.0, 20.0, 20.0]), "red");
+        assert_eq!(color_name([30.0, 60.0, 220.0]), "blue");
+        assert_eq!(color_name([240.0, 240.0, 240.0]), "white");
+        assert_eq!(color_name([20.0, 20.0, 20.0]), "dark");
+        assert_eq!(color_name([60.0, 200.0, 60.0]), "green");
+    }
+
+    #[test]
+    fn black_fraction_and_delta() {
+        let mut img = RgbImage::from_pixel(10, 10, image::Rgb([200, 100, 50]));
+        for x in 0..10 {
+            img.put_pixel(x, 0, image::Rgb([0, 4, 2]));
+        }
+        assert!((near_black_fraction(&img, 5) - 0.1).abs() < 1e-12);
+        let a = HsvFrame::from_rgb(&img);
+        assert_eq!(a.content_delta(&a), 0.0);
+        let b = HsvFrame::from_rgb(&RgbImage::from_pixel(10, 10, image::Rgb([0, 0, 0])));
+        assert!(a.content_delta(&b) > 27.0);
+    }
+}

@@ -1,0 +1,501 @@
+//! Global motion (camera pan, tilt, zoom) and the moving region between two frames.
+//!
+//! Method: a whole-frame translation search at 1/4 of the analysis size gives the dominant
+//! shift; 8×8 blocks at 1/2 size are matched around it; a similarity model
+//! `d = a·(p − c) + t` (zoom `1 + a`, translation `t`) is fitted to the textured blocks by
+//! trimmed least squares; blocks that disagree with the model, or differ after compensation,
+//! form the moving region (largest 4-connected cluster).
+
+use image::{GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+
+use crate::color::to_gray;
+
+/// Camera motion between frame A and frame B, as the motion of the scene content.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GlobalMotion {
+    /// Horizontal content shift as a fraction of the width; positive: content moves right
+    /// (the camera panned left).
+    pub dx: f64,
+    /// Vertical content shift as a fraction of the height; positive: content moves down
+    /// (the camera tilted up).
+    pub dy: f64,
+    /// Content scale B/A; above 1 the camera zoomed in (or moved forward).
+    pub zoom: f64,
+}
+
+/// The largest region that moved on its own (relative to the camera motion).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MovingRegion {
+    /// Bounding box in frame B as fractions of width and height: x0, y0, x1, y1.
+    pub bbox: [f64; 4],
+    /// Centre in frame B, fractions of width and height.
+    pub center: [f64; 2],
+    /// Fraction of the frame the region covers.
+    pub area: f64,
+    /// Its own motion from A to B, compensated for the camera, fractions of width/height.
+    pub dx: f64,
+    pub dy: f64,
+    /// Mean RGB of the region in frame B.
+    pub color: [f64; 3],
+}
+
+/// The result of [`estimate_motion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MotionEstimate {
+    pub global: GlobalMotion,
+    /// Fraction of textured blocks that follow the global model.
+    pub inlier_fraction: f64,
+    /// Number of textured blocks the model was fitted to.
+    pub textured_blocks: usize,
+    /// Mean absolute gray difference after compensating the global motion, in [0, 1].
+    pub compensated_diff: f64,
+    pub region: Option<MovingRegion>,
+}
+
+const BLOCK: u32 = 8;
+
+fn half(g: &GrayImage) -> GrayImage {
+    let (w, h) = ((g.width() / 2).max(1), (g.height() / 2).max(1));
+    GrayImage::from_fn(w, h, |x, y| {
+        let (x0, y0) = ((2 * x).min(g.width() - 1), (2 * y).min(g.height() - 1));
+        let (x1, y1) = ((x0 + 1).min(g.width() - 1), (y0 + 1).min(g.height() - 1));
+        let s = g.get_pixel(x0, y0)[0] as u32 + g.get_pixel(x1, y0)[0] as u32 + g.get_pixel(x0, y1)[0] as u32 + g.get_pixel(x1, y1)[0] as u32;
+        image::Luma([((s + 2) / 4) as u8])
+    })
+}
+
+/// Mean absolute difference between `a` and `b` shifted by (sx, sy) over their overlap,
+/// or None if the overlap is under half the frame.
+fn shifted_mad(a: &GrayImage, b: &GrayImage, sx: i32, sy: i32) -> Option<f64> {
+    let (w, h) = (a.width() as i32, a.height() as i32);
+    let (x0, x1) = (0.max(-sx), w.min(w - sx));
+    let (y0, y1) = (0.max(-sy), h.min(h - sy));
+    if x1 <= x0 || y1 <= y0 || ((x1 - x0) * (y1 - y0)) * 2 < w * h {
+        return None;
+    }
+    let (pa, pb) = (a.as_raw(), b.as_raw());
+    let mut s = 0u64;
+    for y in y0..y1 {
+        let ra = (y * w) as usize;
+        let rb = ((y + sy) * w) as usize;
+        for x in x0..x1 {
+            s += pa[ra + x as usize].abs_diff(pb[rb + (x + sx) as usize]) as u64;
+        }
+    }
+    Some(s as f64 / ((x1 - x0) * (y1 - y0)) as f64)
+}
+
+/// Best whole-frame translation (content of A moves by (sx, sy) into B).
+fn global_shift(a: &GrayImage, b: &GrayImage) -> (i32, i32) {
+    let (rx, ry) = ((a.width() as i32 / 4).max(1), (a.height() as i32 / 4).max(1));
+    let mut best = (f64::MAX, 0, 0);
+    for sy in -ry..=ry {
+        for sx in -rx..=rx {
+            if let Some(m) = shifted_mad(a, b, sx, sy) {
+                // Prefer small shifts on ties (static frames, flat regions).
+                let m = m + 1e-3 * ((sx * sx + sy * sy) as f64).sqrt();
+                if m < best.0 {
+                    best = (m, sx, sy);
+                }
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+struct Block {
+    /// Top-left corner in A.
+    x: u32,
+    y: u32,
+    textured: bool,
+    /// Best displacement A → B.
+    d: (f64, f64),
+}
+
+fn block_sad(a: &GrayImage, b: &GrayImage, x: u32, y: u32, dx: i32, dy: i32) -> Option<u32> {
+    let (bx, by) = (x as i32 + dx, y as i32 + dy);
+    if bx < 0 || by < 0 || bx + BLOCK as i32 > b.width() as i32 || by + BLOCK as i32 > b.height() as i32 {
+        return None;
+    }
+    let (w, pa, pb) = (a.width() as usize, a.as_raw(), b.as_raw());
+    let mut s = 0u32;
+    for j in 0..BLOCK as usize {
+        let ra = (y as usize + j) * w + x as usize;
+        let rb = (by as usize + j) * w + bx as usize;
+        for i in 0..BLOCK as usize {
+            s += pa[ra + i].abs_diff(pb[rb + i]) as u32;
+        }
+    }
+    Some(s)
+}
+
+fn block_std(a: &GrayImage, x: u32, y: u32) -> f64 {
+    let (mut s, mut s2) = (0.0, 0.0);
+    for j in 0..BLOCK {
+        for i in 0..BLOCK {
+            let v = a.get_pixel(x + i, y + j)[0] as f64;
+            s += v;
+            s2 += v * v;
+        }
+    }
+    let n = (BLOCK * BLOCK) as f64;
+    (s2 / n - (s / n).powi(2)).max(0.0).sqrt()
+}
+
+/// Fits `d = a·q + t` by least squares over the selected blocks; returns (a, tx, ty).
+fn fit_similarity(qs: &[(f64, f64)], ds: &[(f64, f64)], keep: &[bool]) -> Option<(f64, f64, f64)> {
+    let (mut n, mut sqq, mut sqx, mut sqy, mut sdq, mut sdx, mut sdy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for ((q, d), k) in qs.iter().zip(ds).zip(keep) {
+        if !k {
+            continue;
+        }
+        n += 1.0;
+        sqq += q.0 * q.0 + q.1 * q.1;
+        sqx += q.0;
+        sqy += q.1;
+        sdq += d.0 * q.0 + d.1 * q.1;
+        sdx += d.0;
+        sdy += d.1;
+    }
+    if n < 3.0 {
+        return None;
+    }
+    let denom = sqq - (sqx * sqx + sqy * sqy) / n;
+    let a = if denom.abs() < 1e-9 { 0.0 } else { (sdq - (sqx * sdx + sqy * sdy) / n) / denom };
+    Some((a, (sdx - a * sqx) / n, (sdy - a * sqy) / n))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Estimates the camera motion and the moving region from frame `a` to frame `b`
+/// (same size; analysis resolution, about 256 pixels wide, is plenty).
+pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
+    assert_eq!(a.dimensions(), b.dimensions(), "estimate_motion needs frames of the same size");
+    let (ga, gb) = (half(&to_gray(a)), half(&to_gray(b)));
+    let (w, h) = ga.dimensions();
+    let (qa, qb) = (half(&ga), half(&gb));
+    let (gsx, gsy) = global_shift(&qa, &qb);
+    let (gsx, gsy) = (gsx * 2, gsy * 2);
+    let radius = ((w.max(h) as f64 * 0.12).round() as i32).max(2);
+
+    // Match blocks around the global shift.
+    let mut blocks = Vec::new();
+    let (nbx, nby) = (w / BLOCK, h / BLOCK);
+    for by in 0..nby {
+        for bx in 0..nbx {
+            let (x, y) = (bx * BLOCK, by * BLOCK);
+            let textured = block_std(&ga, x, y) >= 4.0;
+            let mut best = (u32::MAX, gsx, gsy);
+            for dy in (gsy - radius)..=(gsy + radius) {
+                for dx in (gsx - radius)..=(gsx + radius) {
+                    if let Some(s) = block_sad(&ga, &gb, x, y, dx, dy) {
+                        let cost = s + ((dx - gsx).abs() + (dy - gsy).abs()) as u32; // tie-break towards the global shift
+                        if cost < best.0 {
+                            best = (cost, dx, dy);
+                        }
+                    }
+                }
+            }
+            blocks.push(Block { x, y, textured: textured && best.0 != u32::MAX, d: (best.1 as f64, best.2 as f64) });
+        }
+    }
+
+    // Fit the similarity model to textured blocks, trimming outliers.
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let half_b = BLOCK as f64 / 2.0;
+    let qs: Vec<(f64, f64)> = blocks.iter().map(|b| (b.x as f64 + half_b - cx, b.y as f64 + half_b - cy)).collect();
+    let ds: Vec<(f64, f64)> = blocks.iter().map(|b| b.d).collect();
+    let mut keep: Vec<bool> = blocks.iter().map(|b| b.textured).collect();
+    let textured = keep.iter().filter(|k| **k).count();
+    let mut model = (0.0, gsx as f64, gsy as f64);
+    if textured >= 6 {
+        for _ in 0..4 {
+            let Some(m) = fit_similarity(&qs, &ds, &keep) else { break };
+            model = m;
+            let res: Vec<f64> = qs.iter().zip(&ds).map(|(q, d)| ((d.0 - m.0 * q.0 - m.1).powi(2) + (d.1 - m.0 * q.1 - m.2).powi(2)).sqrt()).collect();
+            let mut kept_res: Vec<f64> = res.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| *r).collect();
+            let thr = (2.5 * median(&mut kept_res)).max(1.5);
+            for (i, b) in blocks.iter().enumerate() {
+                keep[i] = b.textured && res[i] <= thr;
+            }
+        }
+    }
+    let (a_zoom, tx, ty) = model;
+    let scale = (1.0 + a_zoom).max(0.1);
+    let inliers = keep.iter().filter(|k| **k).count();
+
+    // Difference after compensation, per pixel and per block.
+    let (pa, pb) = (ga.as_raw(), gb.as_raw());
+    let sample = |x: f64, y: f64| -> Option<f64> {
+        if x < 0.0 || y < 0.0 || x > (w - 1) as f64 || y > (h - 1) as f64 {
+            return None;
+        }
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w as usize - 1), (y0 + 1).min(h as usize - 1));
+        let (fx, fy) = (x - x0 as f64, y - y0 as f64);
+        let p = |xx: usize, yy: usize| pa[yy * w as usize + xx] as f64;
+        Some((p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx) * (1.0 - fy) + (p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx) * fy)
+    };
+    let mut block_diff = vec![(0.0f64, 0u32); (nbx * nby) as usize];
+    let (mut total, mut count) = (0.0, 0u64);
+    for y in 0..h {
+        for x in 0..w {
+            let (sx, sy) = (cx + (x as f64 - cx - tx) / scale, cy + (y as f64 - cy - ty) / scale);
+            if let Some(v) = sample(sx, sy) {
+                let d = (pb[(y * w + x) as usize] as f64 - v).abs();
+                total += d;
+                count += 1;
+                let (bx, by) = (x / BLOCK, y / BLOCK);
+                if bx < nbx && by < nby {
+                    let e = &mut block_diff[(by * nbx + bx) as usize];
+                    e.0 += d;
+                    e.1 += 1;
+                }
+            }
+        }
+    }
+    let compensated_diff = if count > 0 { total / count as f64 / 255.0 } else { 1.0 };
+
+    // Moving blocks: they disagree with the model, or differ strongly after compensation.
+    let bdiff: Vec<f64> = block_diff.iter().map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 }).collect();
+    let mut sorted = bdiff.clone();
+    let diff_thr = (3.0 * median(&mut sorted)).max(25.0);
+    let moving: Vec<bool> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let pred = (a_zoom * qs[i].0 + tx, a_zoom * qs[i].1 + ty);
+            let own = ((b.d.0 - pred.0).powi(2) + (b.d.1 - pred.1).powi(2)).sqrt();
+            (b.textured && own > 2.5 && !keep[i]) || bdiff[i] > diff_thr
+        })
+        .collect();
+    let clusters: Vec<Vec<usize>> = clusters(&moving, nbx as usize, nby as usize)
+        .into_iter()
+        .filter(|c| c.len() >= 2 && c.len() as f64 / (nbx * nby) as f64 >= 0.01)
+        .take(2)
+        .collect();
+    let summaries: Vec<ClusterSummary> = clusters.iter().map(|c| summarize(c, &blocks, b, (nbx, nby))).collect();
+    // An object that moved far leaves two clusters: where it is now (it stands out from its
+    // surroundings in B) and where it was (background shows through there in B).
+    let object = (0..summaries.len()).max_by(|&i, &j| summaries[i].contrast.total_cmp(&summaries[j].contrast));
+    let region = object.map(|oi| {
+        let o = &summaries[oi];
+        let cluster = &clusters[oi];
+        let own = {
+            let (mut mx, mut my, mut mn) = (0.0, 0.0, 0.0);
+            for &i in cluster {
+                if blocks[i].textured {
+                    let pred = (a_zoom * qs[i].0 + tx, a_zoom * qs[i].1 + ty);
+                    mx += blocks[i].d.0 - pred.0;
+                    my += blocks[i].d.1 - pred.1;
+                    mn += 1.0;
+                }
+            }
+            if mn > 0.0 { (mx / mn / w as f64, my / mn / h as f64) } else { (0.0, 0.0) }
+        };
+        let (dx, dy) = match summaries.get(1 - oi.min(1)).filter(|_| summaries.len() == 2) {
+            Some(from) if (0.33..3.0).contains(&(o.area / from.area)) => (o.center[0] - from.center[0], o.center[1] - from.center[1]),
+            _ => own,
+        };
+        MovingRegion { bbox: o.bbox, center: o.center, area: o.area, dx, dy, color: o.color }
+    });
+    MotionEstimate {
+        global: GlobalMotion { dx: tx / w as f64, dy: ty / h as f64, zoom: scale },
+        inlier_fraction: if textured > 0 { inliers as f64 / textured as f64 } else { 0.0 },
+        textured_blocks: textured,
+        compensated_diff,
+        region,
+    }
+}
+
+/// The 4-connected clusters of `true` cells on a `nx × ny` grid, largest first.
+fn clusters(cells: &[bool], nx: usize, ny: usize) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; cells.len()];
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for start in 0..cells.len() {
+        if !cells[start] || seen[start] {
+            continue;
+        }
+        let mut stack = vec![start];
+        let mut cluster = Vec::new();
+        seen[start] = true;
+        while let Some(i) = stack.pop() {
+            cluster.push(i);
+            let (x, y) = (i % nx, i / nx);
+            let mut push = |j: usize| {
+                if cells[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                push(i - 1);
+            }
+            if x + 1 < nx {
+                push(i + 1);
+            }
+            if y > 0 {
+                push(i - nx);
+            }
+            if y + 1 < ny {
+                push(i + nx);
+            }
+        }
+        cluster.sort_unstable();
+        out.push(cluster);
+    }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
+    out
+}
+
+struct ClusterSummary {
+    bbox: [f64; 4],
+    center: [f64; 2],
+    area: f64,
+    color: [f64; 3],
+    /// Distance between the cluster's mean colour in B and that of the ring of blocks around it.
+    contrast: f64,
+}
+
+/// Mean RGB of frame `b` (analysis resolution) over half-size blocks `cells`.
+fn cells_color(cells: &[usize], blocks: &[Block], b: &RgbImage) -> Option<[f64; 3]> {
+    let (mut rgb, mut n) = ([0.0; 3], 0.0);
+    for &i in cells {
+        let blk = &blocks[i];
+        for j in 0..2 * BLOCK {
+            for k in 0..2 * BLOCK {
+                let (px, py) = (2 * blk.x + k, 2 * blk.y + j);
+                if px < b.width() && py < b.height() {
+                    let p = b.get_pixel(px, py);
+                    for c in 0..3 {
+                        rgb[c] += p[c] as f64;
+                    }
+                    n += 1.0;
+                }
+            }
+        }
+    }
+    (n > 0.0).then(|| [rgb[0] / n, rgb[1] / n, rgb[2] / n])
+}
+
+fn summarize(cluster: &[usize], blocks: &[Block], b: &RgbImage, (nbx, nby): (u32, u32)) -> ClusterSummary {
+    let (w, h) = ((nbx * BLOCK) as f64, (nby * BLOCK) as f64);
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    let (mut sx, mut sy) = (0.0, 0.0);
+    let mut inside = vec![false; blocks.len()];
+    for &i in cluster {
+        let blk = &blocks[i];
+        inside[i] = true;
+        x0 = x0.min(blk.x);
+        y0 = y0.min(blk.y);
+        x1 = x1.max(blk.x + BLOCK);
+        y1 = y1.max(blk.y + BLOCK);
+        sx += blk.x as f64 + BLOCK as f64 / 2.0;
+        sy += blk.y as f64 + BLOCK as f64 / 2.0;
+    }
+    // The ring: blocks next to the cluster (8-neighbourhood) that are not in it.
+    let mut ring = Vec::new();
+    for &i in cluster {
+        let (x, y) = ((i as u32 % nbx) as i64, (i as u32 / nbx) as i64);
+        for (ox, oy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+            let (nx, ny) = (x + ox, y + oy);
+            if nx >= 0 && ny >= 0 && nx < nbx as i64 && ny < nby as i64 {
+                let j = (ny * nbx as i64 + nx) as usize;
+                if !inside[j] {
+                    inside[j] = true;
+                    ring.push(j);
+                }
+            }
+        }
+    }
+    let color = cells_color(cluster, blocks, b).unwrap_or([0.0; 3]);
+    let contrast = cells_color(&ring, blocks, b)
+        .map(|r| ((color[0] - r[0]).powi(2) + (color[1] - r[1]).powi(2) + (color[2] - r[2]).powi(2)).sqrt())
+        .unwrap_or(0.0);
+    let n = cluster.len() as f64;
+    ClusterSummary {
+        bbox: [x0 as f64 / w, y0 as f64 / h, (x1 as f64 / w).min(1.0), (y1 as f64 / h).min(1.0)],
+        center: [sx / n / w, sy / n / h],
+        area: n / (nbx * nby) as f64,
+        color,
+        contrast,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A smooth textured scene, rendered with a content shift and scale about the centre.
+    fn scene(w: u32, h: u32, shift: (f64, f64), zoom: f64) -> RgbImage {
+        let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+        RgbImage::from_fn(w, h, |x, y| {
+            // Point of the underlying scene seen at (x, y).
+            let u = (x as f64 - cx - shift.0) / zoom + cx;
+            let v = (y as f64 - cy - shift.1) / zoom + cy;
+            let t = ((u * 0.21).sin() * (v * 0.17).cos() + (u * 0.05 + v * 0.08).sin()) * 60.0 + 128.0;
+            let g = ((u * 0.11).cos() * 50.0 + (v * 0.13).sin() * 50.0 + 128.0).clamp(0.0, 255.0);
+            image::Rgb([t.clamp(0.0, 255.0) as u8, g as u8, 100])
+        })
+    }
+
+    #[test]
+    fn static_frames_have_no_motion() {
+        let a = scene(256, 144, (0.0, 0.0), 1.0);
+        let m = estimate_motion(&a, &a);
+        assert!(m.global.dx.abs() < 1e-9 && m.global.dy.abs() < 1e-9);
+        assert!((m.global.zoom - 1.0).abs() < 1e-9);
+        assert!(m.region.is_none());
+        assert_eq!(m.compensated_diff, 0.0);
+    }
+
+    #[test]
+    fn recovers_pan() {
+        let a = scene(256, 144, (0.0, 0.0), 1.0);
+        let b = scene(256, 144, (-30.0, 10.0), 1.0);
+        let m = estimate_motion(&a, &b);
+        assert!((m.global.dx - (-30.0 / 256.0)).abs() < 0.02, "{:?}", m.global);
+        assert!((m.global.dy - (10.0 / 144.0)).abs() < 0.03, "{:?}", m.global);
+        assert!((m.global.zoom - 1.0).abs() < 0.03, "{:?}", m.global);
+    }
+
+    #[test]
+    fn recovers_zoom() {
+        let a = scene(256, 144, (0.0, 0.0), 1.0);
+        let b = scene(256, 144, (0.0, 0.0), 1.2);
+        let m = estimate_motion(&a, &b);
+        assert!((m.global.zoom - 1.2).abs() < 0.05, "{:?}", m.global);
+        assert!(m.global.dx.abs() < 0.02, "{:?}", m.global);
+    }
+
+    #[test]
+    fn finds_a_moving_object() {
+        let a = scene(256, 144, (0.0, 0.0), 1.0);
+        let mut b = a.clone();
+        let mut a2 = a.clone();
+        // A red square moves from the left to the right on a static background.
+        for y in 50..90 {
+            for x in 40..80 {
+                a2.put_pixel(x, y, image::Rgb([220, 30, 30]));
+            }
+            for x in 160..200 {
+                b.put_pixel(x, y, image::Rgb([220, 30, 30]));
+            }
+        }
+        let m = estimate_motion(&a2, &b);
+        assert!(m.global.dx.abs() < 0.02, "{:?}", m.global);
+        let r = m.region.expect("a moving region");
+        assert!(r.area > 0.01 && r.area < 0.5, "{r:?}");
+        assert_eq!(crate::color_name(r.color), "red", "{r:?}");
+        assert!(r.center[0] > 0.55, "the region is where the square is now: {r:?}");
+        assert!(r.dx > 0.3, "it moved right by about 120/256 of the width: {r:?}");
+        assert!(r.dy.abs() < 0.05, "{r:?}");
+    }
+}
