@@ -1,0 +1,41 @@
+//! The shard contract in Parquet (docs/data-format.md): one row = one training sample of any
+//! task. A [`DatasetWriter`] rolls shards by size, writes each under a temporary name and
+//! renames it when closed, then commits it to `manifest.json` together with the inputs whose
+//! samples it completes, so a build can stop anywhere and resume without losing or
+//! duplicating a sample. [`ShardReader`] streams samples back.
+
+mod manifest;
+mod reader;
+mod schema;
+mod writer;
+
+pub use manifest::{InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME};
+pub use reader::{read_sample_ids, ShardReader};
+pub use schema::{batch_to_samples, samples_to_batch, shard_schema};
+pub use writer::{DatasetWriter, WriterOptions};
+
+use std::path::PathBuf;
+
+/// Errors of the shard layer; each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("{path}: {source}")]
+    Arrow { path: PathBuf, source: arrow::error::ArrowError },
+    #[error("{path}: bad manifest: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("{path}: row {row}: {message}")]
+    Row { path: PathBuf, row: usize, message: String },
+    #[error("{path}: this output was built with a different configuration (fingerprint {found}, now {expected})")]
+    ConfigChanged { path: PathBuf, found: String, expected: String },
+}
+
+pub type Result<T, E = ShardError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ShardError {
+    let path = path.into();
+    move |source| ShardError::Io { path, source }
+}

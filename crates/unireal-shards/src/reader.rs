@@ -1,0 +1,102 @@
+//! Streaming reads of shards.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use unireal_core::Sample;
+
+use crate::manifest::Manifest;
+use crate::schema::batch_to_samples;
+use crate::{io_err, Result, ShardError};
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(io_err(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })
+}
+
+/// The `sample_id` column of one shard file.
+pub fn read_sample_ids(path: &Path) -> Result<Vec<String>> {
+    let builder = open_builder(path)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["sample_id"]);
+    let reader = builder.with_projection(mask).build().map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|source| ShardError::Arrow { path: path.to_path_buf(), source })?;
+        let col = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .ok_or_else(|| ShardError::Row { path: path.to_path_buf(), row: 0, message: "sample_id is not a string column".into() })?;
+        ids.extend(col.iter().map(|v| v.unwrap_or_default().to_string()));
+    }
+    Ok(ids)
+}
+
+/// Streams the samples of a shard directory (the shards its manifest lists, in order), or of
+/// single shard files. Memory holds one small batch at a time.
+pub struct ShardReader {
+    files: VecDeque<PathBuf>,
+    current: Option<(PathBuf, ParquetRecordBatchReader, usize)>,
+    pending: VecDeque<Sample>,
+    batch_size: usize,
+}
+
+impl ShardReader {
+    /// The shards of a directory with a manifest.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let m = Manifest::load(dir)?.ok_or_else(|| ShardError::Manifest {
+            path: dir.join(crate::MANIFEST_NAME),
+            message: "no manifest: not a shard directory, or a build that never started".into(),
+        })?;
+        Ok(Self::open_files(m.shards.iter().map(|s| dir.join(&s.file)).collect()))
+    }
+
+    pub fn open_files(files: Vec<PathBuf>) -> Self {
+        ShardReader { files: files.into(), current: None, pending: VecDeque::new(), batch_size: 16 }
+    }
+
+    fn next_inner(&mut self) -> Result<Option<Sample>> {
+        loop {
+            if let Some(s) = self.pending.pop_front() {
+                return Ok(Some(s));
+            }
+            if self.current.is_none() {
+                let Some(path) = self.files.pop_front() else { return Ok(None) };
+                let reader = open_builder(&path)?
+                    .with_batch_size(self.batch_size)
+                    .build()
+                    .map_err(|source| ShardError::Parquet { path: path.clone(), source })?;
+                self.current = Some((path, reader, 0));
+            }
+            let (path, reader, row) = self.current.as_mut().expect("set above");
+            match reader.next() {
+                None => self.current = None,
+                Some(batch) => {
+                    let batch = batch.map_err(|source| ShardError::Arrow { path: path.clone(), source })?;
+                    let samples = batch_to_samples(&batch)
+                        .map_err(|(r, message)| ShardError::Row { path: path.clone(), row: *row + r, message })?;
+                    *row += batch.num_rows();
+                    self.pending.extend(samples);
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for ShardReader {
+    type Item = Result<Sample>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_inner() {
+            Ok(Some(s)) => Some(Ok(s)),
+            Ok(None) => None,
+            Err(e) => {
+                self.current = None;
+                self.files.clear();
+                Some(Err(e))
+            }
+        }
+    }
+}
