@@ -1,0 +1,96 @@
+//! Captioners behind one trait, chosen in the build config:
+//! - [`BuiltinCaptioner`]: no model; instructions from what is measured between the frames;
+//! - [`OpenAiCaptioner`]: an OpenAI-compatible chat-completions endpoint (a VLM);
+//! - [`SidecarCaptioner`]: captions given with the inputs (a CSV/JSONL list).
+
+mod builtin;
+mod openai;
+
+pub use builtin::BuiltinCaptioner;
+pub use openai::{OpenAiCaptioner, OpenAiConfig, UNIREAL_TOOLKIT_PROMPT};
+
+use serde::{Deserialize, Serialize};
+use unireal_vision::ChangeMeasures;
+
+/// Everything a captioner may use to describe the change from the first frame to the second.
+pub struct CaptionRequest<'a> {
+    /// The input the pair came from (for messages).
+    pub input: &'a str,
+    pub first_jpeg: &'a [u8],
+    pub second_jpeg: &'a [u8],
+    pub change: &'a ChangeMeasures,
+    /// A caption given with the input, if any.
+    pub sidecar: Option<&'a str>,
+    /// Varies wording deterministically (derived from the sample id).
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptionError {
+    #[error("{input}: no sidecar caption for this input and no fallback configured")]
+    NoSidecar { input: String },
+    #[error("caption endpoint {url}: {message}")]
+    Endpoint { url: String, message: String },
+    #[error("captioner config: {0}")]
+    Config(String),
+}
+
+/// Describes the change between two frames as an instruction.
+pub trait Captioner: Send + Sync {
+    /// Short name recorded in each sample's `meta.caption_source`.
+    fn name(&self) -> &'static str;
+    fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError>;
+}
+
+/// `captioner:` in the build config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CaptionerConfig {
+    /// Built-in, no model.
+    Builtin,
+    /// An OpenAI-compatible endpoint.
+    Openai(OpenAiConfig),
+    /// Captions from the input list; inputs without one use the built-in captioner when
+    /// `fallback_builtin` is true, else they are skipped.
+    Sidecar {
+        #[serde(default = "yes")]
+        fallback_builtin: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for CaptionerConfig {
+    fn default() -> Self {
+        CaptionerConfig::Builtin
+    }
+}
+
+/// Builds the captioner a config names.
+pub fn build_captioner(cfg: &CaptionerConfig) -> Result<Box<dyn Captioner>, CaptionError> {
+    Ok(match cfg {
+        CaptionerConfig::Builtin => Box::new(BuiltinCaptioner),
+        CaptionerConfig::Openai(c) => Box::new(OpenAiCaptioner::new(c.clone())?),
+        CaptionerConfig::Sidecar { fallback_builtin } => Box::new(SidecarCaptioner { fallback: fallback_builtin.then_some(BuiltinCaptioner) }),
+    })
+}
+
+/// Uses the caption given with the input.
+pub struct SidecarCaptioner {
+    pub fallback: Option<BuiltinCaptioner>,
+}
+
+impl Captioner for SidecarCaptioner {
+    fn name(&self) -> &'static str {
+        "sidecar"
+    }
+    fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError> {
+        match (req.sidecar.map(str::trim).filter(|s| !s.is_empty()), &self.fallback) {
+            (Some(s), _) => Ok(s.to_string()),
+            (None, Some(b)) => b.caption(req),
+            (None, None) => Err(CaptionError::NoSidecar { input: req.input.to_string() }),
+        }
+    }
+}

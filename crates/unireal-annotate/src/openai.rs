@@ -1,0 +1,175 @@
+//! An OpenAI-compatible chat-completions endpoint as captioner: both frames go as JPEG data
+//! URLs with the UniReal toolkit's prompt.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{CaptionError, CaptionRequest, Captioner};
+
+/// The prompt of the UniReal authors' data toolkit.
+pub const UNIREAL_TOOLKIT_PROMPT: &str = "Give a sentence of instruction to make the first image like the second image.";
+
+/// `captioner: {kind: openai, …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Base URL up to `/v1` (the request goes to `{base_url}/chat/completions`).
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key; unset or empty sends none.
+    pub api_key_env: String,
+    pub prompt: String,
+    pub timeout_s: f64,
+    /// Further attempts after a transport error, 429 or 5xx.
+    pub retries: u32,
+    /// Requests in flight at once across all workers.
+    pub concurrency: usize,
+    pub max_tokens: u32,
+    pub temperature: f64,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            base_url: "http://localhost:8000/v1".into(),
+            model: "Qwen/Qwen2-VL-7B-Instruct".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            prompt: UNIREAL_TOOLKIT_PROMPT.into(),
+            timeout_s: 60.0,
+            retries: 3,
+            concurrency: 4,
+            max_tokens: 96,
+            temperature: 0.2,
+        }
+    }
+}
+
+/// A counting semaphore.
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+pub struct OpenAiCaptioner {
+    cfg: OpenAiConfig,
+    url: String,
+    key: Option<String>,
+    agent: ureq::Agent,
+    slots: Slots,
+}
+
+impl OpenAiCaptioner {
+    pub fn new(cfg: OpenAiConfig) -> Result<Self, CaptionError> {
+        if cfg.base_url.trim().is_empty() {
+            return Err(CaptionError::Config("captioner.base_url is empty".into()));
+        }
+        if cfg.concurrency == 0 {
+            return Err(CaptionError::Config("captioner.concurrency must be at least 1".into()));
+        }
+        if !(cfg.timeout_s > 0.0) {
+            return Err(CaptionError::Config("captioner.timeout_s must be positive".into()));
+        }
+        let key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.is_empty());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_s)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+        let slots = Slots { free: Mutex::new(cfg.concurrency), cv: Condvar::new() };
+        Ok(OpenAiCaptioner { cfg, url, key, agent, slots })
+    }
+
+    fn body(&self, req: &CaptionRequest<'_>) -> serde_json::Value {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let url = |jpeg: &[u8]| format!("data:image/jpeg;base64,{}", b64.encode(jpeg));
+        json!({
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_tokens,
+            "temperature": self.cfg.temperature,
+            "messages": [{
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": self.cfg.prompt},
+                    {"type": "image_url", "image_url": {"url": url(req.first_jpeg)}},
+                    {"type": "image_url", "image_url": {"url": url(req.second_jpeg)}},
+                ],
+            }],
+        })
+    }
+
+    fn attempt(&self, body: &serde_json::Value) -> Result<String, (bool, String)> {
+        let mut r = self.agent.post(&self.url).header("Content-Type", "application/json");
+        if let Some(k) = &self.key {
+            r = r.header("Authorization", &format!("Bearer {k}"));
+        }
+        let mut resp = r.send_json(body).map_err(|e| (true, e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().map_err(|e| (true, e.to_string()))?;
+        if status != 200 {
+            let retry = status == 429 || status >= 500;
+            let snippet: String = text.chars().take(200).collect();
+            return Err((retry, format!("HTTP {status}: {snippet}")));
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| (false, format!("response is not JSON: {e}")))?;
+        let content = v["choices"][0]["message"]["content"]
+            .as_str()
+            .ok_or_else(|| (false, "response has no choices[0].message.content".to_string()))?;
+        let content = content.trim().trim_matches('"').trim();
+        if content.is_empty() {
+            return Err((true, "empty caption".into()));
+        }
+        Ok(content.to_string())
+    }
+}
+
+impl Captioner for OpenAiCaptioner {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError> {
+        let body = self.body(req);
+        let _slot = self.slots.acquire();
+        let mut last = String::new();
+        for attempt in 0..=self.cfg.retries {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250u64 << (attempt - 1).min(6)));
+            }
+            match self.attempt(&body) {
+                Ok(c) => return Ok(c),
+                Err((retry, msg)) => {
+                    last = msg;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(CaptionError::Endpoint { url: self.url.clone(), message: format!("{last} (after {} attempt(s))", self.cfg.retries + 1) })
+    }
+}
