@@ -1,1 +1,47 @@
-fn main(){}
+//! `unireal-data`: build training shards from videos, and look at them.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "unireal-data", version, about = "UniReal data construction: videos → training shards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build Frame2Frame shards from the videos a config names (resumes by default).
+    Build(cmd::build::Args),
+    /// Detect shot cuts in video files.
+    Shots(cmd::shots::Args),
+    /// Show a shard directory's or file's schema, counts and a few rows.
+    Inspect(cmd::inspect::Args),
+    /// Check a shard directory against its manifest; every image must decode.
+    Verify(cmd::verify::Args),
+    /// Import an expert dataset (not built yet).
+    Import(cmd::import::Args),
+    /// Render a preview gallery of built samples (not built yet).
+    Preview(cmd::preview::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => cmd::build::run(a),
+        Command::Shots(a) => cmd::shots::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Preview(a) => cmd::preview::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<cmd::Hinted>()) {
+            eprintln!("hint: {}", h.hint);
+        }
+        std::process::exit(1);
+    }
+}

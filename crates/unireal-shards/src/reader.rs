@@ -100,3 +100,40 @@ impl Iterator for ShardReader {
         }
     }
 }
+
+/// Counts rows by the values of some string columns (e.g. `task`, `source`, `split`) over
+/// shard files, reading only those columns.
+pub fn count_by_columns(files: &[PathBuf], columns: &[&str]) -> Result<std::collections::BTreeMap<Vec<String>, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for path in files {
+        let builder = open_builder(path)?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        let reader = builder.with_projection(mask).build().map_err(|source| ShardError::Parquet { path: path.clone(), source })?;
+        for batch in reader {
+            let batch = batch.map_err(|source| ShardError::Arrow { path: path.clone(), source })?;
+            let cols: Vec<&arrow::array::StringArray> = columns
+                .iter()
+                .map(|c| {
+                    batch
+                        .column_by_name(c)
+                        .and_then(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
+                        .ok_or_else(|| ShardError::Row { path: path.clone(), row: 0, message: format!("no string column `{c}`") })
+                })
+                .collect::<Result<_>>()?;
+            for row in 0..batch.num_rows() {
+                *out.entry(cols.iter().map(|c| c.value(row).to_string()).collect()).or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Arrow schema stored in a shard file, printed one field per line.
+pub fn describe_schema(path: &Path) -> Result<String> {
+    let builder = open_builder(path)?;
+    let mut s = String::new();
+    for f in builder.schema().fields() {
+        s.push_str(&format!("  {}: {}{}\n", f.name(), f.data_type(), if f.is_nullable() { "" } else { " (not null)" }));
+    }
+    Ok(s)
+}

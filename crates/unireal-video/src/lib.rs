@@ -8,4 +8,4 @@ mod decode;
 mod shots;
 
 pub use decode::{init, probe, DecodedFrame, FrameConverter, VideoError, VideoInfo, VideoReader};
-pub use shots::{detect_shots, ContentDetector, ShotOptions, ShotReport};
+pub use shots::{analysis_size, detect_shots, ContentDetector, ShotOptions, ShotReport};

@@ -1,0 +1,166 @@
+//! `unireal-data build`: inputs → Frame2Frame samples → shards, across videos in parallel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use unireal_annotate::build_captioner;
+use unireal_shards::{DatasetWriter, InputStatus, Manifest, WriterOptions};
+
+use crate::config::BuildConfig;
+use crate::frame2frame::{process_video, Progress, VideoOutcome};
+use crate::inputs::expand_inputs;
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Shards(#[from] unireal_shards::ShardError),
+    #[error("{0}")]
+    Captioner(#[from] unireal_annotate::CaptionError),
+    #[error("interrupted: finished shards and inputs are kept in the manifest; run the same command again to resume")]
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Start over: remove the previous manifest and shards in the output directory.
+    pub force: bool,
+    /// No progress bars (logs still go to stderr).
+    pub quiet: bool,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildSummary {
+    pub manifest: Manifest,
+    /// Inputs processed in this run (the others were done by an earlier run).
+    pub processed: usize,
+    pub already_done: usize,
+    pub new_samples: u64,
+    pub frames: u64,
+    pub elapsed: Duration,
+}
+
+struct Bars {
+    frames: ProgressBar,
+}
+
+impl Progress for Bars {
+    fn frames(&self, n: u64) {
+        self.frames.inc(n);
+    }
+}
+
+/// Runs a build to the end. `stop` is checked between frames: when it is set, the open shard
+/// is discarded (its inputs are redone on the next run) and `Interrupted` is returned.
+pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) -> Result<BuildSummary, BuildError> {
+    cfg.validate().map_err(BuildError::Config)?;
+    let started = Instant::now();
+    let items = expand_inputs(&cfg.inputs, &cfg.video_extensions).map_err(BuildError::Config)?;
+    let captioner = build_captioner(&cfg.captioner)?;
+    let wopts = WriterOptions {
+        target_shard_bytes: (cfg.shards.target_size_mb * 1024.0 * 1024.0) as u64,
+        row_group_bytes: ((cfg.shards.target_size_mb * 1024.0 * 1024.0 / 4.0) as usize).clamp(1 << 16, 64 << 20),
+        zstd_level: cfg.shards.zstd_level,
+        fingerprint: cfg.fingerprint(),
+        created_by: format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    };
+    let mut writer = DatasetWriter::open(&cfg.output, wopts, opts.force)?;
+    let todo: Vec<_> = items.iter().filter(|i| !writer.is_done(&i.key)).cloned().collect();
+    let already_done = items.len() - todo.len();
+    if already_done > 0 {
+        eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), cfg.output.display());
+    }
+    let (multi, frames_bar, videos_bar, samples_bar) = progress_bars(todo.len() as u64, opts.quiet);
+    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("unireal-video-{i}"))
+        .build()
+        .map_err(|e| BuildError::Config(format!("workers: cannot start {workers} threads: {e}")))?;
+    let (tx, rx) = crossbeam_channel::bounded::<VideoOutcome>(workers * 2);
+    let bars = Bars { frames: frames_bar.clone() };
+    let total_frames = AtomicU64::new(0);
+    let mut new_samples = 0u64;
+    let mut write_error = None;
+    std::thread::scope(|scope| {
+        let stop2 = stop.clone();
+        let captioner = &*captioner;
+        let bars = &bars;
+        let todo = &todo;
+        scope.spawn(move || {
+            pool.install(|| {
+                todo.par_iter().for_each_with(tx, |tx, item| {
+                    if stop2.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let out = process_video(item, cfg, captioner, bars, &stop2);
+                    let _ = tx.send(out);
+                });
+            });
+        });
+        for out in rx.iter() {
+            total_frames.fetch_add(out.frames, Ordering::Relaxed);
+            videos_bar.inc(1);
+            if stop.load(Ordering::Relaxed) || write_error.is_some() {
+                continue; // drain so the workers can finish
+            }
+            let rec = &out.record;
+            match rec.status {
+                InputStatus::Ok if !rec.reason.is_empty() => multi.println(format!("warning: {}: {}", rec.path, rec.reason)).ok(),
+                InputStatus::Ok => None,
+                InputStatus::Skipped => multi.println(format!("skipped {}: {}", rec.path, rec.reason)).ok(),
+                InputStatus::Failed => multi.println(format!("failed {}: {}", rec.path, rec.reason)).ok(),
+            };
+            match writer.add(out.record, out.samples) {
+                Ok(n) => {
+                    new_samples += n;
+                    samples_bar.inc(n);
+                }
+                Err(e) => {
+                    write_error = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    frames_bar.finish_and_clear();
+    videos_bar.finish_and_clear();
+    samples_bar.finish_and_clear();
+    if let Some(e) = write_error {
+        let _ = writer.abort();
+        return Err(e.into());
+    }
+    if stop.load(Ordering::Relaxed) {
+        writer.abort()?;
+        return Err(BuildError::Interrupted);
+    }
+    let manifest = writer.finish()?;
+    Ok(BuildSummary {
+        manifest,
+        processed: todo.len(),
+        already_done,
+        new_samples,
+        frames: total_frames.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn progress_bars(videos: u64, quiet: bool) -> (MultiProgress, ProgressBar, ProgressBar, ProgressBar) {
+    let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let multi = MultiProgress::with_draw_target(target);
+    let style = |t: &str| ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar());
+    let v = multi.add(ProgressBar::new(videos).with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}").progress_chars("=> ")));
+    v.set_prefix("videos");
+    let f = multi.add(ProgressBar::no_length().with_style(style("{prefix:>8} {pos} ({per_sec})")));
+    f.set_prefix("frames");
+    let s = multi.add(ProgressBar::no_length().with_style(style("{prefix:>8} {pos}")));
+    s.set_prefix("samples");
+    (multi, f, v, s)
+}

@@ -1,0 +1,384 @@
+//! Frame2Frame: two frames of one shot and an instruction describing the change.
+//!
+//! One forward pass over the video: every frame goes through the cut detector at analysis
+//! size; frames on a grid (`pairs.sample_every_s` from the shot start) become candidates and
+//! are kept, still as decoded YUV, only while a later frame may pair with them; a pair is
+//! scored when its second frame arrives (near-black fraction, SSIM at short side 256) and,
+//! when kept, measured, encoded and captioned. Memory is bounded by the longest interval, not
+//! by the video's length.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use image::{GrayImage, RgbImage};
+use serde_json::json;
+use unireal_annotate::{CaptionRequest, Captioner};
+use unireal_core::{context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task};
+use unireal_shards::{InputRecord, InputStatus};
+use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoInfo, VideoReader};
+use unireal_vision::{fit_long_side, fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
+
+use crate::config::{BuildConfig, SplitBy};
+use crate::inputs::InputItem;
+
+/// What one video gave.
+pub struct VideoOutcome {
+    pub record: InputRecord,
+    pub samples: Vec<Sample>,
+    /// Frames decoded (for progress and throughput).
+    pub frames: u64,
+}
+
+/// Progress callbacks (frames decoded), called often; must be cheap.
+pub trait Progress: Sync {
+    fn frames(&self, n: u64);
+}
+
+impl Progress for () {
+    fn frames(&self, _: u64) {}
+}
+
+struct Candidate {
+    frame: DecodedFrame,
+    /// Analysis-size RGB (motion, colour, near-black).
+    small: RgbImage,
+    /// Gray at short side `ssim_short_side`.
+    gray: GrayImage,
+    black: f64,
+}
+
+#[derive(Default)]
+struct Tally {
+    candidates: u64,
+    pairs_scored: u64,
+    too_similar: u64,
+    unrelated: u64,
+    too_dark: u64,
+    too_still: u64,
+    caption_errors: u64,
+    last_caption_error: String,
+}
+
+/// A stable number in [0, 1) from a string.
+fn unit_hash(s: &str) -> f64 {
+    let h = blake3::hash(s.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) as f64 / (u64::MAX as f64 + 1.0)
+}
+
+fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
+    let u = match cfg.split.by {
+        SplitBy::Video => unit_hash(&format!("split:{video_key}")),
+        SplitBy::Sample => unit_hash(&format!("split:{id}")),
+    };
+    if u < cfg.split.val_fraction {
+        Split::Val
+    } else {
+        Split::Train
+    }
+}
+
+fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let mut buf = Cursor::new(Vec::with_capacity(img.len() / 8));
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality).encode_image(img).map_err(|e| e.to_string())?;
+    Ok(buf.into_inner())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stats: serde_json::Value) -> InputRecord {
+    InputRecord { path: item.key.clone(), status, reason: reason.into(), samples: 0, stats }
+}
+
+/// Processes one video into Frame2Frame samples. Never panics on bad input: every failure
+/// becomes the record's status and reason.
+pub fn process_video(item: &InputItem, cfg: &BuildConfig, captioner: &dyn Captioner, progress: &dyn Progress, stop: &AtomicBool) -> VideoOutcome {
+    let mut reader = match VideoReader::open(&item.path, cfg.decode_threads) {
+        Ok(r) => r,
+        Err(e) => {
+            return VideoOutcome { record: record(item, InputStatus::Failed, e.to_string(), serde_json::Value::Null), samples: vec![], frames: 0 }
+        }
+    };
+    let info = reader.info().clone();
+    let info_json = json!({
+        "container": info.container, "codec": info.codec, "width": info.width, "height": info.height,
+        "rotation": info.rotation, "fps": round3(info.fps), "duration_s": info.duration_s.map(round3),
+    });
+    if info.width.min(info.height) < cfg.pairs.min_short_side {
+        let reason = format!("resolution {}x{} is below pairs.min_short_side {}", info.width, info.height, cfg.pairs.min_short_side);
+        return VideoOutcome { record: record(item, InputStatus::Skipped, reason, json!({ "video": info_json })), samples: vec![], frames: 0 };
+    }
+    let mut run = Run::new(item, cfg, captioner, &info);
+    let result = run.decode_all(&mut reader, progress, stop);
+    let frames = run.frames;
+    let mut stats = json!({
+        "video": info_json,
+        "frames": frames,
+        "shots": run.shot,
+        "candidates": run.tally.candidates,
+        "pairs_scored": run.tally.pairs_scored,
+        "rejected": {
+            "too_similar": run.tally.too_similar, "unrelated": run.tally.unrelated,
+            "too_dark": run.tally.too_dark, "too_still": run.tally.too_still,
+        },
+        "caption_errors": run.tally.caption_errors,
+        "decode_errors": reader.decode_errors(),
+    });
+    if run.stopped_early {
+        stats["stopped_at_max_pairs"] = json!(true);
+    }
+    let samples = std::mem::take(&mut run.samples);
+    let (status, reason) = match result {
+        Err(e) if samples.is_empty() => (InputStatus::Failed, e),
+        Err(e) => (InputStatus::Ok, format!("kept {} pair(s) decoded before an error: {e}", samples.len())),
+        Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
+        Ok(()) if samples.is_empty() => {
+            let t = &run.tally;
+            let reason = if frames < 2 {
+                format!("no qualifying pair: the video has {frames} frame(s)")
+            } else if t.caption_errors > 0 {
+                format!("no caption for any pair ({} captioner error(s)); last: {}", t.caption_errors, t.last_caption_error)
+            } else if t.pairs_scored == 0 {
+                format!(
+                    "no qualifying pair: no two candidate frames {} s apart inside one shot ({} frames, {} shot(s))",
+                    cfg.pairs.intervals_s.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" or "),
+                    frames,
+                    run.shot
+                )
+            } else {
+                format!(
+                    "no qualifying pair among {} scored: {} too similar (SSIM >= {}), {} unrelated (SSIM < {}), {} too dark, {} too still",
+                    t.pairs_scored, t.too_similar, cfg.pairs.ssim_max, t.unrelated, cfg.pairs.ssim_min, t.too_dark, t.too_still
+                )
+            };
+            let status = if t.caption_errors > 0 { InputStatus::Failed } else { InputStatus::Skipped };
+            (status, reason)
+        }
+        Ok(()) => (InputStatus::Ok, String::new()),
+    };
+    if status == InputStatus::Failed && reason == "interrupted" {
+        // An interrupted video is not recorded as done; the caller drops it.
+        return VideoOutcome { record: record(item, status, reason, stats), samples: vec![], frames };
+    }
+    VideoOutcome { record: record(item, status, reason, stats), samples, frames }
+}
+
+struct Run<'a> {
+    item: &'a InputItem,
+    cfg: &'a BuildConfig,
+    captioner: &'a dyn Captioner,
+    info: &'a VideoInfo,
+    conv: FrameConverter,
+    detector: ContentDetector,
+    analysis: (u32, u32),
+    gray_size: (u32, u32),
+    out_size: (u32, u32),
+    buffer: VecDeque<Candidate>,
+    shot: u64,
+    shot_start: (u64, f64),
+    next_grid: f64,
+    shot_pairs: usize,
+    /// Frame indices of the last kept pair: the next pair starts at or after its second
+    /// frame, so pairs of a shot do not overlap and spread over it.
+    last_pair: Option<(u64, u64)>,
+    samples: Vec<Sample>,
+    tally: Tally,
+    frames: u64,
+    stopped_early: bool,
+}
+
+impl<'a> Run<'a> {
+    fn new(item: &'a InputItem, cfg: &'a BuildConfig, captioner: &'a dyn Captioner, info: &'a VideoInfo) -> Self {
+        let opts = ShotOptions { threshold: cfg.shots.threshold, min_shot_frames: cfg.shots.min_shot_frames, analysis_width: cfg.shots.analysis_width };
+        Run {
+            item,
+            cfg,
+            captioner,
+            info,
+            conv: FrameConverter::new(info),
+            detector: ContentDetector::new(opts),
+            analysis: unireal_video::analysis_size(info.width, info.height, cfg.shots.analysis_width),
+            gray_size: fit_short_side(info.width, info.height, cfg.pairs.ssim_short_side),
+            out_size: fit_long_side(info.width, info.height, cfg.frames.max_side),
+            buffer: VecDeque::new(),
+            shot: 0,
+            shot_start: (0, 0.0),
+            next_grid: 0.0,
+            shot_pairs: 0,
+            last_pair: None,
+            samples: vec![],
+            tally: Tally::default(),
+            frames: 0,
+            stopped_early: false,
+        }
+    }
+
+    fn convert(&mut self, f: &DecodedFrame, size: (u32, u32)) -> Result<RgbImage, String> {
+        self.conv.rgb(f, size.0, size.1).map_err(|e| format!("frame {}: {e}", f.index))
+    }
+
+    fn decode_all(&mut self, reader: &mut VideoReader, progress: &dyn Progress, stop: &AtomicBool) -> Result<(), String> {
+        let max_interval = self.cfg.pairs.intervals_s.iter().cloned().fold(0.0, f64::max);
+        let step = self.cfg.pairs.sample_every_s;
+        let mut unreported = 0u64;
+        while let Some(frame) = reader.next_frame().map_err(|e| e.to_string())? {
+            self.frames = frame.index + 1;
+            unreported += 1;
+            if unreported >= 16 {
+                progress.frames(unreported);
+                unreported = 0;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            let small = self.convert(&frame, self.analysis)?;
+            let is_cut = self.detector.push(frame.index, HsvFrame::from_rgb(&small));
+            if frame.index == 0 || is_cut {
+                if is_cut {
+                    self.shot += 1;
+                }
+                self.buffer.clear();
+                self.shot_start = (frame.index, frame.time_s);
+                self.next_grid = frame.time_s;
+                self.shot_pairs = 0;
+            }
+            // Frames on the grid become candidates.
+            if frame.time_s + 1e-6 < self.next_grid {
+                continue;
+            }
+            let k = ((frame.time_s - self.shot_start.1) / step).floor() + 1.0;
+            self.next_grid = self.shot_start.1 + k * step;
+            self.tally.candidates += 1;
+            let gray = to_gray(&self.convert(&frame, self.gray_size)?);
+            let black = near_black_fraction(&small, self.cfg.pairs.black_level);
+            let cand = Candidate { frame, small, gray, black };
+            // Drop candidates too old to pair with anything still to come.
+            while self.buffer.front().is_some_and(|c| cand.frame.time_s - c.frame.time_s > max_interval + step) {
+                self.buffer.pop_front();
+            }
+            if self.shot_pairs < self.cfg.pairs.pairs_per_shot {
+                self.try_pairs(&cand)?;
+            }
+            self.buffer.push_back(cand);
+            if self.samples.len() >= self.cfg.pairs.max_pairs_per_video {
+                self.stopped_early = true;
+                break;
+            }
+        }
+        progress.frames(unreported);
+        Ok(())
+    }
+
+    /// Tries `b` as the second frame of a pair with a buffered candidate, interval by interval.
+    fn try_pairs(&mut self, b: &Candidate) -> Result<(), String> {
+        let step = self.cfg.pairs.sample_every_s;
+        for &interval in &self.cfg.pairs.intervals_s {
+            let target = b.frame.time_s - interval;
+            let Some(ai) = (0..self.buffer.len())
+                .filter(|&i| (self.buffer[i].frame.time_s - target).abs() <= step / 2.0 + 1e-6)
+                .min_by(|&i, &j| (self.buffer[i].frame.time_s - target).abs().total_cmp(&(self.buffer[j].frame.time_s - target).abs()))
+            else {
+                continue;
+            };
+            let a = &self.buffer[ai];
+            if let Some((la, lb)) = self.last_pair {
+                if a.frame.index < lb || a.frame.index <= la {
+                    continue;
+                }
+            }
+            self.tally.pairs_scored += 1;
+            let p = &self.cfg.pairs;
+            let a = &self.buffer[ai];
+            if a.black >= p.max_black_fraction || b.black >= p.max_black_fraction {
+                self.tally.too_dark += 1;
+                continue;
+            }
+            let s = ssim(&a.gray, &b.gray);
+            if s >= p.ssim_max {
+                self.tally.too_similar += 1;
+                continue;
+            }
+            if s < p.ssim_min {
+                self.tally.unrelated += 1;
+                continue;
+            }
+            let mut change = measure_change(&a.small, &b.small, &a.gray, &b.gray, p.black_level);
+            change.ssim = s;
+            if change.motion_score < p.min_motion {
+                self.tally.too_still += 1;
+                continue;
+            }
+            if self.make_sample(ai, b, interval, change)? {
+                self.last_pair = Some((self.buffer[ai].frame.index, b.frame.index));
+                self.shot_pairs += 1;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes, captions and records one pair; false when the captioner failed.
+    fn make_sample(&mut self, ai: usize, b: &Candidate, interval: f64, change: unireal_vision::ChangeMeasures) -> Result<bool, String> {
+        let a_frame = &self.buffer[ai].frame;
+        let (ia, ta) = (a_frame.index, a_frame.time_s);
+        let id = sample_id(Task::Frame2Frame, "video", &[&self.item.key, &ia.to_string(), &b.frame.index.to_string()]);
+        let full_a = self.conv.rgb(&self.buffer[ai].frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {ia}: {e}"))?;
+        let full_b = self.convert(&b.frame, self.out_size)?;
+        let q = self.cfg.frames.jpeg_quality;
+        let (ja, jb) = (encode_jpeg(&full_a, q)?, encode_jpeg(&full_b, q)?);
+        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
+        let req = CaptionRequest { input: &self.item.key, first_jpeg: &ja, second_jpeg: &jb, change: &change, sidecar: self.item.caption.as_deref(), seed };
+        let instruction = match self.captioner.caption(&req) {
+            Ok(c) => c,
+            Err(e) => {
+                self.tally.caption_errors += 1;
+                self.tally.last_caption_error = e.to_string();
+                return Ok(false);
+            }
+        };
+        let g = change.motion.global;
+        let meta = json!({
+            "video": self.item.key,
+            "shot": self.shot,
+            "shot_start_frame": self.shot_start.0,
+            "frames": [ia, b.frame.index],
+            "times_s": [round3(ta), round3(b.frame.time_s)],
+            "interval_s": interval,
+            "fps": round3(self.info.fps),
+            "source_size": [self.info.width, self.info.height],
+            "rotation": self.info.rotation,
+            "ssim": round3(change.ssim),
+            "black_fraction": [round3(change.black_a), round3(change.black_b)],
+            "motion_score": round3(change.motion_score),
+            "global_motion": {"dx": round3(g.dx), "dy": round3(g.dy), "zoom": round3(g.zoom), "inliers": round3(change.motion.inlier_fraction)},
+            "moving_region": change.motion.region.map(|r| json!({
+                "bbox": r.bbox.map(round3), "area": round3(r.area), "dx": round3(r.dx), "dy": round3(r.dy),
+                "color": unireal_vision::color_name(r.color),
+            })),
+            "brightness_delta": round3(change.brightness_delta),
+            "warmth_delta": round3(change.warmth_delta),
+            "caption_source": match (self.captioner.name(), self.item.caption.is_some()) {
+                ("sidecar", false) => "builtin",
+                (name, _) => name,
+            },
+        });
+        let (w, h) = full_a.dimensions();
+        let sample = Sample {
+            split: split_for(self.cfg, &self.item.key, &id),
+            sample_id: id,
+            task: Task::Frame2Frame,
+            source: "video".into(),
+            base_prompt: format!("Turn {} into {}: {}", index_word(1), result_word(1), instruction),
+            context_prompt: context_prompt(&[ContextTag::Realistic, ContextTag::DynamicScene]),
+            images: vec![
+                SampleImage { role: ImageRole::Canvas, encoding: "jpeg".into(), bytes: ja, width: w, height: h },
+                SampleImage { role: ImageRole::Output, encoding: "jpeg".into(), bytes: jb, width: w, height: h },
+            ],
+            meta,
+        };
+        self.samples.push(sample);
+        Ok(true)
+    }
+}

@@ -1,0 +1,85 @@
+//! `unireal-data verify`: the manifest against the shards, row by row.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use unireal_shards::{Manifest, ShardReader, MANIFEST_NAME};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub shards: usize,
+    pub rows: u64,
+    pub images: u64,
+    /// Every disagreement found, each naming the file (and row).
+    pub problems: Vec<String>,
+}
+
+/// Checks that every listed shard exists with the listed row and task counts, that sample ids
+/// are unique, that rows follow the contract (inputs before outputs, at least one output) and
+/// that every image decodes to its recorded size; also reports files the manifest does not
+/// list. Returns `Err` only when the manifest itself cannot be read.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
+    let manifest = Manifest::load(dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: no {MANIFEST_NAME}", dir.display()))?;
+    let mut rep = VerifyReport { shards: manifest.shards.len(), ..Default::default() };
+    let mut ids = HashSet::new();
+    for entry in &manifest.shards {
+        let path = dir.join(&entry.file);
+        if !path.is_file() {
+            rep.problems.push(format!("{}: listed in the manifest but missing", entry.file));
+            continue;
+        }
+        let (mut rows, mut tasks) = (0u64, BTreeMap::<String, u64>::new());
+        for (row, s) in ShardReader::open_files(vec![path.clone()]).enumerate() {
+            let s = match s {
+                Ok(s) => s,
+                Err(e) => {
+                    rep.problems.push(e.to_string());
+                    break;
+                }
+            };
+            rows += 1;
+            *tasks.entry(s.task.as_str().to_string()).or_default() += 1;
+            let at = format!("{} row {row} ({})", entry.file, s.sample_id);
+            if !ids.insert(s.sample_id.clone()) {
+                rep.problems.push(format!("{at}: duplicate sample_id"));
+            }
+            if let Err(e) = s.check() {
+                rep.problems.push(format!("{at}: {e}"));
+            }
+            if s.base_prompt.trim().is_empty() {
+                rep.problems.push(format!("{at}: empty base_prompt"));
+            }
+            for (i, img) in s.images.iter().enumerate() {
+                rep.images += 1;
+                match image::load_from_memory(&img.bytes) {
+                    Ok(d) if (d.width(), d.height()) == (img.width, img.height) => {}
+                    Ok(d) => rep.problems.push(format!("{at}: image {i} is {}x{}, recorded {}x{}", d.width(), d.height(), img.width, img.height)),
+                    Err(e) => rep.problems.push(format!("{at}: image {i} ({}) does not decode: {e}", img.encoding)),
+                }
+            }
+        }
+        rep.rows += rows;
+        if rows != entry.rows {
+            rep.problems.push(format!("{}: {rows} rows, the manifest says {}", entry.file, entry.rows));
+        }
+        if tasks != entry.tasks {
+            rep.problems.push(format!("{}: tasks {tasks:?}, the manifest says {:?}", entry.file, entry.tasks));
+        }
+    }
+    let listed: HashSet<&str> = manifest.shards.iter().map(|s| s.file.as_str()).collect();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("part-") && name.ends_with(".parquet") && !listed.contains(name.as_str())) || name.ends_with(".tmp") {
+                rep.problems.push(format!("{name}: not listed in the manifest (left by an interrupted build; the next build removes it)"));
+            }
+        }
+    }
+    let from_inputs: u64 = manifest.inputs.iter().map(|i| i.samples).sum();
+    if from_inputs != manifest.totals.rows {
+        rep.problems.push(format!("{MANIFEST_NAME}: inputs account for {from_inputs} samples, shards hold {}", manifest.totals.rows));
+    }
+    Ok(rep)
+}
