@@ -118,7 +118,7 @@ pub fn expand_inputs(specs: &[String], exts: &[String]) -> Result<Vec<InputItem>
         } else if lower.ends_with(".jsonl") {
             out.extend(read_jsonl(path).map_err(at)?);
         } else if spec.contains(['*', '?', '[']) && !path.exists() {
-            let mut files: Vec<PathBuf> = glob::glob(spec).map_err(|e| at(e.to_string()))?.filter_map(|r| r.ok()).filter(|p| p.is_file() && has_ext(p, exts)).collect();
+            let mut files: Vec<PathBuf> = glob::glob_with(spec, glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() }).map_err(|e| at(e.to_string()))?.filter_map(|r| r.ok()).filter(|p| p.is_file() && has_ext(p, exts)).collect();
             files.sort();
             if files.is_empty() {
                 return Err(at("the pattern matches no video file".into()));

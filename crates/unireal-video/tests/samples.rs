@@ -60,3 +60,26 @@ fn decodes_every_frame_with_monotonic_time() {
         assert_eq!(r.decode_errors(), 0, "{video}");
     }
 }
+
+#[test]
+fn rotation_matches_ffmpeg_autorotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotated = dir.path().join("rot.mp4");
+    let png = dir.path().join("rot.png");
+    let src = samples().join("videos/bikes.mp4");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output().expect("ffmpeg CLI (scripts/setup.sh)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["-i", src.to_str().unwrap(), "-t", "1", "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()]);
+    // The ffmpeg CLI applies the display matrix itself (autorotate).
+    run(&["-i", rotated.to_str().unwrap(), "-frames:v", "1", png.to_str().unwrap()]);
+    let reference = image::open(&png).unwrap().to_rgb8();
+    let mut r = VideoReader::open(&rotated, 1).unwrap();
+    let info = r.info().clone();
+    assert_eq!((info.width, info.height), reference.dimensions());
+    let f = r.next_frame().unwrap().unwrap();
+    let ours = FrameConverter::new(&info).rgb(&f, info.width, info.height).unwrap();
+    let mad: f64 = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / ours.len() as f64;
+    assert!(mad < 4.0, "mean abs diff {mad} against ffmpeg's autorotated frame");
+}

@@ -1,0 +1,199 @@
+//! End-to-end builds on the real sample clips, bad inputs, and kill + resume.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use unireal_core::{ImageRole, Task};
+use unireal_data::{run_build, BuildConfig, BuildOptions};
+use unireal_shards::{InputStatus, Manifest, ShardReader};
+
+fn config(inputs: Vec<String>, output: &Path) -> BuildConfig {
+    BuildConfig { inputs, output: output.to_path_buf(), workers: 2, ..Default::default() }
+}
+
+#[test]
+fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(vec![sample_videos().to_string_lossy().into_owned()], out.path());
+    let summary = run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
+    let m = &summary.manifest;
+    assert_eq!(m.inputs.len(), 5);
+    for i in &m.inputs {
+        // Every bundled clip has qualifying pairs.
+        assert_eq!(i.status, InputStatus::Ok, "{i:?}");
+        assert!(i.samples >= 1, "{i:?}");
+    }
+    let mut per_video = std::collections::BTreeMap::new();
+    let mut captions = BTreeSet::new();
+    for s in ShardReader::open_dir(out.path()).unwrap() {
+        let s = s.unwrap();
+        assert_eq!(s.task, Task::Frame2Frame);
+        assert_eq!(s.images.iter().map(|i| i.role).collect::<Vec<_>>(), [ImageRole::Canvas, ImageRole::Output]);
+        for img in &s.images {
+            let d = image::load_from_memory(&img.bytes).unwrap();
+            assert_eq!((d.width(), d.height()), (img.width, img.height));
+            assert!(img.width.max(img.height) <= 1024);
+        }
+        let instruction = s.base_prompt.split_once(": ").map(|x| x.1).unwrap_or("");
+        assert!(s.base_prompt.contains("IMG1") && s.base_prompt.contains("RES1") && instruction.len() > 8, "{}", s.base_prompt);
+        captions.insert(instruction.to_string());
+        let meta = &s.meta;
+        let frames = meta["frames"].as_array().unwrap();
+        assert!(frames[0].as_u64().unwrap() < frames[1].as_u64().unwrap());
+        let ssim = meta["ssim"].as_f64().unwrap();
+        assert!((0.25..0.95).contains(&ssim), "{ssim}");
+        assert!(meta["black_fraction"][0].as_f64().unwrap() < 0.1);
+        *per_video.entry(meta["video"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(per_video.len(), 5, "{per_video:?}");
+    assert!(captions.len() >= 5, "captions vary with the change: {captions:?}");
+    let rep = unireal_data::verify::verify_dir(out.path()).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+
+    // bikes.mp4 has 5 cuts (frames 30, 76, 137, 187, 242): no pair may straddle one.
+    let cuts = [0u64, 30, 76, 137, 187, 242, u64::MAX];
+    for s in ShardReader::open_dir(out.path()).unwrap().map(|s| s.unwrap()).filter(|s| s.meta["video"].as_str().unwrap().ends_with("bikes.mp4")) {
+        let f: Vec<u64> = s.meta["frames"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let shot = |x: u64| cuts.iter().rposition(|c| *c <= x).unwrap();
+        // ±2 frames of slack for the detector against the reference.
+        assert!(shot(f[0] + 2) == shot(f[1].saturating_sub(2)) || shot(f[0]) == shot(f[1]), "pair {f:?} crosses a cut");
+    }
+}
+
+#[test]
+fn bad_inputs_are_recorded_and_the_run_goes_on() {
+    let work = tempfile::tempdir().unwrap();
+    let v = work.path().join("videos");
+    std::fs::create_dir_all(v.join("dir with spaces é")).unwrap();
+    let bikes = sample_videos().join("bikes.mp4");
+    std::fs::write(v.join("empty.mp4"), b"").unwrap();
+    let bytes = std::fs::read(&bikes).unwrap();
+    // bikes.mp4 keeps its index (moov) at the end: cut short, it cannot be opened at all.
+    std::fs::write(v.join("truncated.mp4"), &bytes[..bytes.len() / 3]).unwrap();
+    let mut x = 0x1234_5678u32;
+    let noise: Vec<u8> = (0..100_000).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+    std::fs::write(v.join("random.mp4"), noise).unwrap();
+    std::fs::copy(&bikes, v.join("dir with spaces é/clip ünïcode.mp4")).unwrap();
+    let s = |p: &str| v.join(p).to_string_lossy().into_owned();
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", &s("audio_only.mp4")]);
+    ffmpeg(&["-i", &bikes.to_string_lossy(), "-frames:v", "1", "-an", &s("one_frame.mp4")]);
+    ffmpeg(&["-f", "lavfi", "-i", "color=c=gray:s=320x240:d=4:r=10", "-pix_fmt", "yuv420p", &s("static.mp4")]);
+    // With the index first, a file cut short decodes as far as it goes.
+    let faststart = work.path().join("faststart.mp4");
+    ffmpeg(&["-i", &bikes.to_string_lossy(), "-c", "copy", "-movflags", "+faststart", &faststart.to_string_lossy()]);
+    let fs_bytes = std::fs::read(&faststart).unwrap();
+    std::fs::write(v.join("truncated_faststart.mp4"), &fs_bytes[..fs_bytes.len() * 2 / 3]).unwrap();
+    // Rotation metadata: the stored frames must come out upright (portrait).
+    ffmpeg(&["-i", &bikes.to_string_lossy(), "-t", "3", "-c", "copy", "-metadata:s:v:0", "rotate=90", &s("rotated.mp4")]);
+
+    let out = work.path().join("out");
+    let cfg = config(vec![v.to_string_lossy().into_owned(), s("missing.mp4")], &out);
+    let summary = run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
+    let by_name = |n: &str| summary.manifest.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n} not in manifest"));
+    let expect = |n: &str, status: InputStatus, words: &str| {
+        let r = by_name(n);
+        assert_eq!(r.status, status, "{r:?}");
+        assert!(r.reason.to_lowercase().contains(words), "{n}: {}", r.reason);
+    };
+    expect("empty.mp4", InputStatus::Failed, "empty");
+    expect("random.mp4", InputStatus::Failed, "");
+    expect("audio_only.mp4", InputStatus::Failed, "no video stream");
+    expect("one_frame.mp4", InputStatus::Skipped, "1 frame");
+    expect("static.mp4", InputStatus::Skipped, "too similar");
+    expect("missing.mp4", InputStatus::Failed, "missing.mp4");
+    assert!(!by_name("random.mp4").reason.is_empty());
+    expect("truncated.mp4", InputStatus::Failed, "cannot open");
+    let t = by_name("truncated_faststart.mp4");
+    assert_eq!(t.status, InputStatus::Ok, "{t:?}");
+    assert!(t.samples > 0 && t.stats["frames"].as_u64().unwrap() < 250, "{t:?}");
+    let spaced = by_name("clip ünïcode.mp4");
+    assert_eq!(spaced.status, InputStatus::Ok, "{spaced:?}");
+    assert!(spaced.samples > 0);
+    let rot = by_name("rotated.mp4");
+    // `rotate=90` is stored as a display matrix that FFmpeg applies as a 270° clockwise turn.
+    assert_eq!(rot.stats["video"]["rotation"], 270, "{rot:?}");
+    for s in ShardReader::open_dir(&out).unwrap().map(|s| s.unwrap()) {
+        if s.meta["video"].as_str().unwrap().ends_with("rotated.mp4") {
+            assert!(s.images[0].height > s.images[0].width, "rotated frames are portrait: {:?}", (s.images[0].width, s.images[0].height));
+        }
+    }
+    assert_eq!(summary.manifest.inputs.len(), 10);
+    // Nothing half-written is left.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "{n}");
+    }
+}
+
+/// Runs the CLI on `config` and kills it once the manifest lists `kill_after` shards.
+/// Returns whether it was killed (false: it finished first).
+fn run_and_kill(config: &Path, out: &Path, kill_after: usize, signal: &str) -> bool {
+    let mut child = Command::new(bin()).args(["build", "-q"]).arg(config).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            return false;
+        }
+        let shards = Manifest::load(out).ok().flatten().map(|m| m.shards.len()).unwrap_or(0);
+        if shards >= kill_after {
+            Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "a killed build must not report success");
+            return true;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "build did not progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
+    let work = tempfile::tempdir().unwrap();
+    // Small shards so that a build commits many of them.
+    let extra = "workers: 1\nshards:\n  target_size_mb: 0.25\n";
+    let full = work.path().join("full");
+    let cfg_full = write_config(work.path(), &[sample_videos()], &full, extra);
+    let status = Command::new(bin()).args(["build", "-q"]).arg(&cfg_full).status().unwrap();
+    assert!(status.success());
+    let expected = sample_ids(&full);
+    assert!(expected.len() >= 10);
+    let n_shards = Manifest::load(&full).unwrap().unwrap().shards.len();
+    assert!(n_shards >= 3, "{n_shards} shards");
+
+    let part = work.path().join("part");
+    let cfg_part = write_config(work.path(), &[sample_videos()], &part, extra);
+    let killed = run_and_kill(&cfg_part, &part, 1, "-KILL");
+    // A SIGTERM'd run cleans its temporary shard itself.
+    let killed2 = run_and_kill(&cfg_part, &part, n_shards.min(2), "-TERM");
+    if killed2 {
+        for e in std::fs::read_dir(&part).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.ends_with(".tmp"), "SIGTERM left {n}");
+        }
+    }
+    let status = Command::new(bin()).args(["build", "-q"]).arg(&cfg_part).status().unwrap();
+    assert!(status.success());
+    assert!(killed || killed2, "the build finished before it could be killed");
+    let got = sample_ids(&part);
+    assert_eq!(got, expected, "resumed build differs from the uninterrupted one");
+    let m = Manifest::load(&part).unwrap().unwrap();
+    assert_eq!(m.inputs.len(), 5);
+    assert_eq!(m.totals.rows as usize, expected.len());
+    let rep = unireal_data::verify::verify_dir(&part).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+
+    // A finished build run again does nothing; --force rebuilds the same ids.
+    let status = Command::new(bin()).args(["build", "-q"]).arg(&cfg_part).status().unwrap();
+    assert!(status.success());
+    assert_eq!(sample_ids(&part), expected);
+    let status = Command::new(bin()).args(["build", "-q", "--force"]).arg(&cfg_part).status().unwrap();
+    assert!(status.success());
+    assert_eq!(sample_ids(&part), expected);
+}
