@@ -26,8 +26,20 @@ fn pick<'a>(seed: u64, salt: u64, options: &[&'a str]) -> &'a str {
 
 /// "on the left", "at the top right", "in the centre".
 fn place(center: [f64; 2]) -> &'static str {
-    let col = if center[0] < 0.36 { 0 } else if center[0] > 0.64 { 2 } else { 1 };
-    let row = if center[1] < 0.36 { 0 } else if center[1] > 0.64 { 2 } else { 1 };
+    let col = if center[0] < 0.36 {
+        0
+    } else if center[0] > 0.64 {
+        2
+    } else {
+        1
+    };
+    let row = if center[1] < 0.36 {
+        0
+    } else if center[1] > 0.64 {
+        2
+    } else {
+        1
+    };
     match (row, col) {
         (0, 0) => "at the top left",
         (0, 1) => "at the top",
@@ -84,31 +96,28 @@ pub fn describe(m: &ChangeMeasures, seed: u64) -> String {
     let mut clauses: Vec<String> = Vec::new();
 
     // Camera. Content moving left means the camera turned right.
-    let pan = if g.dx.abs() >= PAN {
-        Some(if g.dx < 0.0 { "right" } else { "left" })
-    } else {
-        None
-    };
-    let tilt = if g.dy.abs() >= PAN {
-        Some(if g.dy < 0.0 { "down" } else { "up" })
-    } else {
-        None
-    };
-    let zoom = if (g.zoom - 1.0).abs() >= ZOOM {
-        Some(if g.zoom > 1.0 { "in" } else { "out" })
-    } else {
-        None
-    };
+    let pan = if g.dx.abs() >= PAN { Some(if g.dx < 0.0 { "right" } else { "left" }) } else { None };
+    let tilt = if g.dy.abs() >= PAN { Some(if g.dy < 0.0 { "down" } else { "up" }) } else { None };
+    let zoom = if (g.zoom - 1.0).abs() >= ZOOM { Some(if g.zoom > 1.0 { "in" } else { "out" }) } else { None };
     match (pan, tilt) {
-        (Some(p), Some(t)) => clauses.push(format!(
-            "{} the camera {t} and to the {p}",
-            pick(seed, 1, &["move", "turn", "swing"])
-        )),
+        (Some(p), Some(t)) => {
+            clauses.push(format!("{} the camera {t} and to the {p}", pick(seed, 1, &["move", "turn", "swing"])))
+        }
         (Some(p), None) => clauses.push(
-            pick(seed, 2, &["pan the camera to the {}", "turn the view to the {}", "move the camera to the {}", "shift the viewpoint to the {}"])
-                .replace("{}", p),
+            pick(
+                seed,
+                2,
+                &[
+                    "pan the camera to the {}",
+                    "turn the view to the {}",
+                    "move the camera to the {}",
+                    "shift the viewpoint to the {}",
+                ],
+            )
+            .replace("{}", p),
         ),
-        (None, Some(t)) => clauses.push(pick(seed, 3, &["tilt the camera {}", "tilt the view {}", "point the camera {}"]).replace("{}", t)),
+        (None, Some(t)) => clauses
+            .push(pick(seed, 3, &["tilt the camera {}", "tilt the view {}", "point the camera {}"]).replace("{}", t)),
         (None, None) => {}
     }
     let region = m.motion.region.as_ref();
@@ -139,15 +148,25 @@ pub fn describe(m: &ChangeMeasures, seed: u64) -> String {
         } else if zoom.is_none() && clauses.is_empty() {
             let s = subject(r, seed);
             clauses.push(
-                pick(seed, 6, &["change the pose of {s}", "let {s} move slightly", "show {s} a moment later", "make {s} change its position slightly"])
-                    .replace("{s}", &s),
+                pick(
+                    seed,
+                    6,
+                    &[
+                        "change the pose of {s}",
+                        "let {s} move slightly",
+                        "show {s} a moment later",
+                        "make {s} change its position slightly",
+                    ],
+                )
+                .replace("{s}", &s),
             );
         }
     }
 
     // Light and colour.
     if m.brightness_delta >= BRIGHT {
-        clauses.push(pick(seed, 7, &["brighten the scene", "make the image brighter", "raise the lighting"]).to_string());
+        clauses
+            .push(pick(seed, 7, &["brighten the scene", "make the image brighter", "raise the lighting"]).to_string());
     } else if m.brightness_delta <= -BRIGHT {
         clauses.push(pick(seed, 7, &["darken the scene", "make the image darker", "dim the lighting"]).to_string());
     }
@@ -164,8 +183,17 @@ pub fn describe(m: &ChangeMeasures, seed: u64) -> String {
 
     if clauses.is_empty() {
         clauses.push(
-            pick(seed, 10, &["show the same scene a moment later", "let the scene move on slightly", "advance the scene by a moment", "show what happens next in this scene"])
-                .to_string(),
+            pick(
+                seed,
+                10,
+                &[
+                    "show the same scene a moment later",
+                    "let the scene move on slightly",
+                    "advance the scene by a moment",
+                    "show what happens next in this scene",
+                ],
+            )
+            .to_string(),
         );
     }
     let sentence = match clauses.len() {
@@ -196,7 +224,13 @@ mod tests {
             black_a: 0.0,
             black_b: 0.0,
             motion_score: 0.1,
-            motion: MotionEstimate { global: GlobalMotion { dx, dy, zoom }, inlier_fraction: 1.0, textured_blocks: 50, compensated_diff: 0.1, region },
+            motion: MotionEstimate {
+                global: GlobalMotion { dx, dy, zoom },
+                inlier_fraction: 1.0,
+                textured_blocks: 50,
+                compensated_diff: 0.1,
+                region,
+            },
             brightness_delta: 0.0,
             warmth_delta: 0.0,
             saturation_delta: 0.0,
@@ -216,7 +250,14 @@ mod tests {
 
     #[test]
     fn names_the_moving_object_and_its_direction() {
-        let r = MovingRegion { bbox: [0.1, 0.3, 0.3, 0.9], center: [0.2, 0.6], area: 0.1, dx: 0.2, dy: 0.0, color: [220.0, 30.0, 30.0] };
+        let r = MovingRegion {
+            bbox: [0.1, 0.3, 0.3, 0.9],
+            center: [0.2, 0.6],
+            area: 0.1,
+            dx: 0.2,
+            dy: 0.0,
+            color: [220.0, 30.0, 30.0],
+        };
         let s = describe(&measures(0.0, 0.0, 1.0, Some(r)), 7);
         assert!(s.contains("red") && s.contains("on the left") && s.contains("to the right"), "{s}");
         assert!(s.ends_with('.') && s.chars().next().unwrap().is_uppercase(), "{s}");

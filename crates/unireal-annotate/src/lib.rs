@@ -73,7 +73,9 @@ pub fn build_captioner(cfg: &CaptionerConfig) -> Result<Box<dyn Captioner>, Capt
     Ok(match cfg {
         CaptionerConfig::Builtin => Box::new(BuiltinCaptioner),
         CaptionerConfig::Openai(c) => Box::new(OpenAiCaptioner::new(c.clone())?),
-        CaptionerConfig::Sidecar { fallback_builtin } => Box::new(SidecarCaptioner { fallback: fallback_builtin.then_some(BuiltinCaptioner) }),
+        CaptionerConfig::Sidecar { fallback_builtin } => {
+            Box::new(SidecarCaptioner { fallback: fallback_builtin.then_some(BuiltinCaptioner) })
+        }
     })
 }
 

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::{CaptionError, CaptionRequest, Captioner};
 
 /// The prompt of the UniReal authors' data toolkit.
-pub const UNIREAL_TOOLKIT_PROMPT: &str = "Give a sentence of instruction to make the first image like the second image.";
+pub const UNIREAL_TOOLKIT_PROMPT: &str =
+    "Give a sentence of instruction to make the first image like the second image.";
 
 /// `captioner: {kind: openai, …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +136,8 @@ impl OpenAiCaptioner {
             let snippet: String = text.chars().take(200).collect();
             return Err((retry, format!("HTTP {status}: {snippet}")));
         }
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| (false, format!("response is not JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| (false, format!("response is not JSON: {e}")))?;
         let content = v["choices"][0]["message"]["content"]
             .as_str()
             .ok_or_else(|| (false, "response has no choices[0].message.content".to_string()))?;
@@ -170,6 +172,9 @@ impl Captioner for OpenAiCaptioner {
                 }
             }
         }
-        Err(CaptionError::Endpoint { url: self.url.clone(), message: format!("{last} (after {} attempt(s))", self.cfg.retries + 1) })
+        Err(CaptionError::Endpoint {
+            url: self.url.clone(),
+            message: format!("{last} (after {} attempt(s))", self.cfg.retries + 1),
+        })
     }
 }

@@ -12,7 +12,13 @@ fn measures() -> ChangeMeasures {
         black_a: 0.0,
         black_b: 0.0,
         motion_score: 0.1,
-        motion: MotionEstimate { global: GlobalMotion { dx: 0.0, dy: 0.0, zoom: 1.0 }, inlier_fraction: 1.0, textured_blocks: 10, compensated_diff: 0.1, region: None },
+        motion: MotionEstimate {
+            global: GlobalMotion { dx: 0.0, dy: 0.0, zoom: 1.0 },
+            inlier_fraction: 1.0,
+            textured_blocks: 10,
+            compensated_diff: 0.1,
+            region: None,
+        },
         brightness_delta: 0.0,
         warmth_delta: 0.0,
         saturation_delta: 0.0,
@@ -40,7 +46,14 @@ fn serve(replies: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<(String, Option<
 }
 
 fn request<'a>(m: &'a ChangeMeasures) -> CaptionRequest<'a> {
-    CaptionRequest { input: "clip.mp4", first_jpeg: b"\xff\xd8first", second_jpeg: b"\xff\xd8second", change: m, sidecar: None, seed: 1 }
+    CaptionRequest {
+        input: "clip.mp4",
+        first_jpeg: b"\xff\xd8first",
+        second_jpeg: b"\xff\xd8second",
+        change: m,
+        sidecar: None,
+        seed: 1,
+    }
 }
 
 #[test]
@@ -48,7 +61,13 @@ fn retries_a_server_error_then_returns_the_caption() {
     let ok = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": " Pan the camera to the left. "}}]}).to_string();
     let (base, seen, handle) = serve(vec![(500, "overloaded".into()), (200, ok)]);
     std::env::set_var("UNIREAL_TEST_KEY_A", "sk-test");
-    let cfg = CaptionerConfig::Openai(OpenAiConfig { base_url: base, api_key_env: "UNIREAL_TEST_KEY_A".into(), retries: 2, timeout_s: 5.0, ..Default::default() });
+    let cfg = CaptionerConfig::Openai(OpenAiConfig {
+        base_url: base,
+        api_key_env: "UNIREAL_TEST_KEY_A".into(),
+        retries: 2,
+        timeout_s: 5.0,
+        ..Default::default()
+    });
     let cap = build_captioner(&cfg).unwrap();
     let m = measures();
     assert_eq!(cap.caption(&request(&m)).unwrap(), "Pan the camera to the left.");
@@ -68,7 +87,13 @@ fn retries_a_server_error_then_returns_the_caption() {
 #[test]
 fn client_error_is_not_retried_and_is_reported() {
     let (base, seen, handle) = serve(vec![(400, "{\"error\": \"bad model\"}".into())]);
-    let cfg = CaptionerConfig::Openai(OpenAiConfig { base_url: base, api_key_env: "UNIREAL_TEST_KEY_UNSET".into(), retries: 3, timeout_s: 5.0, ..Default::default() });
+    let cfg = CaptionerConfig::Openai(OpenAiConfig {
+        base_url: base,
+        api_key_env: "UNIREAL_TEST_KEY_UNSET".into(),
+        retries: 3,
+        timeout_s: 5.0,
+        ..Default::default()
+    });
     let cap = build_captioner(&cfg).unwrap();
     let m = measures();
     let err = cap.caption(&request(&m)).unwrap_err().to_string();
@@ -82,7 +107,12 @@ fn client_error_is_not_retried_and_is_reported() {
 fn unreachable_endpoint_fails_after_retries() {
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = CaptionerConfig::Openai(OpenAiConfig { base_url: format!("http://127.0.0.1:{port}/v1"), retries: 1, timeout_s: 2.0, ..Default::default() });
+    let cfg = CaptionerConfig::Openai(OpenAiConfig {
+        base_url: format!("http://127.0.0.1:{port}/v1"),
+        retries: 1,
+        timeout_s: 2.0,
+        ..Default::default()
+    });
     let cap = build_captioner(&cfg).unwrap();
     let m = measures();
     let err = cap.caption(&request(&m)).unwrap_err().to_string();

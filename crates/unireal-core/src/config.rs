@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 /// Why a config could not be loaded.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The YAML is malformed or a value does not fit the typed config.
     Invalid {
         /// The file, or `--set` when the overrides caused it.
@@ -25,7 +28,10 @@ pub enum ConfigError {
         message: String,
     },
     /// A `--set` argument that is not `key.path=value`.
-    BadOverride { arg: String, message: String },
+    BadOverride {
+        arg: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -126,7 +132,8 @@ pub fn apply_override(root: &mut Value, arg: &str) -> Result<(), ConfigError> {
 /// The file alone is checked first, so that its own mistakes are reported with line numbers;
 /// then the overrides are applied and the result is checked again.
 pub fn load_config<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let origin = path.display().to_string();
     let parsed: T = parse_config_str(&text, &origin)?;
     if overrides.is_empty() {

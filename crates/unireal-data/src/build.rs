@@ -78,7 +78,8 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
         eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), cfg.output.display());
     }
     let (multi, frames_bar, videos_bar, samples_bar) = progress_bars(todo.len() as u64, opts.quiet);
-    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
+    let workers =
+        if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .thread_name(|i| format!("unireal-video-{i}"))
@@ -113,7 +114,9 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
             }
             let rec = &out.record;
             match rec.status {
-                InputStatus::Ok if !rec.reason.is_empty() => multi.println(format!("warning: {}: {}", rec.path, rec.reason)).ok(),
+                InputStatus::Ok if !rec.reason.is_empty() => {
+                    multi.println(format!("warning: {}: {}", rec.path, rec.reason)).ok()
+                }
                 InputStatus::Ok => None,
                 InputStatus::Skipped => multi.println(format!("skipped {}: {}", rec.path, rec.reason)).ok(),
                 InputStatus::Failed => multi.println(format!("failed {}: {}", rec.path, rec.reason)).ok(),
@@ -156,7 +159,10 @@ fn progress_bars(videos: u64, quiet: bool) -> (MultiProgress, ProgressBar, Progr
     let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
     let multi = MultiProgress::with_draw_target(target);
     let style = |t: &str| ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar());
-    let v = multi.add(ProgressBar::new(videos).with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}").progress_chars("=> ")));
+    let v = multi.add(
+        ProgressBar::new(videos)
+            .with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}").progress_chars("=> ")),
+    );
     v.set_prefix("videos");
     let f = multi.add(ProgressBar::no_length().with_style(style("{prefix:>8} {pos} ({per_sec})")));
     f.set_prefix("frames");

@@ -168,11 +168,23 @@ impl BuildConfig {
         let checks: [(bool, &str); 14] = [
             (!self.inputs.is_empty(), "inputs: at least one input (file, directory, glob or list) is needed"),
             (!self.output.as_os_str().is_empty(), "output: the shard directory must be set"),
-            (!p.intervals_s.is_empty() && p.intervals_s.iter().all(|i| *i > 0.0 && i.is_finite()), "pairs.intervals_s: needs one or more positive intervals"),
+            (
+                !p.intervals_s.is_empty() && p.intervals_s.iter().all(|i| *i > 0.0 && i.is_finite()),
+                "pairs.intervals_s: needs one or more positive intervals",
+            ),
             (p.sample_every_s > 0.0, "pairs.sample_every_s: must be positive"),
-            (p.intervals_s.iter().all(|i| *i >= p.sample_every_s), "pairs.intervals_s: every interval must be at least pairs.sample_every_s"),
-            (p.pairs_per_shot > 0 && p.max_pairs_per_video > 0, "pairs.pairs_per_shot / pairs.max_pairs_per_video: must be at least 1"),
-            ((0.0..=1.0).contains(&p.ssim_max) && (-1.0..=1.0).contains(&p.ssim_min), "pairs.ssim_min / pairs.ssim_max: must lie in [-1, 1]"),
+            (
+                p.intervals_s.iter().all(|i| *i >= p.sample_every_s),
+                "pairs.intervals_s: every interval must be at least pairs.sample_every_s",
+            ),
+            (
+                p.pairs_per_shot > 0 && p.max_pairs_per_video > 0,
+                "pairs.pairs_per_shot / pairs.max_pairs_per_video: must be at least 1",
+            ),
+            (
+                (0.0..=1.0).contains(&p.ssim_max) && (-1.0..=1.0).contains(&p.ssim_min),
+                "pairs.ssim_min / pairs.ssim_max: must lie in [-1, 1]",
+            ),
             (p.ssim_min < p.ssim_max, "pairs.ssim_min: must be below pairs.ssim_max"),
             ((0.0..=1.0).contains(&p.max_black_fraction), "pairs.max_black_fraction: must lie in [0, 1]"),
             (p.ssim_short_side >= 16, "pairs.ssim_short_side: must be at least 16"),

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use image::{GrayImage, RgbImage};
 use serde_json::json;
 use unireal_annotate::{CaptionRequest, Captioner};
-use unireal_core::{context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task};
+use unireal_core::{
+    context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task,
+};
 use unireal_shards::{InputRecord, InputStatus};
 use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoInfo, VideoReader};
 use unireal_vision::{fit_long_side, fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
@@ -80,7 +82,9 @@ fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
 
 fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
     let mut buf = Cursor::new(Vec::with_capacity(img.len() / 8));
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality).encode_image(img).map_err(|e| e.to_string())?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
+        .encode_image(img)
+        .map_err(|e| e.to_string())?;
     Ok(buf.into_inner())
 }
 
@@ -94,11 +98,21 @@ fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stat
 
 /// Processes one video into Frame2Frame samples. Never panics on bad input: every failure
 /// becomes the record's status and reason.
-pub fn process_video(item: &InputItem, cfg: &BuildConfig, captioner: &dyn Captioner, progress: &dyn Progress, stop: &AtomicBool) -> VideoOutcome {
+pub fn process_video(
+    item: &InputItem,
+    cfg: &BuildConfig,
+    captioner: &dyn Captioner,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> VideoOutcome {
     let mut reader = match VideoReader::open(&item.path, cfg.decode_threads) {
         Ok(r) => r,
         Err(e) => {
-            return VideoOutcome { record: record(item, InputStatus::Failed, e.to_string(), serde_json::Value::Null), samples: vec![], frames: 0 }
+            return VideoOutcome {
+                record: record(item, InputStatus::Failed, e.to_string(), serde_json::Value::Null),
+                samples: vec![],
+                frames: 0,
+            }
         }
     };
     let info = reader.info().clone();
@@ -107,8 +121,15 @@ pub fn process_video(item: &InputItem, cfg: &BuildConfig, captioner: &dyn Captio
         "rotation": info.rotation, "fps": round3(info.fps), "duration_s": info.duration_s.map(round3),
     });
     if info.width.min(info.height) < cfg.pairs.min_short_side {
-        let reason = format!("resolution {}x{} is below pairs.min_short_side {}", info.width, info.height, cfg.pairs.min_short_side);
-        return VideoOutcome { record: record(item, InputStatus::Skipped, reason, json!({ "video": info_json })), samples: vec![], frames: 0 };
+        let reason = format!(
+            "resolution {}x{} is below pairs.min_short_side {}",
+            info.width, info.height, cfg.pairs.min_short_side
+        );
+        return VideoOutcome {
+            record: record(item, InputStatus::Skipped, reason, json!({ "video": info_json })),
+            samples: vec![],
+            frames: 0,
+        };
     }
     let mut run = Run::new(item, cfg, captioner, &info);
     let result = run.decode_all(&mut reader, progress, stop);
@@ -139,7 +160,10 @@ pub fn process_video(item: &InputItem, cfg: &BuildConfig, captioner: &dyn Captio
             let reason = if frames < 2 {
                 format!("no qualifying pair: the video has {frames} frame(s)")
             } else if t.caption_errors > 0 {
-                format!("no caption for any pair ({} captioner error(s)); last: {}", t.caption_errors, t.last_caption_error)
+                format!(
+                    "no caption for any pair ({} captioner error(s)); last: {}",
+                    t.caption_errors, t.last_caption_error
+                )
             } else if t.pairs_scored == 0 {
                 format!(
                     "no qualifying pair: no two candidate frames {} s apart inside one shot ({} frames, {} shot(s))",
@@ -191,7 +215,11 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(item: &'a InputItem, cfg: &'a BuildConfig, captioner: &'a dyn Captioner, info: &'a VideoInfo) -> Self {
-        let opts = ShotOptions { threshold: cfg.shots.threshold, min_shot_frames: cfg.shots.min_shot_frames, analysis_width: cfg.shots.analysis_width };
+        let opts = ShotOptions {
+            threshold: cfg.shots.threshold,
+            min_shot_frames: cfg.shots.min_shot_frames,
+            analysis_width: cfg.shots.analysis_width,
+        };
         Run {
             item,
             cfg,
@@ -219,7 +247,12 @@ impl<'a> Run<'a> {
         self.conv.rgb(f, size.0, size.1).map_err(|e| format!("frame {}: {e}", f.index))
     }
 
-    fn decode_all(&mut self, reader: &mut VideoReader, progress: &dyn Progress, stop: &AtomicBool) -> Result<(), String> {
+    fn decode_all(
+        &mut self,
+        reader: &mut VideoReader,
+        progress: &dyn Progress,
+        stop: &AtomicBool,
+    ) -> Result<(), String> {
         let max_interval = self.cfg.pairs.intervals_s.iter().cloned().fold(0.0, f64::max);
         let step = self.cfg.pairs.sample_every_s;
         let mut unreported = 0u64;
@@ -278,7 +311,11 @@ impl<'a> Run<'a> {
             let target = b.frame.time_s - interval;
             let Some(ai) = (0..self.buffer.len())
                 .filter(|&i| (self.buffer[i].frame.time_s - target).abs() <= step / 2.0 + 1e-6)
-                .min_by(|&i, &j| (self.buffer[i].frame.time_s - target).abs().total_cmp(&(self.buffer[j].frame.time_s - target).abs()))
+                .min_by(|&i, &j| {
+                    (self.buffer[i].frame.time_s - target)
+                        .abs()
+                        .total_cmp(&(self.buffer[j].frame.time_s - target).abs())
+                })
             else {
                 continue;
             };
@@ -320,16 +357,32 @@ impl<'a> Run<'a> {
     }
 
     /// Encodes, captions and records one pair; false when the captioner failed.
-    fn make_sample(&mut self, ai: usize, b: &Candidate, interval: f64, change: unireal_vision::ChangeMeasures) -> Result<bool, String> {
+    fn make_sample(
+        &mut self,
+        ai: usize,
+        b: &Candidate,
+        interval: f64,
+        change: unireal_vision::ChangeMeasures,
+    ) -> Result<bool, String> {
         let a_frame = &self.buffer[ai].frame;
         let (ia, ta) = (a_frame.index, a_frame.time_s);
         let id = sample_id(Task::Frame2Frame, "video", &[&self.item.key, &ia.to_string(), &b.frame.index.to_string()]);
-        let full_a = self.conv.rgb(&self.buffer[ai].frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {ia}: {e}"))?;
+        let full_a = self
+            .conv
+            .rgb(&self.buffer[ai].frame, self.out_size.0, self.out_size.1)
+            .map_err(|e| format!("frame {ia}: {e}"))?;
         let full_b = self.convert(&b.frame, self.out_size)?;
         let q = self.cfg.frames.jpeg_quality;
         let (ja, jb) = (encode_jpeg(&full_a, q)?, encode_jpeg(&full_b, q)?);
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
-        let req = CaptionRequest { input: &self.item.key, first_jpeg: &ja, second_jpeg: &jb, change: &change, sidecar: self.item.caption.as_deref(), seed };
+        let req = CaptionRequest {
+            input: &self.item.key,
+            first_jpeg: &ja,
+            second_jpeg: &jb,
+            change: &change,
+            sidecar: self.item.caption.as_deref(),
+            seed,
+        };
         let instruction = match self.captioner.caption(&req) {
             Ok(c) => c,
             Err(e) => {

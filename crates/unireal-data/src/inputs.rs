@@ -23,7 +23,9 @@ fn item(path: PathBuf, caption: Option<String>) -> InputItem {
 }
 
 fn has_ext(path: &Path, exts: &[String]) -> bool {
-    path.extension().map(|e| e.to_string_lossy().to_lowercase()).is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(&e)))
+    path.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(&e)))
 }
 
 fn walk(dir: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<(), String> {
@@ -59,10 +61,17 @@ fn resolve(list: &Path, p: &str) -> PathBuf {
 /// A CSV list: a header with a `path` column and optionally `caption`. Paths are relative to
 /// the list file.
 fn read_csv(list: &Path) -> Result<Vec<InputItem>, String> {
-    let mut r = csv::ReaderBuilder::new().flexible(false).from_path(list).map_err(|e| format!("{}: {e}", list.display()))?;
+    let mut r =
+        csv::ReaderBuilder::new().flexible(false).from_path(list).map_err(|e| format!("{}: {e}", list.display()))?;
     let headers = r.headers().map_err(|e| format!("{}: {e}", list.display()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
-    let path_col = col("path").ok_or_else(|| format!("{}: line 1: the header has no `path` column (found: {})", list.display(), headers.iter().collect::<Vec<_>>().join(", ")))?;
+    let path_col = col("path").ok_or_else(|| {
+        format!(
+            "{}: line 1: the header has no `path` column (found: {})",
+            list.display(),
+            headers.iter().collect::<Vec<_>>().join(", ")
+        )
+    })?;
     let cap_col = col("caption");
     let mut out = Vec::new();
     for (i, rec) in r.records().enumerate() {
@@ -85,8 +94,12 @@ fn read_jsonl(list: &Path) -> Result<Vec<InputItem>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: line {}: {e}", list.display(), i + 1))?;
-        let p = v.get("path").and_then(|p| p.as_str()).ok_or_else(|| format!("{}: line {}: no string field `path`", list.display(), i + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{}: line {}: {e}", list.display(), i + 1))?;
+        let p = v
+            .get("path")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| format!("{}: line {}: no string field `path`", list.display(), i + 1))?;
         let caption = match v.get("caption") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
@@ -118,7 +131,12 @@ pub fn expand_inputs(specs: &[String], exts: &[String]) -> Result<Vec<InputItem>
         } else if lower.ends_with(".jsonl") {
             out.extend(read_jsonl(path).map_err(at)?);
         } else if spec.contains(['*', '?', '[']) && !path.exists() {
-            let mut files: Vec<PathBuf> = glob::glob_with(spec, glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() }).map_err(|e| at(e.to_string()))?.filter_map(|r| r.ok()).filter(|p| p.is_file() && has_ext(p, exts)).collect();
+            let mut files: Vec<PathBuf> =
+                glob::glob_with(spec, glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() })
+                    .map_err(|e| at(e.to_string()))?
+                    .filter_map(|r| r.ok())
+                    .filter(|p| p.is_file() && has_ext(p, exts))
+                    .collect();
             files.sort();
             if files.is_empty() {
                 return Err(at("the pattern matches no video file".into()));
@@ -147,7 +165,8 @@ mod tests {
         }
         let exts: Vec<String> = vec!["mp4".into(), "mov".into()];
         let got = expand_inputs(&[root.to_string_lossy().into_owned()], &exts).unwrap();
-        let names: Vec<String> = got.iter().map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> =
+            got.iter().map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["a.mp4", "b.MOV"]);
 
         let g = format!("{}/*.mp4", root.display());

@@ -55,7 +55,13 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
                 rep.images += 1;
                 match image::load_from_memory(&img.bytes) {
                     Ok(d) if (d.width(), d.height()) == (img.width, img.height) => {}
-                    Ok(d) => rep.problems.push(format!("{at}: image {i} is {}x{}, recorded {}x{}", d.width(), d.height(), img.width, img.height)),
+                    Ok(d) => rep.problems.push(format!(
+                        "{at}: image {i} is {}x{}, recorded {}x{}",
+                        d.width(),
+                        d.height(),
+                        img.width,
+                        img.height
+                    )),
                     Err(e) => rep.problems.push(format!("{at}: image {i} ({}) does not decode: {e}", img.encoding)),
                 }
             }
@@ -72,14 +78,21 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("part-") && name.ends_with(".parquet") && !listed.contains(name.as_str())) || name.ends_with(".tmp") {
-                rep.problems.push(format!("{name}: not listed in the manifest (left by an interrupted build; the next build removes it)"));
+            if (name.starts_with("part-") && name.ends_with(".parquet") && !listed.contains(name.as_str()))
+                || name.ends_with(".tmp")
+            {
+                rep.problems.push(format!(
+                    "{name}: not listed in the manifest (left by an interrupted build; the next build removes it)"
+                ));
             }
         }
     }
     let from_inputs: u64 = manifest.inputs.iter().map(|i| i.samples).sum();
     if from_inputs != manifest.totals.rows {
-        rep.problems.push(format!("{MANIFEST_NAME}: inputs account for {from_inputs} samples, shards hold {}", manifest.totals.rows));
+        rep.problems.push(format!(
+            "{MANIFEST_NAME}: inputs account for {from_inputs} samples, shards hold {}",
+            manifest.totals.rows
+        ));
     }
     Ok(rep)
 }

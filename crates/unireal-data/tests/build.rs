@@ -22,7 +22,8 @@ fn config(inputs: Vec<String>, output: &Path) -> BuildConfig {
 fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
     let out = tempfile::tempdir().unwrap();
     let cfg = config(vec![sample_videos().to_string_lossy().into_owned()], out.path());
-    let summary = run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary =
+        run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
     let m = &summary.manifest;
     assert_eq!(m.inputs.len(), 5);
     for i in &m.inputs {
@@ -42,7 +43,11 @@ fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
             assert!(img.width.max(img.height) <= 1024);
         }
         let instruction = s.base_prompt.split_once(": ").map(|x| x.1).unwrap_or("");
-        assert!(s.base_prompt.contains("IMG1") && s.base_prompt.contains("RES1") && instruction.len() > 8, "{}", s.base_prompt);
+        assert!(
+            s.base_prompt.contains("IMG1") && s.base_prompt.contains("RES1") && instruction.len() > 8,
+            "{}",
+            s.base_prompt
+        );
         captions.insert(instruction.to_string());
         let meta = &s.meta;
         let frames = meta["frames"].as_array().unwrap();
@@ -59,7 +64,11 @@ fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
 
     // bikes.mp4 has 5 cuts (frames 30, 76, 137, 187, 242): no pair may straddle one.
     let cuts = [0u64, 30, 76, 137, 187, 242, u64::MAX];
-    for s in ShardReader::open_dir(out.path()).unwrap().map(|s| s.unwrap()).filter(|s| s.meta["video"].as_str().unwrap().ends_with("bikes.mp4")) {
+    for s in ShardReader::open_dir(out.path())
+        .unwrap()
+        .map(|s| s.unwrap())
+        .filter(|s| s.meta["video"].as_str().unwrap().ends_with("bikes.mp4"))
+    {
         let f: Vec<u64> = s.meta["frames"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         let shot = |x: u64| cuts.iter().rposition(|c| *c <= x).unwrap();
         // ±2 frames of slack for the detector against the reference.
@@ -78,7 +87,14 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     // bikes.mp4 keeps its index (moov) at the end: cut short, it cannot be opened at all.
     std::fs::write(v.join("truncated.mp4"), &bytes[..bytes.len() / 3]).unwrap();
     let mut x = 0x1234_5678u32;
-    let noise: Vec<u8> = (0..100_000).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+    let noise: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
     std::fs::write(v.join("random.mp4"), noise).unwrap();
     std::fs::copy(&bikes, v.join("dir with spaces é/clip ünïcode.mp4")).unwrap();
     let s = |p: &str| v.join(p).to_string_lossy().into_owned();
@@ -91,12 +107,25 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     let fs_bytes = std::fs::read(&faststart).unwrap();
     std::fs::write(v.join("truncated_faststart.mp4"), &fs_bytes[..fs_bytes.len() * 2 / 3]).unwrap();
     // Rotation metadata: the stored frames must come out upright (portrait).
-    ffmpeg(&["-i", &bikes.to_string_lossy(), "-t", "3", "-c", "copy", "-metadata:s:v:0", "rotate=90", &s("rotated.mp4")]);
+    ffmpeg(&[
+        "-i",
+        &bikes.to_string_lossy(),
+        "-t",
+        "3",
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        &s("rotated.mp4"),
+    ]);
 
     let out = work.path().join("out");
     let cfg = config(vec![v.to_string_lossy().into_owned(), s("missing.mp4")], &out);
-    let summary = run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
-    let by_name = |n: &str| summary.manifest.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n} not in manifest"));
+    let summary =
+        run_build(&cfg, &BuildOptions { force: false, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap();
+    let by_name = |n: &str| {
+        summary.manifest.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n} not in manifest"))
+    };
     let expect = |n: &str, status: InputStatus, words: &str| {
         let r = by_name(n);
         assert_eq!(r.status, status, "{r:?}");
@@ -121,7 +150,11 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     assert_eq!(rot.stats["video"]["rotation"], 270, "{rot:?}");
     for s in ShardReader::open_dir(&out).unwrap().map(|s| s.unwrap()) {
         if s.meta["video"].as_str().unwrap().ends_with("rotated.mp4") {
-            assert!(s.images[0].height > s.images[0].width, "rotated frames are portrait: {:?}", (s.images[0].width, s.images[0].height));
+            assert!(
+                s.images[0].height > s.images[0].width,
+                "rotated frames are portrait: {:?}",
+                (s.images[0].width, s.images[0].height)
+            );
         }
     }
     assert_eq!(summary.manifest.inputs.len(), 10);
@@ -135,7 +168,8 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
 /// Runs the CLI on `config` and kills it once the manifest lists `kill_after` shards.
 /// Returns whether it was killed (false: it finished first).
 fn run_and_kill(config: &Path, out: &Path, kill_after: usize, signal: &str) -> bool {
-    let mut child = Command::new(bin()).args(["build", "-q"]).arg(config).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(bin()).args(["build", "-q"]).arg(config).stderr(std::process::Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     loop {
         if let Some(_status) = child.try_wait().unwrap() {

@@ -59,9 +59,21 @@ fn pyarrow_reads_the_shards() {
     let verify = Command::new(bin()).arg("verify").arg(&out).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 
-    let python = std::env::var("UNIREAL_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|_| repo().join(".venv/bin/python"));
+    let python = std::env::var("UNIREAL_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".venv/bin/python"));
     let res = Command::new(&python).arg(repo().join("scripts/check_shards.py")).arg(&out).output();
-    let res = res.unwrap_or_else(|e| panic!("cannot run {}: {e}\nhint: run scripts/setup.sh (it makes .venv with pyarrow) or set UNIREAL_PYTHON", python.display()));
-    assert!(res.status.success(), "pyarrow check failed:\n{}{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    let res = res.unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e}\nhint: run scripts/setup.sh (it makes .venv with pyarrow) or set UNIREAL_PYTHON",
+            python.display()
+        )
+    });
+    assert!(
+        res.status.success(),
+        "pyarrow check failed:\n{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(String::from_utf8_lossy(&res.stdout).contains("OK"));
 }

@@ -28,12 +28,17 @@ pub fn write_config(dir: &Path, inputs: &[PathBuf], output: &Path, extra: &str) 
 
 /// Runs the ffmpeg CLI (installed by scripts/setup.sh) to make a test clip.
 pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output().expect("ffmpeg CLI (scripts/setup.sh installs it)");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg CLI (scripts/setup.sh installs it)");
     assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub fn sample_ids(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = unireal_shards::ShardReader::open_dir(dir).unwrap().map(|s| s.unwrap().sample_id).collect();
+    let mut ids: Vec<String> =
+        unireal_shards::ShardReader::open_dir(dir).unwrap().map(|s| s.unwrap().sample_id).collect();
     ids.sort();
     ids
 }

@@ -94,9 +94,13 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| ShardError::Manifest { path: path.clone(), message: e.to_string() })?;
+        let m: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ShardError::Manifest { path: path.clone(), message: e.to_string() })?;
         if m.format != "unireal-shards" || m.version != 1 {
-            return Err(ShardError::Manifest { path, message: format!("unsupported format {} version {}", m.format, m.version) });
+            return Err(ShardError::Manifest {
+                path,
+                message: format!("unsupported format {} version {}", m.format, m.version),
+            });
         }
         Ok(Some(m))
     }
@@ -125,7 +129,8 @@ impl Manifest {
     pub fn save(&mut self, dir: &Path) -> Result<()> {
         self.update_totals();
         let path = dir.join(MANIFEST_NAME);
-        let text = serde_json::to_vec_pretty(self).map_err(|e| ShardError::Manifest { path: path.clone(), message: e.to_string() })?;
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| ShardError::Manifest { path: path.clone(), message: e.to_string() })?;
         unireal_core::write_atomic(&path, &text).map_err(io_err(&path))
     }
 }

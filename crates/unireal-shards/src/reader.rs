@@ -14,22 +14,24 @@ use crate::{io_err, Result, ShardError};
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(io_err(path))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })
 }
 
 /// The `sample_id` column of one shard file.
 pub fn read_sample_ids(path: &Path) -> Result<Vec<String>> {
     let builder = open_builder(path)?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["sample_id"]);
-    let reader = builder.with_projection(mask).build().map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
     let mut ids = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|source| ShardError::Arrow { path: path.to_path_buf(), source })?;
-        let col = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .ok_or_else(|| ShardError::Row { path: path.to_path_buf(), row: 0, message: "sample_id is not a string column".into() })?;
+        let col = batch.column(0).as_any().downcast_ref::<arrow::array::StringArray>().ok_or_else(|| {
+            ShardError::Row { path: path.to_path_buf(), row: 0, message: "sample_id is not a string column".into() }
+        })?;
         ids.extend(col.iter().map(|v| v.unwrap_or_default().to_string()));
     }
     Ok(ids)
@@ -76,8 +78,11 @@ impl ShardReader {
                 None => self.current = None,
                 Some(batch) => {
                     let batch = batch.map_err(|source| ShardError::Arrow { path: path.clone(), source })?;
-                    let samples = batch_to_samples(&batch)
-                        .map_err(|(r, message)| ShardError::Row { path: path.clone(), row: *row + r, message })?;
+                    let samples = batch_to_samples(&batch).map_err(|(r, message)| ShardError::Row {
+                        path: path.clone(),
+                        row: *row + r,
+                        message,
+                    })?;
                     *row += batch.num_rows();
                     self.pending.extend(samples);
                 }
@@ -108,7 +113,10 @@ pub fn count_by_columns(files: &[PathBuf], columns: &[&str]) -> Result<std::coll
     for path in files {
         let builder = open_builder(path)?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-        let reader = builder.with_projection(mask).build().map_err(|source| ShardError::Parquet { path: path.clone(), source })?;
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|source| ShardError::Parquet { path: path.clone(), source })?;
         for batch in reader {
             let batch = batch.map_err(|source| ShardError::Arrow { path: path.clone(), source })?;
             let cols: Vec<&arrow::array::StringArray> = columns
@@ -117,7 +125,11 @@ pub fn count_by_columns(files: &[PathBuf], columns: &[&str]) -> Result<std::coll
                     batch
                         .column_by_name(c)
                         .and_then(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
-                        .ok_or_else(|| ShardError::Row { path: path.clone(), row: 0, message: format!("no string column `{c}`") })
+                        .ok_or_else(|| ShardError::Row {
+                            path: path.clone(),
+                            row: 0,
+                            message: format!("no string column `{c}`"),
+                        })
                 })
                 .collect::<Result<_>>()?;
             for row in 0..batch.num_rows() {

@@ -37,7 +37,8 @@ pub fn shard_schema() -> SchemaRef {
 
 /// Samples → one record batch of the shard schema.
 pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let strings = |f: &dyn Fn(&Sample) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(samples.iter().map(f))) };
+    let strings =
+        |f: &dyn Fn(&Sample) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(samples.iter().map(f))) };
     let all: Vec<&SampleImage> = samples.iter().flat_map(|s| s.images.iter()).collect();
     let image_struct = StructArray::try_new(
         image_fields(),
@@ -73,7 +74,9 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, S
         .ok_or_else(|| format!("missing column `{name}`"))?
         .as_any()
         .downcast_ref::<T>()
-        .ok_or_else(|| format!("column `{name}` has type {:?}", batch.column_by_name(name).map(|c| c.data_type().clone())))
+        .ok_or_else(|| {
+            format!("column `{name}` has type {:?}", batch.column_by_name(name).map(|c| c.data_type().clone()))
+        })
 }
 
 /// One record batch of the shard schema → samples. Errors name the row and the field.
@@ -93,16 +96,24 @@ pub fn batch_to_samples(batch: &RecordBatch) -> Result<Vec<Sample>, (usize, Stri
         let task: Task = tasks.value(row).parse().map_err(|e: unireal_core::UnknownName| er(e.to_string()))?;
         let split: Split = splits.value(row).parse().map_err(|e: unireal_core::UnknownName| er(e.to_string()))?;
         let list = images.value(row);
-        let st = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| er("images is not a list of structs".into()))?;
+        let st =
+            list.as_any().downcast_ref::<StructArray>().ok_or_else(|| er("images is not a list of structs".into()))?;
         let field = |n: &str| st.column_by_name(n).ok_or_else(|| er(format!("images.{n} missing")));
-        let roles = field("role")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| er("images.role type".into()))?;
-        let encs = field("encoding")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| er("images.encoding type".into()))?;
-        let bytes = field("bytes")?.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| er("images.bytes type".into()))?;
+        let roles =
+            field("role")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| er("images.role type".into()))?;
+        let encs = field("encoding")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| er("images.encoding type".into()))?;
+        let bytes =
+            field("bytes")?.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| er("images.bytes type".into()))?;
         let ws = field("width")?.as_any().downcast_ref::<Int32Array>().ok_or_else(|| er("images.width type".into()))?;
-        let hs = field("height")?.as_any().downcast_ref::<Int32Array>().ok_or_else(|| er("images.height type".into()))?;
+        let hs =
+            field("height")?.as_any().downcast_ref::<Int32Array>().ok_or_else(|| er("images.height type".into()))?;
         let mut imgs = Vec::with_capacity(st.len());
         for i in 0..st.len() {
-            let role: ImageRole = roles.value(i).parse().map_err(|e: unireal_core::UnknownName| er(format!("images[{i}]: {e}")))?;
+            let role: ImageRole =
+                roles.value(i).parse().map_err(|e: unireal_core::UnknownName| er(format!("images[{i}]: {e}")))?;
             imgs.push(SampleImage {
                 role,
                 encoding: encs.value(i).to_string(),

@@ -103,7 +103,9 @@ impl DatasetWriter {
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = is_temp_name(&name) || (is_shard_name(&name) && !listed.contains(name.as_str())) || (force && name == crate::MANIFEST_NAME);
+            let stale = is_temp_name(&name)
+                || (is_shard_name(&name) && !listed.contains(name.as_str()))
+                || (force && name == crate::MANIFEST_NAME);
             if stale {
                 fs::remove_file(entry.path()).map_err(io_err(entry.path()))?;
             }
@@ -212,13 +214,23 @@ impl DatasetWriter {
         self.next_seq += 1;
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let level = ZstdLevel::try_new(self.opts.zstd_level).map_err(|source| ShardError::Parquet { path: tmp.clone(), source })?;
+        let level = ZstdLevel::try_new(self.opts.zstd_level)
+            .map_err(|source| ShardError::Parquet { path: tmp.clone(), source })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_created_by(self.opts.created_by.clone())
             .build();
-        let writer = ArrowWriter::try_new(file, shard_schema(), Some(props)).map_err(|source| ShardError::Parquet { path: tmp.clone(), source })?;
-        self.open = Some(OpenShard { name, tmp, writer, rows: 0, tasks: BTreeMap::new(), splits: BTreeMap::new(), inputs: vec![] });
+        let writer = ArrowWriter::try_new(file, shard_schema(), Some(props))
+            .map_err(|source| ShardError::Parquet { path: tmp.clone(), source })?;
+        self.open = Some(OpenShard {
+            name,
+            tmp,
+            writer,
+            rows: 0,
+            tasks: BTreeMap::new(),
+            splits: BTreeMap::new(),
+            inputs: vec![],
+        });
         Ok(())
     }
 
@@ -229,7 +241,8 @@ impl DatasetWriter {
         }
         self.ensure_open()?;
         let open = self.open.as_mut().expect("opened");
-        let batch = samples_to_batch(&self.buffer).map_err(|source| ShardError::Arrow { path: open.tmp.clone(), source })?;
+        let batch =
+            samples_to_batch(&self.buffer).map_err(|source| ShardError::Arrow { path: open.tmp.clone(), source })?;
         open.writer.write(&batch).map_err(|source| ShardError::Parquet { path: open.tmp.clone(), source })?;
         open.writer.flush().map_err(|source| ShardError::Parquet { path: open.tmp.clone(), source })?;
         for s in self.buffer.drain(..) {

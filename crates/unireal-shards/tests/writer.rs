@@ -7,9 +7,17 @@ fn sample(video: &str, k: usize, payload: usize) -> Sample {
     // Incompressible bytes, so that shard sizes follow the payload.
     let noise = |n: usize, salt: u64| {
         let mut x = (k as u64 + 1).wrapping_mul(0x9E3779B97F4A7C15) ^ salt;
-        (0..n).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect::<Vec<u8>>()
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>()
     };
-    let img = |role, n: usize| SampleImage { role, encoding: "jpeg".into(), bytes: noise(n, n as u64), width: 8, height: 6 };
+    let img =
+        |role, n: usize| SampleImage { role, encoding: "jpeg".into(), bytes: noise(n, n as u64), width: 8, height: 6 };
     Sample {
         sample_id: sample_id(Task::Frame2Frame, "video", &[video, &k.to_string()]),
         task: Task::Frame2Frame,
@@ -23,11 +31,23 @@ fn sample(video: &str, k: usize, payload: usize) -> Sample {
 }
 
 fn record(path: &str) -> InputRecord {
-    InputRecord { path: path.into(), status: InputStatus::Ok, reason: String::new(), samples: 0, stats: serde_json::Value::Null }
+    InputRecord {
+        path: path.into(),
+        status: InputStatus::Ok,
+        reason: String::new(),
+        samples: 0,
+        stats: serde_json::Value::Null,
+    }
 }
 
 fn opts(target: u64) -> WriterOptions {
-    WriterOptions { target_shard_bytes: target, row_group_bytes: 1 << 14, manifest_interval: Duration::ZERO, fingerprint: "fp1".into(), ..Default::default() }
+    WriterOptions {
+        target_shard_bytes: target,
+        row_group_bytes: 1 << 14,
+        manifest_interval: Duration::ZERO,
+        fingerprint: "fp1".into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -72,7 +92,10 @@ fn resume_after_kill_keeps_committed_and_redoes_pending() {
     assert!(!committed.is_empty() && committed.len() < 4, "{committed:?}");
 
     let mut w = DatasetWriter::open(dir.path(), opts(60_000), false).unwrap();
-    let leftover = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp")).count();
+    let leftover = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
     assert_eq!(leftover, 0, "temporary files are cleaned on open");
     for v in 0..4 {
         let video = format!("v{v}.mp4");

@@ -1,11 +1,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::codec::threading;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame::video::Video as RawFrame;
+use ffmpeg_next as ffmpeg;
 use image::RgbImage;
 
 /// Why a video could not be read.
@@ -79,7 +79,9 @@ fn rotation_from_matrix(data: &[u8]) -> Option<u32> {
     if data.len() < 36 {
         return None;
     }
-    let m = |i: usize| i32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as f64 / 65536.0;
+    let m = |i: usize| {
+        i32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as f64 / 65536.0
+    };
     let (a, b, c, d) = (m(0), m(1), m(3), m(4));
     let sx = (a * a + c * c).sqrt();
     let sy = (b * b + d * d).sqrt();
@@ -93,7 +95,8 @@ fn rotation_from_matrix(data: &[u8]) -> Option<u32> {
 }
 
 fn check_path(path: &Path) -> Result<(), VideoError> {
-    let meta = std::fs::metadata(path).map_err(|e| VideoError::NotAFile { path: path.to_path_buf(), reason: e.to_string() })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| VideoError::NotAFile { path: path.to_path_buf(), reason: e.to_string() })?;
     if !meta.is_file() {
         return Err(VideoError::NotAFile { path: path.to_path_buf(), reason: "not a regular file".into() });
     }
@@ -146,11 +149,15 @@ impl VideoReader {
     pub fn open(path: &Path, threads: usize) -> Result<Self, VideoError> {
         init();
         check_path(path)?;
-        let input = ffmpeg::format::input(path).map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+        let input = ffmpeg::format::input(path)
+            .map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
         let stream = match input.streams().best(ffmpeg::media::Type::Video) {
             Some(s) => s,
             None => {
-                let streams = input.streams().map(|s| format!("{:?}", s.parameters().medium()).to_lowercase()).collect::<Vec<_>>();
+                let streams = input
+                    .streams()
+                    .map(|s| format!("{:?}", s.parameters().medium()).to_lowercase())
+                    .collect::<Vec<_>>();
                 let streams = if streams.is_empty() { "none".to_string() } else { streams.join(", ") };
                 return Err(VideoError::NoVideoStream { path: path.to_path_buf(), streams });
             }
@@ -166,10 +173,16 @@ impl VideoReader {
         let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
             .map_err(|e| VideoError::Decoder { path: path.to_path_buf(), reason: e.to_string() })?;
         ctx.set_threading(threading::Config { kind: threading::Type::Frame, count: threads, ..Default::default() });
-        let decoder = ctx.decoder().video().map_err(|e| VideoError::Decoder { path: path.to_path_buf(), reason: e.to_string() })?;
+        let decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|e| VideoError::Decoder { path: path.to_path_buf(), reason: e.to_string() })?;
         let (cw, ch) = (decoder.width(), decoder.height());
         if cw == 0 || ch == 0 {
-            return Err(VideoError::Decoder { path: path.to_path_buf(), reason: "the stream has no frame size".into() });
+            return Err(VideoError::Decoder {
+                path: path.to_path_buf(),
+                reason: "the stream has no frame size".into(),
+            });
         }
         let (width, height) = if rotation % 180 == 90 { (ch, cw) } else { (cw, ch) };
         let mut fps = rational(stream.avg_frame_rate());
@@ -183,7 +196,10 @@ impl VideoReader {
         } else {
             None
         };
-        let codec = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{:?}", decoder.id()).to_lowercase());
+        let codec = decoder
+            .codec()
+            .map(|c| c.name().to_string())
+            .unwrap_or_else(|| format!("{:?}", decoder.id()).to_lowercase());
         let info = VideoInfo {
             path: path.to_path_buf(),
             container: input.format().name().to_string(),
@@ -225,7 +241,11 @@ impl VideoReader {
         self.errors += 1;
         self.last_error = e.to_string();
         if self.errors > MAX_ERRORS && self.errors as u64 * 2 > self.packets_read {
-            return Err(VideoError::Corrupt { path: self.info.path.clone(), errors: self.errors, reason: self.last_error.clone() });
+            return Err(VideoError::Corrupt {
+                path: self.info.path.clone(),
+                errors: self.errors,
+                reason: self.last_error.clone(),
+            });
         }
         Ok(())
     }

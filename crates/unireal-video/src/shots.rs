@@ -48,7 +48,8 @@ impl ContentDetector {
             None => false,
             Some(prev) => {
                 self.last_score = prev.content_delta(&frame);
-                self.last_score >= self.opts.threshold && index.saturating_sub(self.last_cut) >= self.opts.min_shot_frames
+                self.last_score >= self.opts.threshold
+                    && index.saturating_sub(self.last_cut) >= self.opts.min_shot_frames
             }
         };
         if cut {
@@ -99,9 +100,11 @@ pub fn detect_shots(path: &Path, opts: ShotOptions, threads: usize) -> Result<Sh
     let mut det = ContentDetector::new(opts);
     let mut report = ShotReport { fps: info.fps, frames: 0, cuts_frame: vec![], cuts_s: vec![] };
     while let Some(frame) = reader.next_frame()? {
-        let small = conv
-            .rgb(&frame, aw, ah)
-            .map_err(|reason| VideoError::Convert { path: path.to_path_buf(), index: frame.index, reason })?;
+        let small = conv.rgb(&frame, aw, ah).map_err(|reason| VideoError::Convert {
+            path: path.to_path_buf(),
+            index: frame.index,
+            reason,
+        })?;
         if det.push(frame.index, HsvFrame::from_rgb(&small)) {
             report.cuts_frame.push(frame.index);
             report.cuts_s.push(frame.time_s);

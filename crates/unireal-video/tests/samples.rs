@@ -28,7 +28,13 @@ fn cuts_match_pyscenedetect_within_two_frames() {
         let expected = reference_cuts(video);
         let got = detect_shots(&samples().join("videos").join(video), ShotOptions::default(), 0).unwrap();
         assert!(got.frames > 30, "{video}: {} frames", got.frames);
-        assert_eq!(got.cuts_frame.len(), expected.len(), "{video}: got {:?}, PySceneDetect {:?}", got.cuts_frame, expected);
+        assert_eq!(
+            got.cuts_frame.len(),
+            expected.len(),
+            "{video}: got {:?}, PySceneDetect {:?}",
+            got.cuts_frame,
+            expected
+        );
         for (g, e) in got.cuts_frame.iter().zip(&expected) {
             assert!(g.abs_diff(*e) <= 2, "{video}: got {:?}, PySceneDetect {:?}", got.cuts_frame, expected);
         }
@@ -68,10 +74,24 @@ fn rotation_matches_ffmpeg_autorotate() {
     let png = dir.path().join("rot.png");
     let src = samples().join("videos/bikes.mp4");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output().expect("ffmpeg CLI (scripts/setup.sh)");
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .output()
+            .expect("ffmpeg CLI (scripts/setup.sh)");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["-i", src.to_str().unwrap(), "-t", "1", "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()]);
+    run(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-t",
+        "1",
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        rotated.to_str().unwrap(),
+    ]);
     // The ffmpeg CLI applies the display matrix itself (autorotate).
     run(&["-i", rotated.to_str().unwrap(), "-frames:v", "1", png.to_str().unwrap()]);
     let reference = image::open(&png).unwrap().to_rgb8();
@@ -80,6 +100,7 @@ fn rotation_matches_ffmpeg_autorotate() {
     assert_eq!((info.width, info.height), reference.dimensions());
     let f = r.next_frame().unwrap().unwrap();
     let ours = FrameConverter::new(&info).rgb(&f, info.width, info.height).unwrap();
-    let mad: f64 = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / ours.len() as f64;
+    let mad: f64 = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+        / ours.len() as f64;
     assert!(mad < 4.0, "mean abs diff {mad} against ffmpeg's autorotated frame");
 }

@@ -60,7 +60,10 @@ fn half(g: &GrayImage) -> GrayImage {
     GrayImage::from_fn(w, h, |x, y| {
         let (x0, y0) = ((2 * x).min(g.width() - 1), (2 * y).min(g.height() - 1));
         let (x1, y1) = ((x0 + 1).min(g.width() - 1), (y0 + 1).min(g.height() - 1));
-        let s = g.get_pixel(x0, y0)[0] as u32 + g.get_pixel(x1, y0)[0] as u32 + g.get_pixel(x0, y1)[0] as u32 + g.get_pixel(x1, y1)[0] as u32;
+        let s = g.get_pixel(x0, y0)[0] as u32
+            + g.get_pixel(x1, y0)[0] as u32
+            + g.get_pixel(x0, y1)[0] as u32
+            + g.get_pixel(x1, y1)[0] as u32;
         image::Luma([((s + 2) / 4) as u8])
     })
 }
@@ -219,7 +222,11 @@ pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
         for _ in 0..4 {
             let Some(m) = fit_similarity(&qs, &ds, &keep) else { break };
             model = m;
-            let res: Vec<f64> = qs.iter().zip(&ds).map(|(q, d)| ((d.0 - m.0 * q.0 - m.1).powi(2) + (d.1 - m.0 * q.1 - m.2).powi(2)).sqrt()).collect();
+            let res: Vec<f64> = qs
+                .iter()
+                .zip(&ds)
+                .map(|(q, d)| ((d.0 - m.0 * q.0 - m.1).powi(2) + (d.1 - m.0 * q.1 - m.2).powi(2)).sqrt())
+                .collect();
             let mut kept_res: Vec<f64> = res.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| *r).collect();
             let thr = (2.5 * median(&mut kept_res)).max(1.5);
             for (i, b) in blocks.iter().enumerate() {
@@ -298,10 +305,16 @@ pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
                     mn += 1.0;
                 }
             }
-            if mn > 0.0 { (mx / mn / w as f64, my / mn / h as f64) } else { (0.0, 0.0) }
+            if mn > 0.0 {
+                (mx / mn / w as f64, my / mn / h as f64)
+            } else {
+                (0.0, 0.0)
+            }
         };
         let (dx, dy) = match summaries.get(1 - oi.min(1)).filter(|_| summaries.len() == 2) {
-            Some(from) if (0.33..3.0).contains(&(o.area / from.area)) => (o.center[0] - from.center[0], o.center[1] - from.center[1]),
+            Some(from) if (0.33..3.0).contains(&(o.area / from.area)) => {
+                (o.center[0] - from.center[0], o.center[1] - from.center[1])
+            }
             _ => own,
         };
         MovingRegion { bbox: o.bbox, center: o.center, area: o.area, dx, dy, color: o.color }

@@ -40,7 +40,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let summary = match run_build(&cfg, &opts, stop) {
         Ok(s) => s,
         Err(BuildError::Config(m)) => {
-            return Err(hinted(format!("{}: {m}", a.config.display()), "fix the key named above, or override it with --set KEY=VALUE"))
+            return Err(hinted(
+                format!("{}: {m}", a.config.display()),
+                "fix the key named above, or override it with --set KEY=VALUE",
+            ))
         }
         Err(BuildError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {
             return Err(hinted(e.to_string(), "pass --force to rebuild from scratch, or choose another `output`"))

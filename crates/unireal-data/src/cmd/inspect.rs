@@ -15,17 +15,30 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (files, manifest) = if a.path.is_dir() {
-        let m = Manifest::load(&a.path)?
-            .ok_or_else(|| hinted(format!("{}: no manifest.json", a.path.display()), "point inspect at the `output` directory of a build, or at one .parquet file"))?;
+        let m = Manifest::load(&a.path)?.ok_or_else(|| {
+            hinted(
+                format!("{}: no manifest.json", a.path.display()),
+                "point inspect at the `output` directory of a build, or at one .parquet file",
+            )
+        })?;
         (m.shards.iter().map(|s| a.path.join(&s.file)).collect::<Vec<_>>(), Some(m))
     } else if a.path.is_file() {
         (vec![a.path.clone()], None)
     } else {
-        return Err(hinted(format!("{}: no such file or directory", a.path.display()), "pass a shard directory or a .parquet file"));
+        return Err(hinted(
+            format!("{}: no such file or directory", a.path.display()),
+            "pass a shard directory or a .parquet file",
+        ));
     };
     println!("{}", a.path.display());
     if let Some(m) = &manifest {
-        println!("manifest: {} shard(s), {} row(s), {:.1} MiB, written by {}", m.shards.len(), m.totals.rows, m.totals.bytes as f64 / 1048576.0, m.created_by);
+        println!(
+            "manifest: {} shard(s), {} row(s), {:.1} MiB, written by {}",
+            m.shards.len(),
+            m.totals.rows,
+            m.totals.bytes as f64 / 1048576.0,
+            m.created_by
+        );
         for s in &m.shards {
             println!("  {}  {} rows  {:.1} MiB", s.file, s.rows, s.bytes as f64 / 1048576.0);
         }
@@ -61,7 +74,11 @@ fn print_rows(files: &[PathBuf], n: usize) -> anyhow::Result<()> {
         println!("  task: {}  source: {}  split: {}", s.task, s.source, s.split);
         println!("  base_prompt: {}", s.base_prompt);
         println!("  context_prompt: {}", s.context_prompt);
-        let imgs: Vec<String> = s.images.iter().map(|im| format!("{} {}x{} {} {} KiB", im.role, im.width, im.height, im.encoding, im.bytes.len() / 1024)).collect();
+        let imgs: Vec<String> = s
+            .images
+            .iter()
+            .map(|im| format!("{} {}x{} {} {} KiB", im.role, im.width, im.height, im.encoding, im.bytes.len() / 1024))
+            .collect();
         println!("  images: {}", imgs.join(" | "));
         println!("  meta: {}", s.meta);
     }

@@ -28,7 +28,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         match detect_shots(f, opts, a.threads) {
             Ok(r) if a.json => println!("{}", r.to_json(f)),
             Ok(r) => {
-                let cuts: Vec<String> = r.cuts_frame.iter().zip(&r.cuts_s).map(|(c, t)| format!("{c} ({t:.2}s)")).collect();
+                let cuts: Vec<String> =
+                    r.cuts_frame.iter().zip(&r.cuts_s).map(|(c, t)| format!("{c} ({t:.2}s)")).collect();
                 println!(
                     "{}: {} frames at {:.3} fps, {} shot(s){}{}",
                     f.display(),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Data-build throughput against decode-only throughput, in one run, on the same files, with
+# the same thread count.
+#
+#   scripts/bench-data.sh [THREADS] [REPEATS]      (defaults: 1 thread, 3 repeats)
+#
+# decode-only: `ffmpeg -threads T -i FILE -map 0:v:0 -f null -` for each sample video in turn;
+# build:       `unireal-data build configs/video.yaml` with workers=1, decode_threads=T, into a
+#              fresh directory each time (every frame decoded, analysed; pairs scored, encoded,
+#              captioned, written).
+# Both see the same frames; the ratio of frame rates is decode_time / build_time (best of the
+# repeats for each). Record results in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${1:-1}
+R=${2:-3}
+bash scripts/setup.sh
+cargo build --release --locked -p unireal-data >&2
+BIN=target/release/unireal-data
+FILES=(datasets/samples/videos/*)
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+now() { date +%s.%N; }
+
+best_decode=""
+for _ in $(seq "$R"); do
+  t0=$(now)
+  for f in "${FILES[@]}"; do
+    ffmpeg -hide_banner -loglevel error -threads "$T" -i "$f" -map 0:v:0 -f null - </dev/null
+  done
+  t=$(echo "$(now) - $t0" | bc -l)
+  if [ -z "$best_decode" ] || [ "$(echo "$t < $best_decode" | bc -l)" = 1 ]; then best_decode=$t; fi
+done
+
+best_build=""
+for i in $(seq "$R"); do
+  t0=$(now)
+  $BIN build configs/video.yaml -q --set "output=$OUT/run$i" --set workers=1 --set "decode_threads=$T" \
+    --set pairs.max_pairs_per_video=1000000 2>/dev/null
+  t=$(echo "$(now) - $t0" | bc -l)
+  if [ -z "$best_build" ] || [ "$(echo "$t < $best_build" | bc -l)" = 1 ]; then best_build=$t; fi
+done
+
+frames=$(python3 -c "import json,sys; m=json.load(open('$OUT/run1/manifest.json')); print(sum(i['stats']['frames'] for i in m['inputs']))")
+rows=$(python3 -c "import json; print(json.load(open('$OUT/run1/manifest.json'))['totals']['rows'])")
+printf 'threads=%s files=%s frames=%s samples=%s\n' "$T" "${#FILES[@]}" "$frames" "$rows"
+printf 'decode-only (ffmpeg -f null): %.3f s  %.0f frames/s\n' "$best_decode" "$(echo "$frames / $best_decode" | bc -l)"
+printf 'unireal-data build:           %.3f s  %.0f frames/s\n' "$best_build" "$(echo "$frames / $best_build" | bc -l)"
+printf 'ratio build/decode throughput: %.2fx  (target >= 0.6x)\n' "$(echo "$best_decode / $best_build" | bc -l)"
