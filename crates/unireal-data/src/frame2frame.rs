@@ -266,7 +266,10 @@ impl<'a> Run<'a> {
                     break;
                 }
             }
-            let small = self.convert(&frame, self.analysis)?;
+            let small = self
+                .conv
+                .rgb_fast(&frame, self.analysis.0, self.analysis.1)
+                .map_err(|e| format!("frame {}: {e}", frame.index))?;
             let is_cut = self.detector.push(frame.index, HsvFrame::from_rgb(&small));
             if frame.index == 0 || is_cut {
                 if is_cut {

@@ -319,7 +319,7 @@ impl VideoReader {
 /// Keeps one scaler per (input format, size, output size).
 pub struct FrameConverter {
     rotation: u32,
-    scalers: Vec<(Pixel, u32, u32, u32, u32, scaling::Context)>,
+    scalers: Vec<((Pixel, u32, u32, u32, u32, bool), scaling::Context)>,
 }
 
 // SAFETY: an SwsContext is owned by one converter and only used through &mut self.
@@ -330,26 +330,38 @@ impl FrameConverter {
         FrameConverter { rotation: info.rotation, scalers: Vec::new() }
     }
 
-    /// The frame as RGB with display size `(w, h)` (after rotation). Area averaging when
-    /// shrinking, so small analysis frames are not aliased.
+    /// The frame as RGB with display size `(w, h)` (after rotation), area-averaged: for frames
+    /// that are stored or shown.
     pub fn rgb(&mut self, frame: &DecodedFrame, w: u32, h: u32) -> Result<RgbImage, String> {
+        self.convert(frame, w, h, false)
+    }
+
+    /// Like [`rgb`](Self::rgb) but with swscale's fast bilinear filter: for the small analysis
+    /// frames every decoded frame goes through (cut detection, motion), where speed matters more
+    /// than the last bit of anti-aliasing.
+    pub fn rgb_fast(&mut self, frame: &DecodedFrame, w: u32, h: u32) -> Result<RgbImage, String> {
+        self.convert(frame, w, h, true)
+    }
+
+    fn convert(&mut self, frame: &DecodedFrame, w: u32, h: u32, fast: bool) -> Result<RgbImage, String> {
         let (sw, sh) = if self.rotation % 180 == 90 { (h, w) } else { (w, h) };
         let raw = &frame.raw;
-        let key = (raw.format(), raw.width(), raw.height(), sw, sh);
-        let pos = match self.scalers.iter().position(|s| (s.0, s.1, s.2, s.3, s.4) == key) {
+        let key = (raw.format(), raw.width(), raw.height(), sw, sh, fast);
+        let pos = match self.scalers.iter().position(|s| s.0 == key) {
             Some(p) => p,
             None => {
-                let ctx = scaling::Context::get(key.0, key.1, key.2, Pixel::RGB24, sw, sh, scaling::Flags::AREA)
+                let flags = if fast { scaling::Flags::FAST_BILINEAR } else { scaling::Flags::AREA };
+                let ctx = scaling::Context::get(key.0, key.1, key.2, Pixel::RGB24, sw, sh, flags)
                     .map_err(|e| format!("swscale {:?} {}x{} -> rgb24 {sw}x{sh}: {e}", key.0, key.1, key.2))?;
                 if self.scalers.len() >= 8 {
                     self.scalers.remove(0);
                 }
-                self.scalers.push((key.0, key.1, key.2, sw, sh, ctx));
+                self.scalers.push((key, ctx));
                 self.scalers.len() - 1
             }
         };
         let mut out = RawFrame::empty();
-        self.scalers[pos].5.run(raw, &mut out).map_err(|e| e.to_string())?;
+        self.scalers[pos].1.run(raw, &mut out).map_err(|e| e.to_string())?;
         let stride = out.stride(0);
         let data = out.data(0);
         let mut buf = Vec::with_capacity((sw * sh * 3) as usize);
