@@ -154,6 +154,7 @@ pub fn process_video(
     let (status, reason) = match result {
         Err(e) if samples.is_empty() => (InputStatus::Failed, e),
         Err(e) => (InputStatus::Ok, format!("kept {} pair(s) decoded before an error: {e}", samples.len())),
+        // Interrupted: the build loop stops writing once `stop` is set, so this is never recorded.
         Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
         Ok(()) if samples.is_empty() => {
             let t = &run.tally;
@@ -182,10 +183,6 @@ pub fn process_video(
         }
         Ok(()) => (InputStatus::Ok, String::new()),
     };
-    if status == InputStatus::Failed && reason == "interrupted" {
-        // An interrupted video is not recorded as done; the caller drops it.
-        return VideoOutcome { record: record(item, status, reason, stats), samples: vec![], frames };
-    }
     VideoOutcome { record: record(item, status, reason, stats), samples, frames }
 }
 
