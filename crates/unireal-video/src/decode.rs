@@ -319,7 +319,8 @@ impl VideoReader {
 /// Keeps one scaler per (input format, size, output size).
 pub struct FrameConverter {
     rotation: u32,
-    scalers: Vec<((Pixel, u32, u32, u32, u32, bool), scaling::Context)>,
+    /// Scaler contexts with their reused output frames, by (input format, size, output size, fast).
+    scalers: Vec<((Pixel, u32, u32, u32, u32, bool), scaling::Context, RawFrame)>,
 }
 
 // SAFETY: an SwsContext is owned by one converter and only used through &mut self.
@@ -356,12 +357,12 @@ impl FrameConverter {
                 if self.scalers.len() >= 8 {
                     self.scalers.remove(0);
                 }
-                self.scalers.push((key, ctx));
+                self.scalers.push((key, ctx, RawFrame::empty()));
                 self.scalers.len() - 1
             }
         };
-        let mut out = RawFrame::empty();
-        self.scalers[pos].1.run(raw, &mut out).map_err(|e| e.to_string())?;
+        let (_, ctx, out) = &mut self.scalers[pos];
+        ctx.run(raw, out).map_err(|e| e.to_string())?;
         let stride = out.stride(0);
         let data = out.data(0);
         let mut buf = Vec::with_capacity((sw * sh * 3) as usize);

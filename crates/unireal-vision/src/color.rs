@@ -2,12 +2,14 @@
 
 use image::{GrayImage, RgbImage};
 
-/// ITU-R BT.601 luma (OpenCV's `COLOR_RGB2GRAY`), rounded.
+/// ITU-R BT.601 luma, with OpenCV's `COLOR_RGB2GRAY` fixed-point arithmetic (bit-exact).
 pub fn to_gray(img: &RgbImage) -> GrayImage {
+    const SHIFT: u32 = 15;
     let (w, h) = img.dimensions();
     let mut out = GrayImage::new(w, h);
     for (o, p) in out.as_mut().iter_mut().zip(img.as_raw().chunks_exact(3)) {
-        *o = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8;
+        let y = 9798 * p[0] as u32 + 19235 * p[1] as u32 + 3735 * p[2] as u32;
+        *o = ((y + (1 << (SHIFT - 1))) >> SHIFT) as u8;
     }
     out
 }
@@ -31,26 +33,45 @@ pub fn near_black_fraction(img: &RgbImage, level: u8) -> f64 {
     black as f64 / n as f64
 }
 
-/// OpenCV's 8-bit RGB→HSV: H in [0, 180), S and V in [0, 255].
-pub fn rgb_to_hsv8(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let (rf, gf, bf) = (r as f32, g as f32, b as f32);
-    let v = rf.max(gf).max(bf);
-    let min = rf.min(gf).min(bf);
-    let d = v - min;
-    let s = if v > 0.0 { 255.0 * d / v } else { 0.0 };
-    let mut h = if d == 0.0 {
-        0.0
-    } else if v == rf {
-        60.0 * (gf - bf) / d
-    } else if v == gf {
-        120.0 + 60.0 * (bf - rf) / d
-    } else {
-        240.0 + 60.0 * (rf - gf) / d
-    };
-    if h < 0.0 {
-        h += 360.0;
+const HSV_SHIFT: u32 = 12;
+
+/// OpenCV's fixed-point division tables for 8-bit RGB→HSV: `round((255 << 12) / v)` and
+/// `round((180 << 12) / (6 · diff))`, entry 0 being 0.
+const fn hsv_tables() -> ([i32; 256], [i32; 256]) {
+    let (mut sdiv, mut hdiv) = ([0i32; 256], [0i32; 256]);
+    let mut i = 1;
+    while i < 256 {
+        let (sn, hn) = ((255i64 << HSV_SHIFT) as i64, (180i64 << HSV_SHIFT) as i64);
+        sdiv[i] = ((2 * sn + i as i64) / (2 * i as i64)) as i32;
+        hdiv[i] = ((2 * hn + 6 * i as i64) / (12 * i as i64)) as i32;
+        i += 1;
     }
-    (((h / 2.0).round() as u32 % 180) as u8, s.round() as u8, v as u8)
+    (sdiv, hdiv)
+}
+static HSV_DIV: ([i32; 256], [i32; 256]) = hsv_tables();
+
+/// OpenCV's 8-bit RGB→HSV (`COLOR_RGB2HSV`, the same fixed-point arithmetic): H in [0, 180),
+/// S and V in [0, 255].
+#[inline]
+pub fn rgb_to_hsv8(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let (sdiv, hdiv) = (&HSV_DIV.0, &HSV_DIV.1);
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    let v = r.max(g).max(b);
+    let diff = v - r.min(g).min(b);
+    let half = 1 << (HSV_SHIFT - 1);
+    let s = (diff * sdiv[v as usize] + half) >> HSV_SHIFT;
+    let h = if v == r {
+        g - b
+    } else if v == g {
+        b - r + 2 * diff
+    } else {
+        r - g + 4 * diff
+    };
+    let mut h = (h * hdiv[diff as usize] + half) >> HSV_SHIFT;
+    if h < 0 {
+        h += 180;
+    }
+    (h as u8, s as u8, v as u8)
 }
 
 /// Mean HSV saturation in [0, 1].
