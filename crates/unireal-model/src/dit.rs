@@ -1,0 +1,534 @@
+//! The UniReal diffusion transformer.
+//!
+//! Every task is a short "discontinuous video": N ≥ 0 input frames (clean VAE latents) and
+//! M ≥ 1 output frames (noisy latents) are patchified 2×2 into tokens and concatenated with the
+//! text tokens into one sequence with full attention; only the output frames' tokens are
+//! predicted. Per image token: patch embedding + index embedding (the k-th input is `IMGk`, the
+//! k-th output `RESk`: both use index k, the role tells them apart) + image-role embedding
+//! (asset, canvas, control, output). Conditioning follows Flux (Black Forest Labs,
+//! `flux/model.py`, `flux/modules/layers.py`): a timestep MLP drives adaLN-Zero modulation of
+//! MM-DiT double-stream blocks (separate text and image weights, joint attention) followed by
+//! single-stream blocks (parallel attention + MLP), with 3-axis RoPE over (frame, row, column)
+//! and QK-RMSNorm.
+
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu_approximate, silu};
+
+use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, zero_linear, RmsNorm};
+use crate::rope::{sequence_positions, Rope};
+
+/// Image roles as embedding indices. The order is part of the checkpoint format.
+pub const ROLE_ASSET: i64 = 0;
+pub const ROLE_CANVAS: i64 = 1;
+pub const ROLE_CONTROL: i64 = 2;
+pub const ROLE_OUTPUT: i64 = 3;
+pub const NUM_ROLES: usize = 4;
+
+const NORM_EPS: f64 = 1e-6;
+
+/// The DiT's hyper-parameters. Presets: [`DiTConfig::tiny`], [`DiTConfig::small`],
+/// [`DiTConfig::base`], [`DiTConfig::unireal`].
+#[derive(Config, Debug, PartialEq)]
+pub struct DiTConfig {
+    /// Latent channels of one frame (4 for SD/SDXL VAEs, 16 for SD3/Flux, 3·f² for space-to-depth).
+    pub in_channels: usize,
+    /// Model width.
+    pub hidden: usize,
+    pub heads: usize,
+    /// MM-DiT blocks (separate text and image streams).
+    pub double_blocks: usize,
+    /// Single-stream blocks over the joint sequence.
+    pub single_blocks: usize,
+    /// Width of the text encoder's output.
+    pub text_dim: usize,
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    /// Latent pixels per patch side.
+    #[config(default = 2)]
+    pub patch: usize,
+    /// Highest frame index + 1 for the index embedding (at least 8).
+    #[config(default = 8)]
+    pub max_frames: usize,
+    /// How the head dimension is split over the (frame, row, column) RoPE axes.
+    pub axes_dim: [usize; 3],
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    /// Timesteps t ∈ [0, 1] are scaled by this before the sinusoidal embedding.
+    #[config(default = 1000.0)]
+    pub time_factor: f64,
+    #[config(default = 256)]
+    pub time_freq_dim: usize,
+}
+
+impl DiTConfig {
+    /// Trains on a CPU in minutes: ~4 M parameters, for tests, CI and the demo.
+    pub fn tiny(in_channels: usize, text_dim: usize) -> Self {
+        DiTConfig::new(in_channels, 192, 4, 2, 2, text_dim, [8, 20, 20])
+    }
+
+    /// ~100 M parameters: the CPU benchmark's mid-size model.
+    pub fn small(in_channels: usize, text_dim: usize) -> Self {
+        DiTConfig::new(in_channels, 768, 12, 2, 6, text_dim, [16, 24, 24])
+    }
+
+    /// ~1 B parameters; Flux's head layout (head dim 128 split 16/56/56).
+    pub fn base(in_channels: usize, text_dim: usize) -> Self {
+        DiTConfig::new(in_channels, 2048, 16, 4, 7, text_dim, [16, 56, 56])
+    }
+
+    /// ~5 B parameters, the paper's scale: Flux width 3072 and 24 heads (Flux-dev has 19 double
+    /// and 38 single blocks at 12 B; UniReal reports ~5 B).
+    pub fn unireal(in_channels: usize, text_dim: usize) -> Self {
+        DiTConfig::new(in_channels, 3072, 24, 8, 16, text_dim, [16, 56, 56])
+    }
+
+    /// A preset by name.
+    pub fn preset(name: &str, in_channels: usize, text_dim: usize) -> Option<Self> {
+        Some(match name {
+            "tiny" => Self::tiny(in_channels, text_dim),
+            "small" => Self::small(in_channels, text_dim),
+            "base" => Self::base(in_channels, text_dim),
+            "unireal" => Self::unireal(in_channels, text_dim),
+            _ => return None,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    pub fn mlp_hidden(&self) -> usize {
+        (self.hidden as f64 * self.mlp_ratio) as usize
+    }
+
+    /// Features of one token before `img_in`: channels · patch².
+    pub fn patch_dim(&self) -> usize {
+        self.in_channels * self.patch * self.patch
+    }
+
+    /// Checks the head and RoPE layout.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.hidden % self.heads != 0 {
+            return Err(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
+        }
+        if self.axes_dim.iter().sum::<usize>() != self.head_dim() || self.axes_dim.iter().any(|d| d % 2 != 0) {
+            return Err(format!(
+                "axes_dim {:?} must be even and sum to the head dimension {}",
+                self.axes_dim,
+                self.head_dim()
+            ));
+        }
+        if self.max_frames < 8 {
+            return Err(format!("max_frames {} must be at least 8", self.max_frames));
+        }
+        Ok(())
+    }
+
+    /// Parameters of the model this config builds, counted without building it.
+    pub fn num_params(&self) -> usize {
+        let (h, m) = (self.hidden, self.mlp_hidden());
+        let lin = |i: usize, o: usize| i * o + o;
+        let hd = self.head_dim();
+        let attn = lin(h, 3 * h) + lin(h, h) + 2 * hd;
+        let mlp = lin(h, m) + lin(m, h);
+        let double = 2 * (lin(h, 6 * h) + attn + mlp);
+        let single = lin(h, 3 * h) + lin(h, 3 * h + m) + lin(h + m, h) + 2 * hd;
+        lin(self.patch_dim(), h)
+            + lin(self.text_dim, h)
+            + lin(self.time_freq_dim, h)
+            + lin(h, h)
+            + (self.max_frames + NUM_ROLES) * h
+            + self.double_blocks * double
+            + self.single_blocks * single
+            + lin(h, 2 * h)
+            + lin(h, self.patch_dim())
+    }
+
+    /// Builds the model. Panics if [`DiTConfig::validate`] fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DiT<B> {
+        if let Err(e) = self.validate() {
+            panic!("invalid DiT config: {e}");
+        }
+        let h = self.hidden;
+        let embed = |n: usize| {
+            EmbeddingConfig::new(n, h).with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 }).init(device)
+        };
+        DiT {
+            img_in: linear(self.patch_dim(), h, true, device),
+            txt_in: linear(self.text_dim, h, true, device),
+            time_in: MlpEmbedder {
+                in_layer: linear(self.time_freq_dim, h, true, device),
+                out_layer: linear(h, h, true, device),
+            },
+            index_embed: embed(self.max_frames),
+            role_embed: embed(NUM_ROLES),
+            double_blocks: (0..self.double_blocks).map(|_| DoubleStreamBlock::new(self, device)).collect(),
+            single_blocks: (0..self.single_blocks).map(|_| SingleStreamBlock::new(self, device)).collect(),
+            final_layer: LastLayer {
+                modulation: zero_linear(h, 2 * h, device),
+                linear: zero_linear(h, self.patch_dim(), device),
+            },
+            in_channels: self.in_channels,
+            patch: self.patch,
+            heads: self.heads,
+            max_frames: self.max_frames,
+            axes_dim: self.axes_dim,
+            rope_theta: self.rope_theta,
+            time_factor: self.time_factor,
+            time_freq_dim: self.time_freq_dim,
+        }
+    }
+}
+
+/// Two-layer MLP embedding the sinusoidal timestep (Flux's `MLPEmbedder`).
+#[derive(Module, Debug)]
+pub struct MlpEmbedder<B: Backend> {
+    pub in_layer: Linear<B>,
+    pub out_layer: Linear<B>,
+}
+
+impl<B: Backend> MlpEmbedder<B> {
+    /// # Shapes
+    /// - x: `[batch, freq_dim]` → `[batch, hidden]`
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.out_layer.forward(silu(self.in_layer.forward(x)))
+    }
+}
+
+/// Sinusoidal embedding of `t · time_factor`, `[cos | sin]` halves as in Flux's
+/// `timestep_embedding`.
+///
+/// # Shapes
+/// - t: `[batch]` → `[batch, dim]`
+pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, time_factor: f64) -> Tensor<B, 2> {
+    let half = dim / 2;
+    let device = t.device();
+    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32).collect();
+    let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze::<2>(); // [1, half]
+    let args = (t * time_factor).unsqueeze_dim::<2>(1) * freqs; // [batch, half]
+    Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
+}
+
+/// Self-attention projections of one stream: fused qkv, QK-RMSNorm, output projection.
+#[derive(Module, Debug)]
+pub struct StreamAttention<B: Backend> {
+    pub qkv: Linear<B>,
+    pub query_norm: RmsNorm<B>,
+    pub key_norm: RmsNorm<B>,
+    pub proj: Linear<B>,
+}
+
+impl<B: Backend> StreamAttention<B> {
+    fn new(cfg: &DiTConfig, device: &B::Device) -> Self {
+        let h = cfg.hidden;
+        StreamAttention {
+            qkv: linear(h, 3 * h, true, device),
+            query_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
+            key_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
+            proj: linear(h, h, true, device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, hidden]` → q, k, v: `[batch, heads, tokens, head_dim]`
+    fn qkv(&self, x: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
+        let mut qkv = self.qkv.forward(x).chunk(3, 2).into_iter();
+        let (q, k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
+        [
+            self.query_norm.forward(split_heads(q, heads)),
+            self.key_norm.forward(split_heads(k, heads)),
+            split_heads(v, heads),
+        ]
+    }
+}
+
+/// Feed-forward of one stream: Linear → GELU (tanh) → Linear.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn new(cfg: &DiTConfig, device: &B::Device) -> Self {
+        Mlp {
+            fc1: linear(cfg.hidden, cfg.mlp_hidden(), true, device),
+            fc2: linear(cfg.mlp_hidden(), cfg.hidden, true, device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, hidden]` → same
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+    }
+}
+
+/// MM-DiT block: text and image streams with their own modulation, projections and MLPs,
+/// attending jointly over the concatenated sequence (text first).
+#[derive(Module, Debug)]
+pub struct DoubleStreamBlock<B: Backend> {
+    pub img_mod: Linear<B>,
+    pub img_attn: StreamAttention<B>,
+    pub img_mlp: Mlp<B>,
+    pub txt_mod: Linear<B>,
+    pub txt_attn: StreamAttention<B>,
+    pub txt_mlp: Mlp<B>,
+    pub heads: usize,
+}
+
+impl<B: Backend> DoubleStreamBlock<B> {
+    fn new(cfg: &DiTConfig, device: &B::Device) -> Self {
+        let h = cfg.hidden;
+        DoubleStreamBlock {
+            img_mod: zero_linear(h, 6 * h, device),
+            img_attn: StreamAttention::new(cfg, device),
+            img_mlp: Mlp::new(cfg, device),
+            txt_mod: zero_linear(h, 6 * h, device),
+            txt_attn: StreamAttention::new(cfg, device),
+            txt_mlp: Mlp::new(cfg, device),
+            heads: cfg.heads,
+        }
+    }
+
+    /// # Shapes
+    /// - img: `[batch, img_tokens, hidden]`, txt: `[batch, txt_tokens, hidden]`, vec: `[batch, hidden]`
+    /// - rope over `txt_tokens + img_tokens`; mask `[batch, heads, L, L]`
+    /// - returns (img, txt) with their input shapes
+    pub fn forward(
+        &self,
+        img: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        vec: Tensor<B, 2>,
+        rope: &Rope<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let v = silu(vec);
+        let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2]: [Tensor<B, 2>; 6] =
+            self.img_mod.forward(v.clone()).chunk(6, 1).try_into().unwrap();
+        let [t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2]: [Tensor<B, 2>; 6] =
+            self.txt_mod.forward(v).chunk(6, 1).try_into().unwrap();
+        let txt_len = txt.dims()[1];
+
+        let [iq, ik, iv] = self.img_attn.qkv(modulate(layer_norm(img.clone(), NORM_EPS), i_sh1, i_sc1), self.heads);
+        let [tq, tk, tv] = self.txt_attn.qkv(modulate(layer_norm(txt.clone(), NORM_EPS), t_sh1, t_sc1), self.heads);
+        // Joint sequence, text first: [b, heads, txt + img, head_dim]
+        let q = rope.apply(Tensor::cat(vec![tq, iq], 2));
+        let k = rope.apply(Tensor::cat(vec![tk, ik], 2));
+        let v = Tensor::cat(vec![tv, iv], 2);
+        let attn = merge_heads(sdpa(q, k, v, mask, None, None)); // [b, L, hidden]
+        let total = attn.dims()[1];
+        let txt_attn = attn.clone().narrow(1, 0, txt_len);
+        let img_attn = attn.narrow(1, txt_len, total - txt_len);
+
+        let img = img + self.img_attn.proj.forward(img_attn) * i_g1.unsqueeze_dim::<3>(1);
+        let img = img.clone()
+            + self.img_mlp.forward(modulate(layer_norm(img, NORM_EPS), i_sh2, i_sc2)) * i_g2.unsqueeze_dim::<3>(1);
+        let txt = txt + self.txt_attn.proj.forward(txt_attn) * t_g1.unsqueeze_dim::<3>(1);
+        let txt = txt.clone()
+            + self.txt_mlp.forward(modulate(layer_norm(txt, NORM_EPS), t_sh2, t_sc2)) * t_g2.unsqueeze_dim::<3>(1);
+        (img, txt)
+    }
+}
+
+/// Single-stream block over the joint sequence: one fused projection to qkv and the MLP's
+/// hidden layer, attention and MLP in parallel, one output projection (Flux's
+/// `SingleStreamBlock`).
+#[derive(Module, Debug)]
+pub struct SingleStreamBlock<B: Backend> {
+    pub modulation: Linear<B>,
+    pub linear1: Linear<B>,
+    pub linear2: Linear<B>,
+    pub query_norm: RmsNorm<B>,
+    pub key_norm: RmsNorm<B>,
+    pub heads: usize,
+    pub hidden: usize,
+}
+
+impl<B: Backend> SingleStreamBlock<B> {
+    fn new(cfg: &DiTConfig, device: &B::Device) -> Self {
+        let (h, m) = (cfg.hidden, cfg.mlp_hidden());
+        SingleStreamBlock {
+            modulation: zero_linear(h, 3 * h, device),
+            linear1: linear(h, 3 * h + m, true, device),
+            linear2: linear(h + m, h, true, device),
+            query_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
+            key_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
+            heads: cfg.heads,
+            hidden: h,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, L, hidden]`, vec: `[batch, hidden]` → `[batch, L, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        vec: Tensor<B, 2>,
+        rope: &Rope<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [shift, scale, gate]: [Tensor<B, 2>; 3] =
+            self.modulation.forward(silu(vec)).chunk(3, 1).try_into().unwrap();
+        let x_mod = modulate(layer_norm(x.clone(), NORM_EPS), shift, scale);
+        let h1 = self.linear1.forward(x_mod); // [b, L, 3h + mlp]
+        let [b, l, width] = h1.dims();
+        let h = self.hidden;
+        let q = self.query_norm.forward(split_heads(h1.clone().narrow(2, 0, h), self.heads));
+        let k = self.key_norm.forward(split_heads(h1.clone().narrow(2, h, h), self.heads));
+        let v = split_heads(h1.clone().narrow(2, 2 * h, h), self.heads);
+        let mlp = h1.narrow(2, 3 * h, width - 3 * h);
+        let attn = merge_heads(sdpa(rope.apply(q), rope.apply(k), v, mask, None, None));
+        debug_assert_eq!(attn.dims(), [b, l, h]);
+        let out = self.linear2.forward(Tensor::cat(vec![attn, gelu_approximate(mlp)], 2));
+        x + out * gate.unsqueeze_dim::<3>(1)
+    }
+}
+
+/// adaLN (shift, scale) then the projection back to patch features.
+#[derive(Module, Debug)]
+pub struct LastLayer<B: Backend> {
+    pub modulation: Linear<B>,
+    pub linear: Linear<B>,
+}
+
+/// One batch for the DiT. All frames of a batch share one latent size (the loader buckets by
+/// size and by the number of inputs and outputs).
+#[derive(Debug, Clone)]
+pub struct DiTInput<B: Backend> {
+    /// Clean latents of the input frames, `[batch, inputs, channels, height, width]`; `None`
+    /// for text-to-image (N = 0).
+    pub inputs: Option<Tensor<B, 5>>,
+    /// Role of each input frame ([`ROLE_ASSET`], [`ROLE_CANVAS`], [`ROLE_CONTROL`]), `[batch, inputs]`.
+    pub input_roles: Option<Tensor<B, 2, Int>>,
+    /// Noisy latents of the output frames at time `t`, `[batch, outputs, channels, height, width]`.
+    pub outputs: Tensor<B, 5>,
+    /// Flow time per sample, `[batch]`, t = 1 is noise and t = 0 is data.
+    pub t: Tensor<B, 1>,
+    /// Text-encoder states, `[batch, text_tokens, text_dim]`.
+    pub text: Tensor<B, 3>,
+    /// True where a text token is padding, `[batch, text_tokens]`.
+    pub text_pad: Option<Tensor<B, 2, Bool>>,
+}
+
+/// The UniReal DiT. Build it with [`DiTConfig::init`].
+#[derive(Module, Debug)]
+pub struct DiT<B: Backend> {
+    pub img_in: Linear<B>,
+    pub txt_in: Linear<B>,
+    pub time_in: MlpEmbedder<B>,
+    pub index_embed: Embedding<B>,
+    pub role_embed: Embedding<B>,
+    pub double_blocks: Vec<DoubleStreamBlock<B>>,
+    pub single_blocks: Vec<SingleStreamBlock<B>>,
+    pub final_layer: LastLayer<B>,
+    pub in_channels: usize,
+    pub patch: usize,
+    pub heads: usize,
+    pub max_frames: usize,
+    pub axes_dim: [usize; 3],
+    pub rope_theta: f64,
+    pub time_factor: f64,
+    pub time_freq_dim: usize,
+}
+
+/// Cuts frames into `patch × patch` tokens, channel-major within a token (Flux's
+/// `b c (h ph) (w pw) -> b (h w) (c ph pw)`), frames one after another.
+///
+/// # Shapes
+/// - x: `[batch, frames, channels, height, width]` → `[batch, frames · (height/p) · (width/p), channels · p²]`
+pub fn patchify<B: Backend>(x: Tensor<B, 5>, p: usize) -> Tensor<B, 3> {
+    let [b, f, c, h, w] = x.dims();
+    let (rh, rw) = (h / p, w / p);
+    // [b, f, c, rh, p, rw, p] -> [b, f, rh, rw, c, p, p]
+    x.reshape([b * f, c, rh, p, rw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b, f * rh * rw, c * p * p])
+}
+
+/// Inverse of [`patchify`].
+///
+/// # Shapes
+/// - tokens: `[batch, frames · rows · cols, channels · p²]` → `[batch, frames, channels, rows·p, cols·p]`
+pub fn unpatchify<B: Backend>(tokens: Tensor<B, 3>, frames: usize, rows: usize, cols: usize, p: usize) -> Tensor<B, 5> {
+    let [b, _, d] = tokens.dims();
+    let c = d / (p * p);
+    // [b·f, rows, cols, c, p, p] -> [b·f, c, rows, p, cols, p]
+    tokens.reshape([b * frames, rows, cols, c, p, p]).permute([0, 3, 1, 4, 2, 5]).reshape([
+        b,
+        frames,
+        c,
+        rows * p,
+        cols * p,
+    ])
+}
+
+impl<B: Backend> DiT<B> {
+    /// Predicts the velocity ε − x₀ of the output frames.
+    ///
+    /// # Shapes
+    /// - see [`DiTInput`]; returns `[batch, outputs, channels, height, width]`
+    pub fn forward(&self, input: DiTInput<B>) -> Tensor<B, 5> {
+        let device = input.outputs.device();
+        let [b, m, c, h, w] = input.outputs.dims();
+        assert_eq!(c, self.in_channels, "output latents have {c} channels, the model expects {}", self.in_channels);
+        assert!(h % self.patch == 0 && w % self.patch == 0, "latent size {h}x{w} is not a multiple of the patch");
+        let n = input.inputs.as_ref().map_or(0, |x| x.dims()[1]);
+        assert!(n.max(m) <= self.max_frames, "{n} inputs / {m} outputs exceed max_frames {}", self.max_frames);
+        let (rows, cols) = (h / self.patch, w / self.patch);
+        let per_frame = rows * cols;
+
+        // Frame ids: index k within inputs or within outputs, role per frame.
+        let mut index_ids: Vec<i64> = (0..n as i64).collect();
+        index_ids.extend(0..m as i64);
+        let index_ids = Tensor::<B, 1, Int>::from_data(TensorData::new(index_ids, [n + m]), &device)
+            .unsqueeze::<2>()
+            .expand([b, n + m]);
+        let out_roles = Tensor::<B, 2, Int>::full([b, m], ROLE_OUTPUT, &device);
+        let roles = match (&input.input_roles, n) {
+            (_, 0) => out_roles,
+            (Some(r), _) => Tensor::cat(vec![r.clone(), out_roles], 1),
+            (None, _) => panic!("input frames need input_roles"),
+        };
+        // [b, frames, hidden] -> one row per token: [b, frames, 1, hidden] -> [b, frames·per_frame, hidden]
+        let frame_emb = self.index_embed.forward(index_ids) + self.role_embed.forward(roles);
+        let hidden = frame_emb.dims()[2];
+        let frame_emb = frame_emb.unsqueeze_dim::<4>(2).expand([b, n + m, per_frame, hidden]).reshape([
+            b,
+            (n + m) * per_frame,
+            hidden,
+        ]);
+
+        let frames = match input.inputs {
+            Some(x) if n > 0 => Tensor::cat(vec![x, input.outputs], 1),
+            _ => input.outputs,
+        };
+        let img = self.img_in.forward(patchify(frames, self.patch)) + frame_emb;
+        let mut txt = self.txt_in.forward(input.text);
+        let txt_len = txt.dims()[1];
+        let vec = self.time_in.forward(timestep_embedding(input.t, self.time_freq_dim, self.time_factor));
+
+        let positions = sequence_positions(txt_len, n + m, rows, cols);
+        let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device);
+        let total = positions.len();
+        let mask = input.text_pad.map(|pad| {
+            // Keys that are text padding are hidden from every query: [b, L] -> [b, heads, L, L]
+            let img_keep = Tensor::<B, 2, Bool>::full([b, total - txt_len], false, &device);
+            Tensor::cat(vec![pad, img_keep], 1).unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total])
+        });
+
+        let mut img = img;
+        for block in &self.double_blocks {
+            (img, txt) = block.forward(img, txt, vec.clone(), &rope, mask.clone());
+        }
+        let mut x = Tensor::cat(vec![txt, img], 1);
+        for block in &self.single_blocks {
+            x = block.forward(x, vec.clone(), &rope, mask.clone());
+        }
+        // Only the output frames' tokens: the last m·per_frame of the sequence.
+        let out = x.narrow(1, total - m * per_frame, m * per_frame);
+        let [shift, scale]: [Tensor<B, 2>; 2] =
+            self.final_layer.modulation.forward(silu(vec)).chunk(2, 1).try_into().unwrap();
+        let out = self.final_layer.linear.forward(modulate(layer_norm(out, NORM_EPS), shift, scale));
+        unpatchify(out, m, rows, cols, self.patch)
+    }
+}

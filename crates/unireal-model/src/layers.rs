@@ -1,0 +1,101 @@
+//! Small building blocks shared by the DiT: parameter-free LayerNorm, RMSNorm with a learned
+//! scale, adaLN modulation, attention over `[batch, heads, tokens, head_dim]`.
+
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// A `Linear` with DiT's default initialisation (Xavier uniform weights, zero bias).
+pub fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out)
+        .with_bias(bias)
+        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+        .init(device)
+}
+
+/// A zero-initialised `Linear` (adaLN-Zero modulation, final projection).
+pub fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device)
+}
+
+/// LayerNorm over the last dimension without learned affine parameters (DiT's `norm1`/`norm2`).
+///
+/// # Shapes
+/// - x: `[..., d]` → `[..., d]`
+pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    let mean = x.clone().mean_dim(D - 1);
+    let centered = x - mean;
+    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    centered / (var + eps).sqrt()
+}
+
+/// RMSNorm with a learned per-channel `scale` (Flux's QK-norm).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub scale: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn new(d: usize, eps: f64, device: &B::Device) -> Self {
+        RmsNorm { scale: Initializer::Ones.init([d], device), eps }
+    }
+
+    /// # Shapes
+    /// - x: `[..., d]` → `[..., d]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let rms = (x.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt();
+        let scale = self.scale.val().unsqueeze::<D>();
+        x / rms * scale
+    }
+}
+
+/// Scale-and-shift of adaLN: `(1 + scale) · x + shift`.
+///
+/// # Shapes
+/// - x: `[batch, tokens, d]`; shift, scale: `[batch, d]`
+pub fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 3> {
+    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+}
+
+/// Splits `[batch, n·d]` into `n` tensors `[batch, d]`.
+pub fn chunks<B: Backend>(x: Tensor<B, 2>, n: usize) -> Vec<Tensor<B, 2>> {
+    x.chunk(n, 1)
+}
+
+/// Multi-head split.
+///
+/// # Shapes
+/// - x: `[batch, tokens, heads·head_dim]` → `[batch, heads, tokens, head_dim]`
+pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [b, l, d] = x.dims();
+    x.reshape([b, l, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// Inverse of [`split_heads`].
+///
+/// # Shapes
+/// - x: `[batch, heads, tokens, head_dim]` → `[batch, tokens, heads·head_dim]`
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, h * d])
+}
+
+/// Scaled dot-product attention, softmax(q·kᵀ·scale)·v; `mask` is true where a key is hidden.
+///
+/// # Shapes
+/// - q, k, v: `[batch, heads, tokens, head_dim]`; mask: `[batch, heads, tokens, tokens]`
+/// - returns `[batch, heads, tokens, head_dim]`
+pub fn sdpa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    bias: Option<Tensor<B, 4>>,
+    scale: Option<f64>,
+) -> Tensor<B, 4> {
+    let options = AttentionModuleOptions { scale, ..Default::default() };
+    attention(q, k, v, mask, bias, options)
+}

@@ -1,0 +1,27 @@
+//! The UniReal model side in Burn 0.21: the DiT ([`dit`]) with its layers and 3-axis RoPE, the
+//! T5 encoder and tokenizer ([`t5`]), the VAE and the parameter-free latent ([`vae`]), and
+//! safetensors loading ([`weights`]). No I/O beyond reading the weight, config and tokenizer
+//! files a user names.
+
+pub mod dit;
+pub mod layers;
+pub mod rope;
+pub mod t5;
+pub mod vae;
+pub mod weights;
+
+pub use dit::{DiT, DiTConfig, DiTInput};
+pub use t5::{T5Config, T5Encoder, TextTokenizer, TokenBatch};
+pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
+pub use weights::{load_safetensors, save_safetensors, LoadOptions, LoadReport};
+
+/// Errors of the model crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("weights {path}: {message}")]
+    Weights { path: String, message: String },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("tokenizer {0}")]
+    Tokenizer(String),
+}

@@ -1,0 +1,77 @@
+//! 3-axis rotary position embedding over (frame, row, column), as Flux applies it to
+//! (text/image id, row, column): each axis owns a slice of the head dimension, rotated in
+//! interleaved pairs `(x[2i], x[2i+1])` by `pos · θ^(−2i/d_axis)`. Text tokens sit at position
+//! (0, 0, 0); image tokens of frame k (1-based over the whole sequence) at (k, row, col).
+
+use burn::prelude::*;
+
+/// Positions of one token on the three axes.
+pub type Pos3 = [f64; 3];
+
+/// Cos/sin tables for a sequence.
+///
+/// # Shapes
+/// - cos, sin: `[1, 1, tokens, head_dim / 2]`
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B, 4>,
+    pub sin: Tensor<B, 4>,
+}
+
+/// Rotation angles for each token and frequency: `[tokens][head_dim / 2]`.
+pub fn rope_angles(positions: &[Pos3], axes_dim: [usize; 3], theta: f64) -> Vec<f64> {
+    let half: usize = axes_dim.iter().sum::<usize>() / 2;
+    let mut out = Vec::with_capacity(positions.len() * half);
+    for p in positions {
+        for (axis, &d) in axes_dim.iter().enumerate() {
+            for i in 0..d / 2 {
+                let freq = theta.powf(-(2.0 * i as f64) / d as f64);
+                out.push(p[axis] * freq);
+            }
+        }
+    }
+    out
+}
+
+impl<B: Backend> Rope<B> {
+    pub fn new(positions: &[Pos3], axes_dim: [usize; 3], theta: f64, device: &B::Device) -> Self {
+        let half = axes_dim.iter().sum::<usize>() / 2;
+        let angles = rope_angles(positions, axes_dim, theta);
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+        let shape = [1, 1, positions.len(), half];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotates `x` in interleaved pairs.
+    ///
+    /// # Shapes
+    /// - x: `[batch, heads, tokens, head_dim]` → same
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, l, d] = x.dims();
+        // [b, h, l, d] -> [b, h, l, d/2, 2]
+        let pairs = x.reshape([b, h, l, d / 2, 2]);
+        let x0 = pairs.clone().narrow(4, 0, 1).reshape([b, h, l, d / 2]);
+        let x1 = pairs.narrow(4, 1, 1).reshape([b, h, l, d / 2]);
+        let r0 = x0.clone() * self.cos.clone() - x1.clone() * self.sin.clone();
+        let r1 = x0 * self.sin.clone() + x1 * self.cos.clone();
+        // [b, h, l, d/2] x2 -> [b, h, l, d/2, 2] -> [b, h, l, d]
+        Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, h, l, d])
+    }
+}
+
+/// Positions for `text_len` text tokens followed by `frames` frames of `rows × cols` patches.
+pub fn sequence_positions(text_len: usize, frames: usize, rows: usize, cols: usize) -> Vec<Pos3> {
+    let mut pos = vec![[0.0; 3]; text_len];
+    for f in 0..frames {
+        for r in 0..rows {
+            for c in 0..cols {
+                pos.push([(f + 1) as f64, r as f64, c as f64]);
+            }
+        }
+    }
+    pos
+}
