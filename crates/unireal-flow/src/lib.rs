@@ -8,6 +8,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub mod dit;
 pub mod rng;
 
 pub use rng::Rng;
@@ -17,8 +18,8 @@ pub use rng::Rng;
 /// # Shapes
 /// - x0, noise: `[batch, ...]` (D dims); t: `[batch]`
 pub fn interpolate<B: Backend, const D: usize>(x0: Tensor<B, D>, noise: Tensor<B, D>, t: Tensor<B, 1>) -> Tensor<B, D> {
-    let t = per_sample(t);
-    x0.clone() + (noise - x0) * t
+    let t: Tensor<B, D> = per_sample(t);
+    x0 * (t.clone().neg() + 1.0) + noise * t
 }
 
 /// The regression target `ε − x₀`.
@@ -49,10 +50,14 @@ pub fn flow_loss<B: Backend, const D: usize>(
     target: Tensor<B, D>,
     weights: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 1> {
-    let per = per_sample_mse(pred, target);
+    weighted_mean(per_sample_mse(pred, target), weights)
+}
+
+/// Mean of per-sample losses, weighted (normalised by the weights' sum) or plain.
+pub fn weighted_mean<B: Backend>(per_sample: Tensor<B, 1>, weights: Option<Tensor<B, 1>>) -> Tensor<B, 1> {
     match weights {
-        None => per.mean(),
-        Some(w) => (per * w.clone()).sum() / w.sum().clamp_min(1e-12),
+        None => per_sample.mean(),
+        Some(w) => (per_sample * w.clone()).sum() / w.sum().clamp_min(1e-12),
     }
 }
 

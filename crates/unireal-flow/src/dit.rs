@@ -1,0 +1,86 @@
+//! The UniReal DiT as a [`VelocityModel`], and its training loss.
+
+use burn::prelude::*;
+use unireal_model::{DiT, DiTInput};
+
+use crate::{interpolate, per_sample_mse, velocity_target, weighted_mean, Condition, VelocityModel};
+
+/// What a DiT call is conditioned on, with the "empty" text used when guidance drops it.
+#[derive(Debug, Clone)]
+pub struct DitConditioning<B: Backend> {
+    /// Clean input latents `[batch, inputs, c, h, w]`, or `None` (text-to-image).
+    pub inputs: Option<Tensor<B, 5>>,
+    /// `[batch, inputs]`.
+    pub input_roles: Option<Tensor<B, 2, Int>>,
+    /// `[batch, tokens, text_dim]` and its padding mask.
+    pub text: Tensor<B, 3>,
+    pub text_pad: Option<Tensor<B, 2, Bool>>,
+    /// The encoding of the empty prompt, `[batch, tokens', text_dim]`, for guidance.
+    pub null_text: Tensor<B, 3>,
+    pub null_text_pad: Option<Tensor<B, 2, Bool>>,
+}
+
+/// A DiT closed over its conditioning.
+pub struct DitVelocity<'a, B: Backend> {
+    pub model: &'a DiT<B>,
+    pub cond: DitConditioning<B>,
+}
+
+impl<B: Backend> VelocityModel<B> for DitVelocity<'_, B> {
+    fn velocity(&self, x_t: Tensor<B, 5>, t: Tensor<B, 1>, condition: Condition) -> Tensor<B, 5> {
+        let c = &self.cond;
+        let (text, text_pad) = match condition {
+            Condition::Full => (c.text.clone(), c.text_pad.clone()),
+            Condition::ImagesOnly | Condition::None => (c.null_text.clone(), c.null_text_pad.clone()),
+        };
+        let (inputs, input_roles) = match condition {
+            Condition::None => (None, None),
+            _ => (c.inputs.clone(), c.input_roles.clone()),
+        };
+        self.model.forward(DiTInput { inputs, input_roles, outputs: x_t, t, text, text_pad })
+    }
+}
+
+/// One training batch in latent space.
+#[derive(Debug, Clone)]
+pub struct FlowBatch<B: Backend> {
+    pub cond: DitConditioning<B>,
+    /// Clean output latents x₀, `[batch, outputs, c, h, w]`.
+    pub targets: Tensor<B, 5>,
+    /// Per-sample loss weights, `[batch]`.
+    pub weights: Option<Tensor<B, 1>>,
+}
+
+/// The loss of one batch and its per-sample parts (for per-task metrics).
+pub struct FlowLoss<B: Backend> {
+    /// Scalar `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// `[batch]`.
+    pub per_sample: Tensor<B, 1>,
+}
+
+/// Rectified-flow loss of the DiT: noise only the output frames, `x_t = (1 − t)·x₀ + t·ε`,
+/// predict `ε − x₀` for the output tokens, MSE over those tokens only. Input frames enter clean.
+///
+/// # Shapes
+/// - noise: like `batch.targets`; t: `[batch]`
+pub fn dit_flow_loss<B: Backend>(
+    model: &DiT<B>,
+    batch: FlowBatch<B>,
+    t: Tensor<B, 1>,
+    noise: Tensor<B, 5>,
+) -> FlowLoss<B> {
+    let x_t = interpolate(batch.targets.clone(), noise.clone(), t.clone());
+    let target = velocity_target(batch.targets, noise);
+    let c = batch.cond;
+    let pred = model.forward(DiTInput {
+        inputs: c.inputs,
+        input_roles: c.input_roles,
+        outputs: x_t,
+        t,
+        text: c.text,
+        text_pad: c.text_pad,
+    });
+    let per_sample = per_sample_mse(pred, target);
+    FlowLoss { loss: weighted_mean(per_sample.clone(), batch.weights), per_sample }
+}

@@ -1,0 +1,197 @@
+//! DiT behaviour: shapes for every input/output count, parameter counts of the presets,
+//! gradients reaching every parameter, and overfitting one real sample on the CPU.
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use common::B;
+use unireal_model::dit::{DiTInput, ROLE_ASSET, ROLE_CANVAS, ROLE_CONTROL};
+use unireal_model::vae::{depth_to_space, space_to_depth};
+use unireal_model::{DiT, DiTConfig};
+
+type AB = Autodiff<B>;
+
+fn randn<Bk: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &Bk::Device) -> Tensor<Bk, D> {
+    // A fixed pseudo-random fill, independent of the backend's generator.
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn input<Bk: Backend>(n: usize, m: usize, b: usize, c: usize, hw: usize, device: &Bk::Device) -> DiTInput<Bk> {
+    let roles = [ROLE_CANVAS, ROLE_ASSET, ROLE_CONTROL, ROLE_ASSET];
+    DiTInput {
+        inputs: (n > 0).then(|| randn([b, n, c, hw, hw], 1, device)),
+        input_roles: (n > 0).then(|| {
+            let r: Vec<i64> = (0..b).flat_map(|_| roles[..n].to_vec()).collect();
+            Tensor::from_data(TensorData::new(r, [b, n]), device)
+        }),
+        outputs: randn([b, m, c, hw, hw], 2, device),
+        t: Tensor::from_data(TensorData::new(vec![0.25f32; b], [b]), device),
+        text: randn([b, 6, 32], 3, device),
+        text_pad: None,
+    }
+}
+
+#[test]
+fn shapes_for_zero_to_four_inputs_and_one_or_two_outputs() {
+    let device = Default::default();
+    let model = DiTConfig::tiny(12, 32).init::<B>(&device);
+    for n in 0..=4 {
+        for m in 1..=2 {
+            let out = model.forward(input::<B>(n, m, 2, 12, 8, &device));
+            assert_eq!(out.dims(), [2, m, 12, 8, 8], "{n} inputs, {m} outputs");
+        }
+    }
+    // Non-square latents.
+    let mut x = input::<B>(1, 1, 1, 12, 4, &device);
+    x.inputs = Some(randn([1, 1, 12, 4, 6], 5, &device));
+    x.outputs = randn([1, 1, 12, 4, 6], 6, &device);
+    assert_eq!(model.forward(x).dims(), [1, 1, 12, 4, 6]);
+}
+
+struct Counter(usize);
+impl<Bk: Backend> ModuleVisitor<Bk> for Counter {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+        self.0 += p.val().shape().num_elements();
+    }
+}
+
+#[test]
+fn parameter_counts_of_the_presets() {
+    let device = Default::default();
+    for (name, built) in [("tiny", true), ("small", true), ("base", false), ("unireal", false)] {
+        // 16-channel latents and a 4096-wide T5-XXL for the real presets, like Flux.
+        let cfg = if name == "tiny" { DiTConfig::tiny(12, 64) } else { DiTConfig::preset(name, 16, 4096).unwrap() };
+        cfg.validate().unwrap();
+        let counted = cfg.num_params();
+        if built {
+            let mut c = Counter(0);
+            cfg.init::<B>(&device).visit(&mut c);
+            assert_eq!(c.0, counted, "{name}: built vs counted");
+        }
+        println!("preset {name:8} {:>14} parameters ({:.3} B)", counted, counted as f64 / 1e9);
+        let want = match name {
+            "tiny" => 2e6..8e6,
+            "small" => 80e6..130e6,
+            "base" => 0.8e9..1.3e9,
+            _ => 4.5e9..5.5e9,
+        };
+        assert!(want.contains(&(counted as f64)), "{name}: {counted}");
+    }
+}
+
+/// Collects every float parameter's id and element count.
+struct Ids(Vec<(ParamId, usize)>);
+impl<Bk: Backend> ModuleVisitor<Bk> for Ids {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+        self.0.push((p.id, p.val().shape().num_elements()));
+    }
+}
+
+fn grad_norms<Bk: AutodiffBackend>(model: &DiT<Bk>, grads: &GradientsParams) -> Vec<f32> {
+    struct Norms<'a>(&'a GradientsParams, Vec<f32>);
+    impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for Norms<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+            let g = self.0.get::<Bk::InnerBackend, D>(p.id);
+            self.1.push(g.map_or(0.0, |g| g.abs().sum().into_scalar().elem::<f32>()));
+        }
+    }
+    let mut n = Norms(grads, vec![]);
+    model.visit(&mut n);
+    n.1
+}
+
+/// adaLN-Zero starts every block as the identity and the output projection at zero, so the
+/// first steps move only those; each Adam step opens the next link of the chain; after six every parameter gets a gradient.
+#[test]
+fn gradients_reach_every_parameter() {
+    let device = Default::default();
+    let mut model = DiTConfig::tiny(12, 32).init::<AB>(&device);
+    let mut ids = Ids(vec![]);
+    model.visit(&mut ids);
+    let mut optim = AdamConfig::new().init();
+    let mut last = vec![];
+    for _ in 0..6 {
+        let mut x = input::<AB>(2, 1, 2, 12, 4, &device);
+        x.text_pad = Some(Tensor::from_data(
+            TensorData::new(
+                vec![false, false, false, false, true, true, false, false, false, false, false, false],
+                [2, 6],
+            ),
+            &device,
+        ));
+        let target = randn::<AB, 5>([2, 1, 12, 4, 4], 9, &device);
+        let loss = (model.forward(x) - target).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        last = grad_norms(&model, &grads);
+        model = optim.step(1e-2, model, grads);
+    }
+    assert_eq!(last.len(), ids.0.len());
+    let dead: Vec<usize> =
+        last.iter().enumerate().filter(|(_, g)| **g == 0.0 || !g.is_finite()).map(|(i, _)| i).collect();
+    assert!(dead.is_empty(), "{} of {} parameter tensors got no gradient: {dead:?}", dead.len(), last.len());
+}
+
+/// One real sample (a sample photograph → its grayscale version, as an edit), fixed noise and
+/// times: the tiny DiT must drive the flow loss down at least tenfold.
+#[test]
+fn tiny_dit_overfits_one_real_sample() {
+    let device = Default::default();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/samples/images/astronaut.png");
+    let img = image::open(path).unwrap().resize_exact(32, 32, image::imageops::FilterType::Triangle).to_rgb8();
+    let to_tensor = |rgb: &image::RgbImage| {
+        let v: Vec<f32> = rgb.pixels().flat_map(|p| p.0).map(|x| x as f32 / 127.5 - 1.0).collect();
+        // [H, W, 3] -> [1, 3, H, W]
+        Tensor::<AB, 3>::from_data(TensorData::new(v, [32, 32, 3]), &device).permute([2, 0, 1]).unsqueeze::<4>()
+    };
+    let gray = image::DynamicImage::ImageRgb8(img.clone()).grayscale().to_rgb8();
+    // Space-to-depth latents, factor 2: [1, 12, 16, 16]; round trip is exact.
+    let x_in = space_to_depth(to_tensor(&img), 2);
+    let x0 = space_to_depth(to_tensor(&gray), 2);
+    let back = depth_to_space(x0.clone(), 2);
+    assert_eq!((back - to_tensor(&gray)).abs().max().into_scalar(), 0.0);
+
+    let b = 4;
+    let inputs = x_in.unsqueeze_dim::<5>(1).repeat_dim(0, b); // [4, 1, 12, 16, 16]
+    let targets = x0.unsqueeze_dim::<5>(1).repeat_dim(0, b);
+    let noise = randn::<AB, 5>([b, 1, 12, 16, 16], 17, &device);
+    let t = Tensor::<AB, 1>::from_data(TensorData::new(vec![0.2f32, 0.45, 0.7, 0.9], [b]), &device);
+    let t5 = t.clone().reshape([b, 1, 1, 1, 1]);
+    let x_t = targets.clone() * (t5.clone().neg() + 1.0) + noise.clone() * t5;
+    let target_v = noise - targets;
+    let text = randn::<AB, 3>([1, 4, 32], 23, &device).repeat_dim(0, b);
+
+    let mut model = DiTConfig::tiny(12, 32).init::<AB>(&device);
+    let mut optim = AdamConfig::new().init();
+    let mut losses = vec![];
+    for _ in 0..60 {
+        let pred = model.forward(DiTInput {
+            inputs: Some(inputs.clone()),
+            input_roles: Some(Tensor::full([b, 1], ROLE_CANVAS, &device)),
+            outputs: x_t.clone(),
+            t: t.clone(),
+            text: text.clone(),
+            text_pad: None,
+        });
+        let loss = (pred - target_v.clone()).powi_scalar(2).mean();
+        losses.push(loss.clone().into_scalar().elem::<f32>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(2e-3, model, grads);
+    }
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    println!("overfit: loss {first:.4} -> {last:.5} ({:.1}x)", first / last);
+    assert!(first / last >= 10.0, "loss fell only {first} -> {last}");
+}
