@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, then runs the whole suite (unit, integration on
-# the real sample clips, the pyarrow interoperability check, the binary's CLI tests).
+# the real sample clips, PyTorch parity fixtures, the pyarrow interoperability check, the
+# binaries' CLI tests), then checks that the `cuda` feature builds (no GPU needed to build:
+# Burn 0.21's CUDA backend loads CUDA at run time). UNIREAL_SKIP_CUDA_BUILD=1 skips that step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export UNIREAL_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
+if [ "${UNIREAL_SKIP_CUDA_BUILD:-0}" != 1 ]; then
+  echo "building the cuda feature (GPU benchmark binary)" >&2
+  cargo build --locked --profile dev -p unireal-model --features cuda --bench dit
+fi

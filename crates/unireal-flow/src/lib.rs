@@ -64,7 +64,7 @@ pub fn weighted_mean<B: Backend>(per_sample: Tensor<B, 1>, weights: Option<Tenso
 /// Mean squared error of each sample, `[batch]`.
 pub fn per_sample_mse<B: Backend, const D: usize>(pred: Tensor<B, D>, target: Tensor<B, D>) -> Tensor<B, 1> {
     let b = pred.dims()[0];
-    (pred - target).powi_scalar(2).reshape([b as i32, -1]).mean_dim(1).reshape([b])
+    (pred - target).square().reshape([b as i32, -1]).mean_dim(1).reshape([b])
 }
 
 /// How training draws t.

@@ -27,7 +27,7 @@ pub fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) ->
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let mean = x.clone().mean_dim(D - 1);
     let centered = x - mean;
-    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    let var = centered.clone().square().mean_dim(D - 1);
     centered / (var + eps).sqrt()
 }
 
@@ -46,7 +46,7 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let rms = (x.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt();
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
         let scale = self.scale.val().unsqueeze::<D>();
         x / rms * scale
     }

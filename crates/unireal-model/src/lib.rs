@@ -11,7 +11,7 @@ pub mod vae;
 pub mod weights;
 
 pub use dit::{DiT, DiTConfig, DiTInput};
-pub use t5::{T5Config, T5Encoder, TextTokenizer, TokenBatch};
+pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
 pub use weights::{load_safetensors, save_safetensors, LoadOptions, LoadReport};
 

@@ -8,14 +8,16 @@ use burn::prelude::*;
 /// Positions of one token on the three axes.
 pub type Pos3 = [f64; 3];
 
-/// Cos/sin tables for a sequence.
+/// Cos/sin tables for a sequence, each angle repeated for its pair, and the pair rotation.
 ///
 /// # Shapes
-/// - cos, sin: `[1, 1, tokens, head_dim / 2]`
+/// - cos, sin: `[1, 1, tokens, head_dim]`; rot: `[head_dim, head_dim]`
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
     pub cos: Tensor<B, 4>,
     pub sin: Tensor<B, 4>,
+    /// `x · rot` maps each pair `(x₀, x₁)` to `(−x₁, x₀)`.
+    pub rot: Tensor<B, 2>,
 }
 
 /// Rotation angles for each token and frequency: `[tokens][head_dim / 2]`.
@@ -35,31 +37,31 @@ pub fn rope_angles(positions: &[Pos3], axes_dim: [usize; 3], theta: f64) -> Vec<
 
 impl<B: Backend> Rope<B> {
     pub fn new(positions: &[Pos3], axes_dim: [usize; 3], theta: f64, device: &B::Device) -> Self {
-        let half = axes_dim.iter().sum::<usize>() / 2;
+        let d = axes_dim.iter().sum::<usize>();
         let angles = rope_angles(positions, axes_dim, theta);
-        let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
-        let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
-        let shape = [1, 1, positions.len(), half];
+        let cos: Vec<f32> = angles.iter().flat_map(|a| [a.cos() as f32; 2]).collect();
+        let sin: Vec<f32> = angles.iter().flat_map(|a| [a.sin() as f32; 2]).collect();
+        let mut rot = vec![0f32; d * d];
+        for i in 0..d / 2 {
+            // out[2i] = −x[2i+1], out[2i+1] = x[2i]   (out = x · rot, rot[row = in][col = out])
+            rot[(2 * i + 1) * d + 2 * i] = -1.0;
+            rot[(2 * i) * d + 2 * i + 1] = 1.0;
+        }
+        let shape = [1, 1, positions.len(), d];
         Rope {
             cos: Tensor::from_data(TensorData::new(cos, shape), device),
             sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            rot: Tensor::from_data(TensorData::new(rot, [d, d]), device),
         }
     }
 
-    /// Rotates `x` in interleaved pairs.
+    /// Rotates `x` in interleaved pairs: `(x₀cos − x₁sin, x₀sin + x₁cos)`.
     ///
     /// # Shapes
     /// - x: `[batch, heads, tokens, head_dim]` → same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, l, d] = x.dims();
-        // [b, h, l, d] -> [b, h, l, d/2, 2]
-        let pairs = x.reshape([b, h, l, d / 2, 2]);
-        let x0 = pairs.clone().narrow(4, 0, 1).reshape([b, h, l, d / 2]);
-        let x1 = pairs.narrow(4, 1, 1).reshape([b, h, l, d / 2]);
-        let r0 = x0.clone() * self.cos.clone() - x1.clone() * self.sin.clone();
-        let r1 = x0 * self.sin.clone() + x1 * self.cos.clone();
-        // [b, h, l, d/2] x2 -> [b, h, l, d/2, 2] -> [b, h, l, d]
-        Tensor::stack::<5>(vec![r0, r1], 4).reshape([b, h, l, d])
+        let rotated = x.clone().matmul(self.rot.clone().unsqueeze::<4>());
+        x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
 

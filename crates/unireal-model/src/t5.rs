@@ -146,7 +146,7 @@ impl<B: Backend> T5LayerNorm<B> {
     /// # Shapes
     /// - x: `[batch, tokens, d_model]` → same
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let var = x.clone().powi_scalar(2).mean_dim(2);
+        let var = x.clone().square().mean_dim(2);
         x / (var + self.eps).sqrt() * self.weight.val().unsqueeze::<3>()
     }
 }
@@ -321,5 +321,50 @@ impl TextTokenizer {
             v.resize(len, self.pad_id);
         }
         Ok(TokenBatch { ids, pad, len })
+    }
+}
+
+/// Tokenizer + encoder: prompts in, `[batch, tokens, d_model]` states and the padding mask out.
+/// The DiT takes any `[batch, tokens, text_dim]` tensor, so precomputed embeddings can be
+/// passed to it directly instead.
+pub struct T5Text<B: Backend> {
+    pub tokenizer: TextTokenizer,
+    pub encoder: T5Encoder<B>,
+}
+
+impl<B: Backend> T5Text<B> {
+    /// Loads a Hugging Face T5 directory: `config.json`, `tokenizer.json` and
+    /// `model.safetensors` (a `T5EncoderModel` or a full T5: the decoder's tensors are unused).
+    pub fn from_hf_dir(
+        dir: &Path,
+        max_len: usize,
+        device: &B::Device,
+    ) -> Result<(Self, crate::LoadReport), ModelError> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| ModelError::Config(format!("{}: {e}", dir.join(name).display())))
+        };
+        let cfg = T5Config::from_hf_json(&read("config.json")?)?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), "<pad>", max_len)?;
+        let mut encoder = cfg.init::<B>(device);
+        let report = crate::load_safetensors(
+            &mut encoder,
+            &dir.join("model.safetensors"),
+            &T5Config::hf_key_remap(),
+            crate::LoadOptions { strict: true },
+        )?;
+        Ok((T5Text { tokenizer, encoder }, report))
+    }
+
+    /// # Shapes
+    /// - returns states `[batch, tokens, d_model]` and the padding mask `[batch, tokens]`
+    pub fn encode(
+        &self,
+        prompts: &[&str],
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 3>, Tensor<B, 2, Bool>), ModelError> {
+        let batch = self.tokenizer.encode_batch(prompts)?;
+        let (ids, pad) = batch.to_tensors::<B>(device);
+        Ok((self.encoder.forward(ids, Some(pad.clone())), pad))
     }
 }

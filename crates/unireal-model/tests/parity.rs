@@ -116,3 +116,35 @@ fn vae_matches_diffusers() {
     let d = max_abs_diff(vae.decode(io.f32::<4>("z", &device)), io.f32::<4>("decoded", &device));
     assert!(d < TOL, "decode: max |Δ| = {d}");
 }
+
+/// The whole text path from a Hugging Face directory (config.json, tokenizer.json,
+/// model.safetensors), as a user points the trainer at one.
+#[test]
+fn t5_text_from_a_hugging_face_directory() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("t5/config.json", "config.json"),
+        ("t5/model.safetensors", "model.safetensors"),
+        ("tokenizer.json", "tokenizer.json"),
+    ] {
+        std::fs::copy(fixture(from), dir.path().join(to)).unwrap();
+    }
+    let (text, report) = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).unwrap();
+    assert!(report.missing.is_empty());
+    let (states, pad) = text
+        .encode(
+            &[
+                "Turn IMG1 into RES1: pan the camera to the left and zoom in on the cyclist.",
+                "tilt the camera up to show the mountains",
+            ],
+            &device,
+        )
+        .unwrap();
+    let io = Io::open("t5_io.safetensors");
+    assert!(max_abs_diff(states, io.f32::<3>("out", &device)) < TOL);
+    assert_eq!(pad.dims(), io.i64::<2>("mask", &device).dims());
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let err = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).err().unwrap();
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
