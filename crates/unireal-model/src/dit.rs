@@ -109,7 +109,7 @@ impl DiTConfig {
 
     /// Checks the head and RoPE layout.
     pub fn validate(&self) -> Result<(), String> {
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
         }
         if self.axes_dim.iter().sum::<usize>() != self.head_dim() || self.axes_dim.iter().any(|d| d % 2 != 0) {

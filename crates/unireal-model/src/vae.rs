@@ -390,6 +390,7 @@ pub fn depth_to_space<B: Backend>(z: Tensor<B, 4>, f: usize) -> Tensor<B, 4> {
 
 /// Which latent space a run uses.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per run; Box is not a burn Module
 pub enum Latent<B: Backend> {
     /// [`space_to_depth`] with this factor; no parameters.
     SpaceToDepth(SpaceToDepth),
@@ -435,5 +436,29 @@ impl<B: Backend> Latent<B> {
             Latent::SpaceToDepth(s) => depth_to_space(z, s.factor),
             Latent::Kl(vae) => vae.decode(z),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::NdArray;
+
+    #[test]
+    fn latent_channels_and_factor() {
+        let d = Default::default();
+        let s2d = Latent::<B>::SpaceToDepth(SpaceToDepth { factor: 4 });
+        assert_eq!((s2d.channels(), s2d.factor()), (48, 4));
+        let x = Tensor::<B, 4>::ones([1, 3, 16, 8], &d);
+        assert_eq!(s2d.encode(x.clone()).dims(), [1, 48, 4, 2]);
+        assert_eq!(s2d.decode(s2d.encode(x)).dims(), [1, 3, 16, 8]);
+        let cfg = AutoencoderKlConfig::new(vec![8, 16, 16], 4, 0.5).with_norm_num_groups(4).with_layers_per_block(1);
+        assert_eq!(cfg.downsample_factor(), 4);
+        let kl = Latent::Kl(cfg.init::<B>(&d));
+        assert_eq!((kl.channels(), kl.factor()), (4, 4));
+        let z = kl.encode(Tensor::<B, 4>::zeros([1, 3, 16, 16], &d));
+        assert_eq!(z.dims(), [1, 4, 4, 4]);
+        assert_eq!(kl.decode(z).dims(), [1, 3, 16, 16]);
     }
 }
