@@ -3,7 +3,7 @@
 # installs what is missing, so every README command can call it.
 #   - FFmpeg development libraries + libclang for ffmpeg-next (codec, format, swscale),
 #   - the ffmpeg CLI (tests generate odd clips with it; the benchmark times decode with it),
-#   - a Python venv at .venv with pyarrow (the interoperability check).
+#   - a Python venv at .venv with pyarrow and safetensors (the interoperability checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +32,8 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pyarrow' 2>/dev/null; then
-  echo "setup: creating .venv with pyarrow" >&2
-  python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyarrow>=15' >&2
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pyarrow, safetensors, numpy' 2>/dev/null; then
+  echo "setup: creating .venv with pyarrow, safetensors, numpy" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyarrow>=15' 'safetensors>=0.4' numpy >&2
 fi

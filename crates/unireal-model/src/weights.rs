@@ -106,7 +106,13 @@ pub fn save_safetensors<B: Backend, M: ModuleSnapshot<B>>(module: &M, path: &Pat
     let err = |message: String| ModelError::Weights { path: path.display().to_string(), message };
     let name = path.file_name().ok_or_else(|| err("not a file path".into()))?.to_string_lossy().into_owned();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut store = SafetensorsStore::from_file(&tmp).with_to_adapter(BurnToPyTorchAdapter).overwrite(true);
+    // One metadata entry, as transformers/diffusers write it: the file is byte-for-byte
+    // reproducible (burn-store's default entries come out of a HashMap in varying order).
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .clear_metadata()
+        .metadata("format", "pt")
+        .overwrite(true);
     module.save_into(&mut store).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(format!("rename {}: {e}", tmp.display())))
 }

@@ -149,3 +149,83 @@ pub fn describe_schema(path: &Path) -> Result<String> {
     }
     Ok(s)
 }
+
+/// What a trainer needs to schedule a row without its image bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowInfo {
+    /// Row number within its file.
+    pub row: usize,
+    pub sample_id: String,
+    pub task: unireal_core::Task,
+    pub split: unireal_core::Split,
+    /// Input and output image counts.
+    pub signature: (usize, usize),
+    /// Size of the first output image.
+    pub output_size: (u32, u32),
+}
+
+/// The rows of one shard file, in order, without keeping image bytes.
+pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
+    let mut out = Vec::new();
+    for (row, s) in ShardReader::open_files(vec![path.to_path_buf()]).enumerate() {
+        let s = s?;
+        let first_out = s.images.iter().find(|i| !i.role.is_input());
+        out.push(RowInfo {
+            row,
+            signature: s.signature(),
+            output_size: first_out.map_or((0, 0), |i| (i.width, i.height)),
+            sample_id: s.sample_id,
+            task: s.task,
+            split: s.split,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the given rows (ascending or not; duplicates allowed) of one shard file, returning
+/// them in the order asked. Only the pages holding those rows are decoded (page index).
+pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Vec<Sample>> {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+    use parquet::file::metadata::PageIndexPolicy;
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut sorted: Vec<usize> = rows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let file = File::open(path).map_err(io_err(path))?;
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
+    let total = builder.metadata().file_metadata().num_rows() as usize;
+    if let Some(&bad) = sorted.iter().find(|&&r| r >= total) {
+        return Err(ShardError::Row {
+            path: path.to_path_buf(),
+            row: bad,
+            message: format!("the file has {total} rows"),
+        });
+    }
+    let selection = RowSelection::from_consecutive_ranges(sorted.iter().map(|&r| r..r + 1), total);
+    let reader = builder
+        .with_row_selection(selection)
+        .build()
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
+    let mut got = Vec::with_capacity(sorted.len());
+    for batch in reader {
+        let batch = batch.map_err(|source| ShardError::Arrow { path: path.to_path_buf(), source })?;
+        let samples = batch_to_samples(&batch).map_err(|(r, message)| ShardError::Row {
+            path: path.to_path_buf(),
+            row: sorted.get(got.len() + r).copied().unwrap_or(0),
+            message,
+        })?;
+        got.extend(samples);
+    }
+    if got.len() != sorted.len() {
+        return Err(ShardError::Row {
+            path: path.to_path_buf(),
+            row: sorted[0],
+            message: format!("asked for {} rows, read {}", sorted.len(), got.len()),
+        });
+    }
+    Ok(rows.iter().map(|r| got[sorted.binary_search(r).expect("deduped from rows")].clone()).collect())
+}

@@ -1,0 +1,115 @@
+//! `unireal-train --config configs/train/tiny.yaml [--set key=value]… [--run-dir DIR] [--resume]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use unireal_train::{RunOptions, TrainConfig};
+
+#[cfg(feature = "cuda")]
+type Backend = burn::backend::Autodiff<burn::backend::Cuda>;
+#[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
+type Backend = burn::backend::Autodiff<burn::backend::NdArray>;
+#[cfg(all(not(feature = "cuda"), not(feature = "ndarray"), feature = "flex"))]
+type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+
+const BACKEND: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "ndarray") {
+    "ndarray (CPU)"
+} else {
+    "flex (CPU)"
+};
+
+/// Train the UniReal DiT on shards (rectified flow), with checkpoints, metrics and samples.
+#[derive(Parser, Debug)]
+#[command(name = "unireal-train", version)]
+struct Args {
+    /// Training config (YAML). With --resume it may be left out: the run's config.yaml is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key with a YAML value, e.g. `--set train.steps=40`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where checkpoints, metrics.jsonl, samples and config.yaml go (default: runs/<config name>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.0);
+            if let Some(h) = e.1 {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Failure(String, Option<String>);
+
+fn run(args: Args) -> Result<(), Failure> {
+    let run_dir = match (&args.run_dir, &args.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => PathBuf::from("runs").join(c.file_stem().unwrap_or_default()),
+        (None, None) => {
+            return Err(Failure(
+                "no --config given".into(),
+                Some("unireal-train --config configs/train/tiny.yaml (or --run-dir DIR --resume)".into()),
+            ))
+        }
+    };
+    let config_path = match (&args.config, args.resume) {
+        (Some(c), _) => c.clone(),
+        (None, true) => run_dir.join("config.yaml"),
+        (None, false) => {
+            return Err(Failure(
+                "no --config given".into(),
+                Some(format!("pass --config FILE, or --resume to continue {}", run_dir.display())),
+            ))
+        }
+    };
+    let cfg: TrainConfig = unireal_core::load_config(&config_path, &args.set)
+        .map_err(|e| Failure(e.to_string(), Some("every key is documented in docs/configuration.md".into())))?;
+    cfg.validate().map_err(|e| Failure(format!("{}: {e}", config_path.display()), None))?;
+    eprintln!(
+        "unireal-train: preset {} on {BACKEND}, {} steps, run directory {}",
+        cfg.model.preset,
+        cfg.train.steps,
+        run_dir.display()
+    );
+    let device = Default::default();
+    let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
+    let summary = unireal_train::run::<Backend>(&cfg, &opts, &device).map_err(|e| {
+        let hint = if e.contains("--resume") || e.contains("already holds") {
+            Some(format!("unireal-train --run-dir {} --resume", run_dir.display()))
+        } else if e.contains("manifest") {
+            Some("build shards first: unireal-data build configs/video.yaml".into())
+        } else {
+            None
+        };
+        Failure(e, hint)
+    })?;
+    eprintln!(
+        "done: {} steps{}, last loss {:.4}; metrics in {}, samples in {}",
+        summary.steps,
+        summary.resumed_from.map(|s| format!(" (resumed from {s})")).unwrap_or_default(),
+        summary.last_loss,
+        run_dir.join("metrics.jsonl").display(),
+        run_dir.join("samples").display()
+    );
+    if let Some(c) = summary.checkpoint {
+        println!("{}", c.display());
+    }
+    Ok(())
+}
