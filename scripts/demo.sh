@@ -1,15 +1,41 @@
 #!/usr/bin/env bash
-# The main job on the bundled samples: build Frame2Frame shards from datasets/samples/videos,
-# verify them and show a few rows. (Training and sampling come with `unireal-train`, which is
-# not built yet: this script says so at the end.)
+# The main job on the bundled samples, end to end:
+#   1. build Frame2Frame shards from datasets/samples/videos (unireal-data build),
+#   2. train the tiny DiT on them for a few minutes on the CPU (unireal-train),
+#   3. sample an edit of a sample's input frame with the trained checkpoint (unireal-infer).
+# Outputs: out/shards/video, runs/demo (checkpoints, metrics.jsonl, sample grids),
+# out/demo/input.png and out/demo/edit.png.
+#   DEMO_STEPS=200 (default) sets the training length; extra arguments go to `unireal-train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p unireal-data
-BIN=target/release/unireal-data
-$BIN build configs/video.yaml "$@"
-$BIN verify out/shards/video
-$BIN inspect out/shards/video --rows 2
+cargo build --release --locked -p unireal-data -p unireal-train -p unireal-infer
+BIN=target/release
+STEPS=${DEMO_STEPS:-200}
+
+$BIN/unireal-data build configs/video.yaml
+$BIN/unireal-data verify out/shards/video
+$BIN/unireal-data inspect out/shards/video --rows 1
 .venv/bin/python scripts/check_shards.py out/shards/video
-echo "shards: out/shards/video (manifest: out/shards/video/manifest.json)" >&2
-echo "note: training (unireal-train) and sampling are not built yet; this demo stops at the shards." >&2
+
+rm -rf runs/demo
+$BIN/unireal-train --config configs/train/tiny.yaml --run-dir runs/demo --set "train.steps=$STEPS" "$@"
+
+# One sample's input frame and instruction, to edit with the trained model.
+mkdir -p out/demo
+PROMPT=$(.venv/bin/python - <<'PY'
+import io, pyarrow.parquet as pq, glob
+t = pq.read_table(sorted(glob.glob("out/shards/video/part-*.parquet"))[0]).slice(0, 1).to_pylist()[0]
+img = t["images"][0]
+open("out/demo/input." + ("jpg" if img["encoding"] == "jpeg" else "png"), "wb").write(img["bytes"])
+print(t["base_prompt"])
+PY
+)
+INPUT=$(ls out/demo/input.* | head -1)
+$BIN/unireal-infer --checkpoint runs/demo --image "$INPUT" --prompt "$PROMPT" --task frame2frame \
+  --steps 28 --seed 0 --out out/demo/edit.png >/dev/null
+echo "" >&2
+echo "shards:   out/shards/video (manifest.json lists them)" >&2
+echo "training: runs/demo (metrics.jsonl, samples/*.png: inputs | output | target, checkpoints/)" >&2
+echo "edit:     $INPUT + \"$PROMPT\"" >&2
+echo "          -> out/demo/edit.png" >&2

@@ -9,6 +9,7 @@ bash scripts/setup.sh
 export UNIREAL_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
 if [ "${UNIREAL_SKIP_CUDA_BUILD:-0}" != 1 ]; then
-  echo "building the cuda feature (GPU benchmark binary)" >&2
+  echo "building the cuda feature (unireal-train, unireal-infer and the DiT benchmark)" >&2
+  cargo build --locked -p unireal-train -p unireal-infer --features unireal-train/cuda,unireal-infer/cuda
   cargo build --locked --profile dev -p unireal-model --features cuda --bench dit
 fi

@@ -1,0 +1,83 @@
+//! unireal-infer on a checkpoint trained (briefly) on shards of the real sample clips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, NdArray};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn checkpoint(dir: &Path) -> PathBuf {
+    let shards = dir.join("shards");
+    let yaml = format!(
+        "inputs: [{:?}]\noutput: {:?}\nworkers: 2\nframes: {{max_side: 256}}\n",
+        repo().join("datasets/samples/videos").to_string_lossy(),
+        shards.to_string_lossy()
+    );
+    std::fs::write(dir.join("build.yaml"), yaml).unwrap();
+    let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
+    unireal_data::run_build(&cfg, &unireal_data::BuildOptions { force: false, quiet: true }, Arc::new(false.into()))
+        .unwrap();
+    let train = format!(
+        "model: {{preset: tiny, text: {{kind: bytes, width: 32, layers: 1, max_len: 48}}}}\n\
+         data: {{sources: [{{path: {:?}}}], resolution: 32, batch_size: 2}}\n\
+         train: {{steps: 2, ema_decay: 0.5}}\nlog: {{val_every: 0, sample_every: 0}}\n",
+        shards.to_string_lossy()
+    );
+    std::fs::write(dir.join("train.yaml"), train).unwrap();
+    let cfg: unireal_train::TrainConfig = unireal_core::load_config(&dir.join("train.yaml"), &[]).unwrap();
+    let run = dir.join("run");
+    let opts = unireal_train::RunOptions { run_dir: run.clone(), resume: false, quiet: true };
+    unireal_train::run::<Autodiff<NdArray>>(&cfg, &opts, &Default::default()).unwrap();
+    run
+}
+
+fn infer(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_unireal-infer")).args(args).output().unwrap()
+}
+
+#[test]
+fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = checkpoint(dir.path());
+    let ckpt = run.join("checkpoints/step-00000002");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let image = s(&repo().join("datasets/samples/images/chelsea.png")); // 451×300
+
+    // Edit: one canvas image; the size comes from the training buckets at its aspect ratio
+    // (resolution 32, ratio 1.5 → the 4:3 bucket, 36×28, multiples of 4).
+    let out = dir.path().join("edit.png");
+    let r = infer(&["--checkpoint", &s(&ckpt), "--image", &image, "--prompt", "Turn IMG1 into RES1: pan left.", "--steps", "3", "--out", &s(&out)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), s(&out));
+    assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (36, 28));
+
+    // An explicit size is rounded up to the model's multiple; seeds make it deterministic.
+    let a = dir.path().join("a.png");
+    let b = dir.path().join("b.png");
+    for p in [&a, &b] {
+        let r = infer(&["--checkpoint", &s(&run), "--image", &image, "--prompt", "zoom in", "--size", "38x24", "--steps", "2", "--seed", "5", "--out", &s(p)]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    assert_eq!(image::open(&a).unwrap().to_rgb8().dimensions(), (40, 24));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    // Text-to-image with two output frames.
+    let t = dir.path().join("t2i.png");
+    let r = infer(&["--checkpoint", &s(&ckpt), "--task", "t2i", "--prompt", "a cat", "--outputs", "2", "--steps", "2", "--no-ema", "--out", &s(&t)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(image::open(&t).unwrap().to_rgb8().dimensions(), (32, 32));
+    assert!(dir.path().join("t2i-2.png").is_file());
+
+    // Errors say what is wrong and what to do.
+    let r = infer(&["--checkpoint", &s(dir.path()), "--prompt", "x"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("not a checkpoint") && err.contains("hint:"), "{err}");
+    let r = infer(&["--checkpoint", &s(&ckpt), "--image", &image, "--role", "output", "--prompt", "x"]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--role"));
+    let r = infer(&["--checkpoint", &s(&ckpt), "--image", "/nonexistent.png", "--prompt", "x"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent.png"));
+}
