@@ -50,7 +50,18 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     // Edit: one canvas image; the size comes from the training buckets at its aspect ratio
     // (resolution 32, ratio 1.5 → the 4:3 bucket, 36×28, multiples of 4).
     let out = dir.path().join("edit.png");
-    let r = infer(&["--checkpoint", &s(&ckpt), "--image", &image, "--prompt", "Turn IMG1 into RES1: pan left.", "--steps", "3", "--out", &s(&out)]);
+    let r = infer(&[
+        "--checkpoint",
+        &s(&ckpt),
+        "--image",
+        &image,
+        "--prompt",
+        "Turn IMG1 into RES1: pan left.",
+        "--steps",
+        "3",
+        "--out",
+        &s(&out),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), s(&out));
     assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (36, 28));
@@ -59,7 +70,22 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     let a = dir.path().join("a.png");
     let b = dir.path().join("b.png");
     for p in [&a, &b] {
-        let r = infer(&["--checkpoint", &s(&run), "--image", &image, "--prompt", "zoom in", "--size", "38x24", "--steps", "2", "--seed", "5", "--out", &s(p)]);
+        let r = infer(&[
+            "--checkpoint",
+            &s(&run),
+            "--image",
+            &image,
+            "--prompt",
+            "zoom in",
+            "--size",
+            "38x24",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            &s(p),
+        ]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
     assert_eq!(image::open(&a).unwrap().to_rgb8().dimensions(), (40, 24));
@@ -67,7 +93,21 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
 
     // Text-to-image with two output frames.
     let t = dir.path().join("t2i.png");
-    let r = infer(&["--checkpoint", &s(&ckpt), "--task", "t2i", "--prompt", "a cat", "--outputs", "2", "--steps", "2", "--no-ema", "--out", &s(&t)]);
+    let r = infer(&[
+        "--checkpoint",
+        &s(&ckpt),
+        "--task",
+        "t2i",
+        "--prompt",
+        "a cat",
+        "--outputs",
+        "2",
+        "--steps",
+        "2",
+        "--no-ema",
+        "--out",
+        &s(&t),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(image::open(&t).unwrap().to_rgb8().dimensions(), (32, 32));
     assert!(dir.path().join("t2i-2.png").is_file());

@@ -37,7 +37,8 @@ fn main() {
     std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
     let mut cfg: TrainConfig = unireal_core::load_config(&config, &[]).unwrap();
     let align = (cfg.model.latent_shape().unwrap().1 * 2) as u32;
-    let index = Arc::new(Index::build(&cfg.data, Split::Train, align).expect("shards (unireal-data build configs/video.yaml)"));
+    let index =
+        Arc::new(Index::build(&cfg.data, Split::Train, align).expect("shards (unireal-data build configs/video.yaml)"));
 
     let loader = Loader::start(index.clone(), &cfg.data, 0, 0);
     for _ in 0..2 {
@@ -77,6 +78,9 @@ fn main() {
         cfg.data.workers
     );
     println!("loader alone:   {loader_rate:8.1} samples/s ({batches} batches after 2 warm-up)");
-    println!("trainer:        {train_rate:8.1} samples/s, {tokens:.0} tokens/s, step {:.3} s (median of steps 3..{steps})", step_s);
+    println!(
+        "trainer:        {train_rate:8.1} samples/s, {tokens:.0} tokens/s, step {:.3} s (median of steps 3..{steps})",
+        step_s
+    );
     println!("ratio loader/trainer: {:.1}x", loader_rate / train_rate);
 }

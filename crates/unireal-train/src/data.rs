@@ -251,6 +251,8 @@ pub struct Batch {
     pub input_roles: Vec<i64>,
     /// `[batch, n_outputs, 3, H, W]`.
     pub outputs: Vec<f32>,
+    /// Rows left out because an image did not decode: `file row N: reason`.
+    pub skipped: Vec<String>,
 }
 
 impl Batch {
@@ -335,7 +337,9 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
     let samples: Vec<Sample> = samples.into_iter().map(|s| s.expect("every row read")).collect();
     let bucket = buckets[entries[0].bucket];
     let (n, m) = entries[0].signature;
-    let pixels: Vec<Vec<Vec<f32>>> = samples
+    // A sample whose image does not decode is left out of the batch (and reported); the
+    // run goes on.
+    let decoded: Vec<Result<Vec<Vec<f32>>, DataError>> = samples
         .par_iter()
         .map(|s| {
             s.images
@@ -350,7 +354,16 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
+    let mut skipped = Vec::new();
+    let mut kept = Vec::new();
+    for ((s, e), d) in samples.into_iter().zip(entries).zip(decoded) {
+        match d {
+            Ok(px) => kept.push((s, px)),
+            Err(err) => skipped.push(format!("{} row {}: {err}", e.file.display(), e.row)),
+        }
+    }
+    let (samples, pixels): (Vec<Sample>, Vec<Vec<Vec<f32>>>) = kept.into_iter().unzip();
     let mut batch = Batch {
         sample_ids: samples.iter().map(|s| s.sample_id.clone()).collect(),
         tasks: samples.iter().map(|s| s.task).collect(),
@@ -361,6 +374,7 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
         inputs: Vec::new(),
         input_roles: Vec::new(),
         outputs: Vec::new(),
+        skipped,
     };
     for (s, px) in samples.iter().zip(pixels) {
         for (im, p) in s.images.iter().zip(px) {
@@ -392,6 +406,14 @@ impl Loader {
             let entries = sampler.next_batch();
             let pos = sampler.batches;
             let batch = pool.install(|| decode_batch(&entries, &index.buckets));
+            if let Ok(b) = &batch {
+                for s in &b.skipped {
+                    eprintln!("warning: skipped {s}");
+                }
+                if b.is_empty() {
+                    continue;
+                }
+            }
             if tx.send(batch.map(|b| (pos, b))).is_err() {
                 return;
             }

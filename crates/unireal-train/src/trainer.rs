@@ -285,7 +285,10 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         let mut s = Sampler::new(fixed_index.clone(), cfg.train.seed ^ 0x5eed, cfg.data.batch_size, 0, 1);
         for _ in 0..n_fixed {
             let entries = s.next_batch();
-            fixed_batches.push(crate::data::decode_batch(&entries, &fixed_index.buckets).map_err(|e| e.to_string())?);
+            let b = crate::data::decode_batch(&entries, &fixed_index.buckets).map_err(|e| e.to_string())?;
+            if !b.is_empty() {
+                fixed_batches.push(b);
+            }
         }
         if val_index.is_empty() {
             eprintln!("note: no `val` rows; validation loss and samples use fixed training batches");
@@ -309,11 +312,12 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         let t0 = Instant::now();
         let lr = learning_rate(cfg, state.step);
         let mut accum = GradientsAccumulator::<UniReal<B>>::new();
-        let (mut loss_sum, mut samples, mut tokens) = (0.0, 0usize, 0usize);
+        let (mut loss_sum, mut samples, mut tokens, mut skipped) = (0.0, 0usize, 0usize, 0usize);
         let mut by_task: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for _ in 0..cfg.train.grad_accum {
             let (pos, batch) = loader.next().map_err(|e| e.to_string())?;
             state.loader_batches = pos;
+            skipped += batch.skipped.len();
             let b = batch.len();
             let prompts: Vec<String> = batch
                 .prompts
@@ -357,7 +361,7 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             metrics.log(serde_json::json!({
                 "kind": "train", "step": state.step, "loss": loss_sum, "loss_by_task": tasks, "lr": lr,
                 "grad_norm": gnorm, "samples_per_s": samples as f64 / dt, "tokens_per_s": tokens as f64 / dt,
-                "step_s": dt, "loader_batches": state.loader_batches,
+                "step_s": dt, "loader_batches": state.loader_batches, "skipped_rows": skipped,
             }))?;
         }
         bar.set_position(state.step as u64);

@@ -256,3 +256,55 @@ fn config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("/nonexistent") && err.contains("hint: build shards"), "{err}");
 }
+
+/// A row whose image does not decode is left out of its batch and reported; the rest train.
+#[test]
+fn undecodable_rows_are_skipped_and_reported() {
+    use unireal_core::{sample_id, ImageRole, Sample, SampleImage, Task};
+    use unireal_shards::{DatasetWriter, InputRecord, InputStatus, WriterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("shards");
+    let photo = std::fs::read(repo().join("datasets/samples/images/coffee.png")).unwrap();
+    let img = |role, bytes: Vec<u8>| SampleImage { role, encoding: "png".into(), bytes, width: 400, height: 400 };
+    let samples: Vec<Sample> = (0..4)
+        .map(|k| Sample {
+            sample_id: sample_id(Task::Edit, "test", &[&k.to_string()]),
+            task: Task::Edit,
+            source: "test".into(),
+            split: Split::Train,
+            base_prompt: "Make IMG1 warmer to get RES1.".into(),
+            context_prompt: "realistic style, static scene.".into(),
+            images: vec![
+                img(ImageRole::Canvas, if k == 2 { b"not a png".to_vec() } else { photo.clone() }),
+                img(ImageRole::Output, photo.clone()),
+            ],
+            meta: serde_json::json!({}),
+        })
+        .collect();
+    let mut w = DatasetWriter::open(&shards, WriterOptions::default(), false).unwrap();
+    let rec = InputRecord {
+        path: "x".into(),
+        status: InputStatus::Ok,
+        reason: String::new(),
+        samples: 0,
+        stats: serde_json::Value::Null,
+    };
+    w.add(rec, samples).unwrap();
+    w.finish().unwrap();
+
+    let text = format!(
+        "model: {{preset: tiny}}\ndata: {{sources: [{{path: {:?}}}], resolution: 32, batch_size: 4}}\n",
+        shards.to_string_lossy()
+    );
+    let cfg: TrainConfig = unireal_core::parse_config_str(&text, "test").unwrap();
+    let index = Arc::new(Index::build(&cfg.data, Split::Train, 4).unwrap());
+    let entries = Sampler::new(index.clone(), 0, 4, 0, 1).next_batch();
+    let batch = unireal_train::data::decode_batch(&entries, &index.buckets).unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch.skipped.len(), 1);
+    assert!(
+        batch.skipped[0].contains("row 2") && batch.skipped[0].contains("part-00000.parquet"),
+        "{:?}",
+        batch.skipped
+    );
+}
