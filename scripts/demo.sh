@@ -5,13 +5,13 @@
 #   3. sample an edit of a sample's input frame with the trained checkpoint (unireal-infer).
 # Outputs: out/shards/video, runs/demo (checkpoints, metrics.jsonl, sample grids),
 # out/demo/input.png and out/demo/edit.png.
-#   DEMO_STEPS=200 (default) sets the training length; extra arguments go to `unireal-train`.
+#   DEMO_STEPS=600 (default) sets the training length; extra arguments go to `unireal-train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p unireal-data -p unireal-train -p unireal-infer
 BIN=target/release
-STEPS=${DEMO_STEPS:-200}
+STEPS=${DEMO_STEPS:-600}
 
 $BIN/unireal-data build configs/video.yaml
 $BIN/unireal-data verify out/shards/video

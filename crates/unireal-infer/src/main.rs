@@ -192,7 +192,7 @@ fn run(args: Args) -> Result<(), Failure> {
         args.steps
     );
     let out = generate(&model, &frozen, &cfg.model, &req, &device, |_, _| {}).map_err(fail)?;
-    let px: Vec<f32> = out.into_data().to_vec().map_err(|e| fail(format!("{e:?}")))?;
+    let px: Vec<f32> = out.into_data().convert::<f32>().to_vec().map_err(|e| fail(format!("{e:?}")))?;
     let plane = (3 * bucket.width * bucket.height) as usize;
     for k in 0..req.n_outputs {
         let path = if k == 0 {

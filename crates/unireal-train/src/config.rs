@@ -195,6 +195,18 @@ pub struct LoopConfig {
     pub shift: Shift,
     /// Loss weight per task name (default 1).
     pub task_weights: BTreeMap<String, f64>,
+    /// Float type of weights and activations: `f32`, or `bf16` on the CUDA build.
+    pub precision: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Everything in bfloat16 (weights, AdamW moments, EMA): half the memory, less precise
+    /// updates. Burn 0.21 has no mixed precision.
+    Bf16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +231,7 @@ impl Default for LoopConfig {
             time_sampling: TimeSampling::default(),
             shift: Shift::Fixed(1.0),
             task_weights: BTreeMap::new(),
+            precision: Precision::F32,
         }
     }
 }
@@ -280,7 +293,7 @@ impl TrainConfig {
         if d.batch_size == 0 || d.prefetch == 0 || d.workers == 0 {
             return Err("data.batch_size, data.prefetch and data.workers must be at least 1".into());
         }
-        if d.aspect_ratios.is_empty() || d.aspect_ratios.iter().any(|a| !(*a > 0.0)) {
+        if d.aspect_ratios.is_empty() || d.aspect_ratios.iter().any(|a| a.is_nan() || *a <= 0.0) {
             return Err("data.aspect_ratios: a non-empty list of positive width/height ratios".into());
         }
         if d.world_size == 0 || d.rank >= d.world_size {

@@ -330,7 +330,8 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             let t = sample_t(&cfg.train.time_sampling, b, shift, &mut state.rng);
             let noise_seed = state.rng.next_u64();
             let out = batch_loss(&model, &frozen, cfg, &batch, &prompts, drop_images, &t, noise_seed, device)?;
-            let per: Vec<f32> = out.per_sample.clone().into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+            let per: Vec<f32> =
+                out.per_sample.clone().into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
             for (task, l) in batch.tasks.iter().zip(&per) {
                 let e = by_task.entry(task.as_str().to_string()).or_default();
                 e.0 += *l as f64;
@@ -367,7 +368,7 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e}"));
 
-        let at = |every: usize| every > 0 && (state.step % every == 0 || state.step == total);
+        let at = |every: usize| every > 0 && (state.step.is_multiple_of(every) || state.step == total);
         if is_main && at(cfg.log.val_every) && !fixed_batches.is_empty() {
             let mut vrng = Rng::new(0x7a1_u64 ^ cfg.train.seed);
             let mut sum = 0.0;
@@ -391,7 +392,8 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             let path = write_samples(&m, &frozen, cfg, &fixed_batches[0], state.step, run, device)?;
             metrics.log(serde_json::json!({"kind": "samples", "step": state.step, "path": path}))?;
         }
-        let ckpt_due = state.step == total || (cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0);
+        let ckpt_due =
+            state.step == total || (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every));
         if is_main && ckpt_due {
             let st = state.clone();
             let dir = checkpoint::write(run, state.step, cfg.checkpoint.keep, |tmp| {
@@ -441,7 +443,7 @@ fn write_samples<B: Backend>(
         seed: cfg.train.seed,
     };
     let out = generate(model, frozen, &cfg.model, &req, device, |_, _| {})?;
-    let out: Vec<f32> = out.into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+    let out: Vec<f32> = out.into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
     let mut rows = Vec::new();
     for i in 0..n {
         let mut row = Vec::new();

@@ -308,3 +308,12 @@ fn undecodable_rows_are_skipped_and_reported() {
         batch.skipped
     );
 }
+
+#[test]
+fn bf16_is_refused_on_the_cpu_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let out = train(&cfg, &dir.path().join("run"), &["train.precision=bf16"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bf16 needs the CUDA build"), "{err}");
+}

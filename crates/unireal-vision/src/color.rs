@@ -41,7 +41,7 @@ const fn hsv_tables() -> ([i32; 256], [i32; 256]) {
     let (mut sdiv, mut hdiv) = ([0i32; 256], [0i32; 256]);
     let mut i = 1;
     while i < 256 {
-        let (sn, hn) = ((255i64 << HSV_SHIFT) as i64, (180i64 << HSV_SHIFT) as i64);
+        let (sn, hn) = (255i64 << HSV_SHIFT, 180i64 << HSV_SHIFT);
         sdiv[i] = ((2 * sn + i as i64) / (2 * i as i64)) as i32;
         hdiv[i] = ((2 * hn + 6 * i as i64) / (12 * i as i64)) as i32;
         i += 1;

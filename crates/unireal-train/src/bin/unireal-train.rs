@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_train::{RunOptions, TrainConfig};
 
-#[cfg(feature = "cuda")]
-type Backend = burn::backend::Autodiff<burn::backend::Cuda>;
 #[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
 type Backend = burn::backend::Autodiff<burn::backend::NdArray>;
 #[cfg(all(not(feature = "cuda"), not(feature = "ndarray"), feature = "flex"))]
@@ -58,6 +56,29 @@ fn main() -> ExitCode {
 
 struct Failure(String, Option<String>);
 
+/// Runs on the backend this binary was built for, at the configured precision.
+#[cfg(feature = "cuda")]
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions) -> Result<unireal_train::RunSummary, String> {
+    use burn::backend::{Autodiff, Cuda};
+    use unireal_train::config::Precision;
+    let device = Default::default();
+    match cfg.train.precision {
+        Precision::F32 => unireal_train::run::<Autodiff<Cuda<f32>>>(cfg, opts, &device),
+        Precision::Bf16 => unireal_train::run::<Autodiff<Cuda<burn::tensor::bf16>>>(cfg, opts, &device),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions) -> Result<unireal_train::RunSummary, String> {
+    if cfg.train.precision != unireal_train::config::Precision::F32 {
+        return Err(
+            "train.precision: bf16 needs the CUDA build (cargo build --features cuda); the CPU backends train in f32"
+                .into(),
+        );
+    }
+    unireal_train::run::<Backend>(cfg, opts, &Default::default())
+}
+
 fn run(args: Args) -> Result<(), Failure> {
     let run_dir = match (&args.run_dir, &args.config) {
         (Some(d), _) => d.clone(),
@@ -88,9 +109,8 @@ fn run(args: Args) -> Result<(), Failure> {
         cfg.train.steps,
         run_dir.display()
     );
-    let device = Default::default();
     let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
-    let summary = unireal_train::run::<Backend>(&cfg, &opts, &device).map_err(|e| {
+    let summary = dispatch(&cfg, &opts).map_err(|e| {
         let hint = if e.contains("--resume") || e.contains("already holds") {
             Some(format!("unireal-train --run-dir {} --resume", run_dir.display()))
         } else if e.contains("manifest") {
