@@ -164,20 +164,82 @@ pub struct RowInfo {
     pub output_size: (u32, u32),
 }
 
-/// The rows of one shard file, in order, without keeping image bytes.
+/// The rows of one shard file, in order. Reads only the id, task, split and image role and
+/// size columns: image bytes are never decoded from the file.
 pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
+    use arrow::array::{Array, Int32Array, ListArray, StringArray, StructArray};
+    let builder = open_builder(path)?;
+    let schema = builder.parquet_schema();
+    let wanted = |p: &str| {
+        matches!(p, "sample_id" | "task" | "split")
+            || (p.starts_with("images.") && (p.ends_with(".role") || p.ends_with(".width") || p.ends_with(".height")))
+    };
+    let leaves: Vec<usize> = (0..schema.num_columns()).filter(|&i| wanted(&schema.column(i).path().string())).collect();
+    let mask = ProjectionMask::leaves(schema, leaves);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
     let mut out = Vec::new();
-    for (row, s) in ShardReader::open_files(vec![path.to_path_buf()]).enumerate() {
-        let s = s?;
-        let first_out = s.images.iter().find(|i| !i.role.is_input());
-        out.push(RowInfo {
-            row,
-            signature: s.signature(),
-            output_size: first_out.map_or((0, 0), |i| (i.width, i.height)),
-            sample_id: s.sample_id,
-            task: s.task,
-            split: s.split,
-        });
+    for batch in reader {
+        let batch = batch.map_err(|source| ShardError::Arrow { path: path.to_path_buf(), source })?;
+        let row0 = out.len();
+        let bad = |row: usize, message: String| ShardError::Row { path: path.to_path_buf(), row: row0 + row, message };
+        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(0, format!("column `{name}` missing")));
+        let strings = |name: &str| {
+            col(name)?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| bad(0, format!("`{name}` is not a string column")))
+        };
+        let (ids, tasks, splits) = (strings("sample_id")?, strings("task")?, strings("split")?);
+        let images = col("images")?
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .cloned()
+            .ok_or_else(|| bad(0, "`images` is not a list".into()))?;
+        for row in 0..batch.num_rows() {
+            let list = images.value(row);
+            let st = list
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| bad(row, "images is not a list of structs".into()))?;
+            let field = |n: &str| st.column_by_name(n).ok_or_else(|| bad(row, format!("images.{n} missing")));
+            let roles = field("role")?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad(row, "images.role type".into()))?;
+            let ws = field("width")?
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .ok_or_else(|| bad(row, "images.width type".into()))?;
+            let hs = field("height")?
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .ok_or_else(|| bad(row, "images.height type".into()))?;
+            let mut inputs = 0;
+            let mut output_size = None;
+            for i in 0..st.len() {
+                let role: unireal_core::ImageRole = roles
+                    .value(i)
+                    .parse()
+                    .map_err(|e: unireal_core::UnknownName| bad(row, format!("images[{i}]: {e}")))?;
+                if role.is_input() {
+                    inputs += 1;
+                } else if output_size.is_none() {
+                    output_size = Some((ws.value(i).max(0) as u32, hs.value(i).max(0) as u32));
+                }
+            }
+            out.push(RowInfo {
+                row: row0 + row,
+                sample_id: ids.value(row).to_string(),
+                task: tasks.value(row).parse().map_err(|e: unireal_core::UnknownName| bad(row, e.to_string()))?,
+                split: splits.value(row).parse().map_err(|e: unireal_core::UnknownName| bad(row, e.to_string()))?,
+                signature: (inputs, st.len() - inputs),
+                output_size: output_size.unwrap_or((0, 0)),
+            });
+        }
     }
     Ok(out)
 }

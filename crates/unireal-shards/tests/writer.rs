@@ -126,3 +126,38 @@ fn duplicates_are_dropped_and_config_change_refused() {
     let w = DatasetWriter::open(dir.path(), other, true).unwrap();
     assert_eq!(w.manifest().shards.len(), 0);
 }
+
+/// The trainer's random access: a metadata index without image bytes, and rows by number.
+#[test]
+fn index_rows_and_read_rows_agree_with_a_full_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = DatasetWriter::open(dir.path(), opts(40_000), false).unwrap();
+    let samples: Vec<Sample> = (0..12).map(|k| sample("v.mp4", k, 3000)).collect();
+    w.add(record("v.mp4"), samples).unwrap();
+    let m = w.finish().unwrap();
+    let mut all = Vec::new();
+    for shard in &m.shards {
+        let path = dir.path().join(&shard.file);
+        let full: Vec<Sample> =
+            unireal_shards::ShardReader::open_files(vec![path.clone()]).map(|s| s.unwrap()).collect();
+        let index = unireal_shards::index_rows(&path).unwrap();
+        assert_eq!(index.len(), full.len());
+        for (i, (r, s)) in index.iter().zip(&full).enumerate() {
+            assert_eq!(
+                (r.row, &r.sample_id, r.task, r.split, r.signature),
+                (i, &s.sample_id, s.task, s.split, s.signature())
+            );
+            assert_eq!(r.output_size, (8, 6));
+        }
+        // Out of order, with a repeat: returned in the order asked.
+        let want: Vec<usize> = (0..full.len()).rev().chain([0]).collect();
+        let got = unireal_shards::read_rows(&path, &want).unwrap();
+        for (g, &r) in got.iter().zip(&want) {
+            assert_eq!(g, &full[r]);
+        }
+        let err = unireal_shards::read_rows(&path, &[full.len()]).unwrap_err();
+        assert!(err.to_string().contains(&shard.file), "{err}");
+        all.extend(full);
+    }
+    assert_eq!(all.len(), 12);
+}
