@@ -15,7 +15,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
 
-use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, zero_linear, RmsNorm};
+use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, split_n, zero_linear, RmsNorm};
 use crate::rope::{sequence_positions, Rope};
 
 /// Image roles as embedding indices. The order is part of the checkpoint format.
@@ -233,8 +233,7 @@ impl<B: Backend> StreamAttention<B> {
     /// # Shapes
     /// - x: `[batch, tokens, hidden]` → q, k, v: `[batch, heads, tokens, head_dim]`
     fn qkv(&self, x: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
-        let mut qkv = self.qkv.forward(x).chunk(3, 2).into_iter();
-        let (q, k, v) = (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap());
+        let [q, k, v] = split_n(self.qkv.forward(x), 2);
         [
             self.query_norm.forward(split_heads(q, heads)),
             self.key_norm.forward(split_heads(k, heads)),
@@ -305,10 +304,8 @@ impl<B: Backend> DoubleStreamBlock<B> {
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let v = silu(vec);
-        let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2]: [Tensor<B, 2>; 6] =
-            self.img_mod.forward(v.clone()).chunk(6, 1).try_into().unwrap();
-        let [t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2]: [Tensor<B, 2>; 6] =
-            self.txt_mod.forward(v).chunk(6, 1).try_into().unwrap();
+        let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2] = split_n(self.img_mod.forward(v.clone()), 1);
+        let [t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2] = split_n(self.txt_mod.forward(v), 1);
         let txt_len = txt.dims()[1];
 
         let [iq, ik, iv] = self.img_attn.qkv(modulate(layer_norm(img.clone(), NORM_EPS), i_sh1, i_sc1), self.heads);
@@ -369,8 +366,7 @@ impl<B: Backend> SingleStreamBlock<B> {
         rope: &Rope<B>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
-        let [shift, scale, gate]: [Tensor<B, 2>; 3] =
-            self.modulation.forward(silu(vec)).chunk(3, 1).try_into().unwrap();
+        let [shift, scale, gate] = split_n(self.modulation.forward(silu(vec)), 1);
         let x_mod = modulate(layer_norm(x.clone(), NORM_EPS), shift, scale);
         let h1 = self.linear1.forward(x_mod); // [b, L, 3h + mlp]
         let [b, l, width] = h1.dims();
@@ -526,8 +522,7 @@ impl<B: Backend> DiT<B> {
         }
         // Only the output frames' tokens: the last m·per_frame of the sequence.
         let out = x.narrow(1, total - m * per_frame, m * per_frame);
-        let [shift, scale]: [Tensor<B, 2>; 2] =
-            self.final_layer.modulation.forward(silu(vec)).chunk(2, 1).try_into().unwrap();
+        let [shift, scale] = split_n(self.final_layer.modulation.forward(silu(vec)), 1);
         let out = self.final_layer.linear.forward(modulate(layer_norm(out, NORM_EPS), shift, scale));
         unpatchify(out, m, rows, cols, self.patch)
     }

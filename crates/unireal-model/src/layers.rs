@@ -60,9 +60,15 @@ pub fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<
     x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
 }
 
-/// Splits `[batch, n·d]` into `n` tensors `[batch, d]`.
-pub fn chunks<B: Backend>(x: Tensor<B, 2>, n: usize) -> Vec<Tensor<B, 2>> {
-    x.chunk(n, 1)
+/// Splits `dim` into `N` equal parts (adaLN's shift/scale/gate, fused qkv). The width is a
+/// multiple of `N` by construction of the layer that produced `x`.
+///
+/// # Shapes
+/// - x: `[..., N·d, ...]` → N × `[..., d, ...]`
+pub fn split_n<B: Backend, const D: usize, const N: usize>(x: Tensor<B, D>, dim: usize) -> [Tensor<B, D>; N] {
+    let width = x.dims()[dim];
+    debug_assert_eq!(width % N, 0, "width {width} does not split into {N}");
+    std::array::from_fn(|i| x.clone().narrow(dim, i * width / N, width / N))
 }
 
 /// Multi-head split.

@@ -307,7 +307,7 @@ impl TextTokenizer {
             let mut v = enc.get_ids().to_vec();
             if v.len() > self.max_len {
                 // Keep the final special token (T5's `</s>`) when truncating.
-                let last = *v.last().unwrap();
+                let last = v[v.len() - 1];
                 v.truncate(self.max_len);
                 if let Some(l) = v.last_mut() {
                     *l = last;

@@ -92,7 +92,28 @@ impl AutoencoderKlConfig {
         if let Some(x) = v.get("use_quant_conv").and_then(|x| x.as_bool()) {
             c.use_quant_conv = x;
         }
+        c.validate()?;
         Ok(c)
+    }
+
+    /// Checks what `init` relies on: at least one block, channel counts divisible by the
+    /// GroupNorm group count.
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
+        let err = |m: String| Err(crate::ModelError::Config(format!("VAE config: {m}")));
+        if self.block_out_channels.is_empty() {
+            return err("block_out_channels is empty".into());
+        }
+        let g = self.norm_num_groups;
+        if g == 0 || self.block_out_channels.iter().any(|c| c % g != 0) {
+            return err(format!(
+                "block_out_channels {:?} must be multiples of norm_num_groups {g}",
+                self.block_out_channels
+            ));
+        }
+        if self.latent_channels == 0 {
+            return err("latent_channels is 0".into());
+        }
+        Ok(())
     }
 
     /// Pixels per latent pixel along a side.
@@ -100,7 +121,12 @@ impl AutoencoderKlConfig {
         1 << (self.block_out_channels.len() - 1)
     }
 
+    /// Builds the VAE. Panics if [`AutoencoderKlConfig::validate`] fails (configs read with
+    /// `from_diffusers_json` are validated there).
     pub fn init<B: Backend>(&self, device: &B::Device) -> AutoencoderKl<B> {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
         let ch = &self.block_out_channels;
         let g = self.norm_num_groups;
         let conv3 = |i: usize, o: usize| {
@@ -115,7 +141,7 @@ impl AutoencoderKlConfig {
             conv2: conv3(o, o),
             conv_shortcut: (i != o).then(|| conv1(i, o)),
         };
-        let last = *ch.last().unwrap();
+        let last = ch[ch.len() - 1];
         let mid = || MidBlock {
             resnets: vec![resnet(last, last), resnet(last, last)],
             attentions: vec![MidAttention {

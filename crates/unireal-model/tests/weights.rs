@@ -90,3 +90,17 @@ fn tokenizer_pads_truncates_and_reports_bad_files() {
     let err = TextTokenizer::from_file(&fixture("tokenizer.json"), "[PAD]", 8).err().unwrap();
     assert!(err.to_string().contains("[PAD]"), "{err}");
 }
+
+#[test]
+fn bad_vae_config_is_a_typed_error() {
+    let err = AutoencoderKlConfig::from_diffusers_json(
+        r#"{"block_out_channels": [], "latent_channels": 4, "scaling_factor": 0.5}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Config(_)) && err.to_string().contains("block_out_channels"), "{err}");
+    let err = AutoencoderKlConfig::from_diffusers_json(
+        r#"{"block_out_channels": [8, 12], "latent_channels": 4, "scaling_factor": 0.5, "norm_num_groups": 8}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("norm_num_groups"), "{err}");
+}
