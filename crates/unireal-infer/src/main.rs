@@ -147,7 +147,8 @@ fn run(args: Args) -> Result<(), Failure> {
         .iter()
         .map(|p| image::open(p).map(|i| i.to_rgb8()).map_err(|e| (format!("{}: {e}", p.display()), None)))
         .collect::<Result<_, _>>()?;
-    let align = (frozen.latent.factor() * cfg.model.dit_config().map_err(fail)?.patch) as u32;
+    let patch = cfg.model.dit_config().map_err(fail)?.patch;
+    let align = (frozen.latent.factor() * patch) as u32;
     let snap = |x: u32| (x.div_ceil(align).max(1)) * align;
     let bucket = match &args.size {
         Some(s) => {
@@ -178,7 +179,10 @@ fn run(args: Args) -> Result<(), Failure> {
         n_outputs: args.outputs.max(1),
         bucket,
         steps: args.steps,
-        shift: unireal_train::trainer::shift_for(&cfg, (bucket.width / align * bucket.height / align) as usize),
+        shift: unireal_train::trainer::shift_for(
+            &cfg,
+            unireal_train::trainer::tokens_per_frame(bucket, frozen.latent.factor(), patch),
+        ),
         guidance: Guidance { text: args.text_guidance, image: args.image_guidance },
         seed: args.seed,
     };

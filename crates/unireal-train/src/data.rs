@@ -89,6 +89,8 @@ pub enum DataError {
     Shards(#[from] unireal_shards::ShardError),
     #[error("decoding image {image} of sample {sample_id}: {message}")]
     Image { sample_id: String, image: usize, message: String },
+    #[error("loader: {0}")]
+    Loader(String),
 }
 
 impl Index {
@@ -397,11 +399,14 @@ pub struct Loader {
 
 impl Loader {
     /// Starts after `skip` batches (the checkpoint's position).
-    pub fn start(index: Arc<Index>, cfg: &DataConfig, seed: u64, skip: u64) -> Loader {
+    pub fn start(index: Arc<Index>, cfg: &DataConfig, seed: u64, skip: u64) -> Result<Loader, DataError> {
         let (tx, rx) = bounded(cfg.prefetch);
         let mut sampler = Sampler::new(index.clone(), seed, cfg.batch_size, cfg.rank, cfg.world_size);
         sampler.skip_to(skip);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.workers).build().expect("thread pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.workers)
+            .build()
+            .map_err(|e| DataError::Loader(format!("{} decoding threads: {e}", cfg.workers)))?;
         let thread = std::thread::spawn(move || loop {
             let entries = sampler.next_batch();
             let pos = sampler.batches;
@@ -418,11 +423,11 @@ impl Loader {
                 return;
             }
         });
-        Loader { rx, _thread: thread }
+        Ok(Loader { rx, _thread: thread })
     }
 
     /// The next batch and the loader position after it.
     pub fn next(&self) -> Result<(u64, Batch), DataError> {
-        self.rx.recv().expect("the loader thread never stops first")
+        self.rx.recv().map_err(|_| DataError::Loader("the decoding thread stopped (it panicked)".into()))?
     }
 }

@@ -53,6 +53,13 @@ pub struct Frozen<B: Backend> {
     pub t5: Option<T5Text<B>>,
 }
 
+/// A diffusers VAE directory's `config.json`, parsed and validated.
+fn vae_config(dir: &std::path::Path) -> Result<unireal_model::AutoencoderKlConfig, String> {
+    let p = dir.join("config.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    unireal_model::AutoencoderKlConfig::from_diffusers_json(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
 impl ModelConfig {
     /// Width of the text states the DiT receives.
     pub fn text_dim(&self) -> Result<usize, String> {
@@ -61,7 +68,7 @@ impl ModelConfig {
             TextConfig::T5 { path, .. } => {
                 let p = path.join("config.json");
                 let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                T5Config::from_hf_json(&text).map_err(|e| e.to_string())?.d_model
+                T5Config::from_hf_json(&text).map_err(|e| format!("{}: {e}", p.display()))?.d_model
             }
         })
     }
@@ -71,9 +78,7 @@ impl ModelConfig {
         Ok(match &self.latent {
             LatentConfig::SpaceToDepth { factor } => (3 * factor * factor, *factor),
             LatentConfig::Vae { path } => {
-                let p = path.join("config.json");
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                let c = unireal_model::AutoencoderKlConfig::from_diffusers_json(&text).map_err(|e| e.to_string())?;
+                let c = vae_config(path)?;
                 (c.latent_channels, c.downsample_factor())
             }
         })
@@ -103,10 +108,7 @@ impl ModelConfig {
         let latent = match &self.latent {
             LatentConfig::SpaceToDepth { factor } => Latent::SpaceToDepth(SpaceToDepth { factor: *factor }),
             LatentConfig::Vae { path } => {
-                let p = path.join("config.json");
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                let cfg = unireal_model::AutoencoderKlConfig::from_diffusers_json(&text).map_err(|e| e.to_string())?;
-                let mut vae = cfg.init::<B>(device);
+                let mut vae = vae_config(path)?.init::<B>(device);
                 unireal_model::load_safetensors(
                     &mut vae,
                     &path.join("diffusion_pytorch_model.safetensors"),

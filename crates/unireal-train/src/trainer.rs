@@ -20,7 +20,7 @@ use unireal_flow::{resolution_shift, sample_t, seeded_noise, Rng, FLUX_SHIFT_ANC
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{LrSchedule, Shift, TrainConfig};
-use crate::data::{Batch, Index, Loader, Sampler};
+use crate::data::{Batch, Bucket, Index, Loader, Sampler};
 use crate::ema::ema_update;
 use crate::generate::{chw_to_image, encode_frames, generate, grid, save_png, Request};
 use crate::model::{encode_text, Frozen, UniReal};
@@ -109,22 +109,45 @@ impl Metrics {
     }
 }
 
-/// Tensors of a decoded batch on the training device, in latent space.
-struct LatentBatch<B: AutodiffBackend> {
+/// Moves what the frozen parts computed (on backend `F`) onto the model's backend `B`.
+trait Lift<F: Backend, B: Backend> {
+    fn lift<const D: usize>(&self, x: Tensor<F, D>) -> Tensor<B, D>;
+}
+
+/// Training: frozen parts run on the inner backend, outside the autodiff graph.
+struct FromInner;
+impl<B: AutodiffBackend> Lift<B::InnerBackend, B> for FromInner {
+    fn lift<const D: usize>(&self, x: Tensor<B::InnerBackend, D>) -> Tensor<B, D> {
+        Tensor::from_inner(x)
+    }
+}
+
+/// Validation: model and frozen parts on one (non-autodiff) backend.
+struct Same;
+impl<B: Backend> Lift<B, B> for Same {
+    fn lift<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        x
+    }
+}
+
+/// Tensors of a decoded batch on the model's device, in latent space.
+struct LatentBatch<B: Backend> {
     inputs: Option<Tensor<B, 5>>,
     roles: Option<Tensor<B, 2, Int>>,
     targets: Tensor<B, 5>,
 }
 
-fn to_latents<B: AutodiffBackend>(
+fn to_latents<B: Backend, F: Backend>(
     batch: &Batch,
-    frozen: &Frozen<B::InnerBackend>,
+    frozen: &Frozen<F>,
+    lift: &impl Lift<F, B>,
     device: &B::Device,
+    fdevice: &F::Device,
 ) -> LatentBatch<B> {
     let (b, h, w) = (batch.len(), batch.bucket.height as usize, batch.bucket.width as usize);
     let enc = |px: &[f32], n: usize| {
-        let x = Tensor::<B::InnerBackend, 5>::from_data(TensorData::new(px.to_vec(), [b, n, 3, h, w]), device);
-        Tensor::<B, 5>::from_inner(encode_frames(&frozen.latent, x))
+        let x = Tensor::<F, 5>::from_data(TensorData::new(px.to_vec(), [b, n, 3, h, w]), fdevice);
+        lift.lift(encode_frames(&frozen.latent, x))
     };
     LatentBatch {
         inputs: (batch.n_inputs > 0).then(|| enc(&batch.inputs, batch.n_inputs)),
@@ -136,9 +159,10 @@ fn to_latents<B: AutodiffBackend>(
 
 /// Loss of one batch, with explicit t and noise (so validation can fix them).
 #[allow(clippy::too_many_arguments)]
-fn batch_loss<B: AutodiffBackend>(
+fn batch_loss<B: Backend, F: Backend>(
     model: &UniReal<B>,
-    frozen: &Frozen<B::InnerBackend>,
+    frozen: &Frozen<F>,
+    lift: &impl Lift<F, B>,
     cfg: &TrainConfig,
     batch: &Batch,
     prompts: &[String],
@@ -146,10 +170,10 @@ fn batch_loss<B: AutodiffBackend>(
     t: &[f64],
     noise_seed: u64,
     device: &B::Device,
+    fdevice: &F::Device,
 ) -> Result<unireal_flow::dit::FlowLoss<B>, String> {
-    let lat = to_latents::<B>(batch, frozen, device);
-    let (text, text_pad) =
-        encode_text(model, frozen, &cfg.model, prompts, device, device, |x| Tensor::<B, 3>::from_inner(x))?;
+    let lat = to_latents(batch, frozen, lift, device, fdevice);
+    let (text, text_pad) = encode_text(model, frozen, &cfg.model, prompts, device, fdevice, |x| lift.lift(x))?;
     let weights: Vec<f32> =
         batch.tasks.iter().map(|t| *cfg.train.task_weights.get(t.as_str()).unwrap_or(&1.0) as f32).collect();
     let b = batch.len();
@@ -171,9 +195,10 @@ fn batch_loss<B: AutodiffBackend>(
     Ok(dit_flow_loss(&model.dit, fb, tt, noise))
 }
 
-fn image_tokens(batch: &Batch, frozen_factor: usize, patch: usize) -> usize {
-    let per = |s: u32| s as usize / frozen_factor / patch;
-    per(batch.bucket.width) * per(batch.bucket.height)
+/// Image tokens per frame of a bucket: latent pixels per side divided by the patch.
+pub fn tokens_per_frame(bucket: Bucket, latent_factor: usize, patch: usize) -> usize {
+    let per = |s: u32| s as usize / latent_factor / patch;
+    per(bucket.width) * per(bucket.height)
 }
 
 fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> f64 {
@@ -294,7 +319,8 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             eprintln!("note: no `val` rows; validation loss and samples use fixed training batches");
         }
     }
-    let loader = Loader::start(train_index.clone(), &cfg.data, cfg.train.seed, state.loader_batches);
+    let loader = Loader::start(train_index.clone(), &cfg.data, cfg.train.seed, state.loader_batches)
+        .map_err(|e| e.to_string())?;
 
     let total = cfg.train.steps;
     let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
@@ -325,11 +351,23 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
                 .map(|p| if state.rng.uniform() < cfg.data.drop_text { String::new() } else { p.clone() })
                 .collect();
             let drop_images = batch.n_inputs > 0 && state.rng.uniform() < cfg.data.drop_images;
-            let per_frame = image_tokens(&batch, frozen.latent.factor(), dit_cfg.patch);
+            let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), dit_cfg.patch);
             let shift = shift_for(cfg, per_frame);
             let t = sample_t(&cfg.train.time_sampling, b, shift, &mut state.rng);
             let noise_seed = state.rng.next_u64();
-            let out = batch_loss(&model, &frozen, cfg, &batch, &prompts, drop_images, &t, noise_seed, device)?;
+            let out = batch_loss(
+                &model,
+                &frozen,
+                &FromInner,
+                cfg,
+                &batch,
+                &prompts,
+                drop_images,
+                &t,
+                noise_seed,
+                device,
+                device,
+            )?;
             let per: Vec<f32> =
                 out.per_sample.clone().into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
             for (task, l) in batch.tasks.iter().zip(&per) {
@@ -372,12 +410,13 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         if is_main && at(cfg.log.val_every) && !fixed_batches.is_empty() {
             let mut vrng = Rng::new(0x7a1_u64 ^ cfg.train.seed);
             let mut sum = 0.0;
-            let vm = model.clone();
+            // On the inner backend: no autodiff graph is built for validation.
+            let vm = model.valid();
             for batch in fixed_batches.iter().take(cfg.log.val_batches.max(1)) {
-                let per_frame = image_tokens(batch, frozen.latent.factor(), dit_cfg.patch);
+                let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), dit_cfg.patch);
                 let t = sample_t(&cfg.train.time_sampling, batch.len(), shift_for(cfg, per_frame), &mut vrng);
                 let seed = vrng.next_u64();
-                let out = batch_loss(&vm, &frozen, cfg, batch, &batch.prompts, false, &t, seed, device)?;
+                let out = batch_loss(&vm, &frozen, &Same, cfg, batch, &batch.prompts, false, &t, seed, device, device)?;
                 sum += out.loss.into_scalar().elem::<f64>();
             }
             let val = sum / cfg.log.val_batches.max(1).min(fixed_batches.len()) as f64;
@@ -429,7 +468,7 @@ fn write_samples<B: Backend>(
     let n = cfg.log.samples.max(1).min(batch.len());
     let (w, h) = (batch.bucket.width, batch.bucket.height);
     let plane = (3 * w * h) as usize;
-    let per_frame = image_tokens(batch, frozen.latent.factor(), model.dit.patch);
+    let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), model.dit.patch);
     let req = Request {
         prompts: batch.prompts[..n].to_vec(),
         inputs: batch.inputs[..n * batch.n_inputs * plane].to_vec(),
