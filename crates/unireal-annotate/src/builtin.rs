@@ -2,9 +2,9 @@
 //! brightness and colour shifts. Wording varies with the seed so that the model does not
 //! learn one template.
 
-use unireal_vision::{color_name, ChangeMeasures, MovingRegion};
+use unireal_vision::{color_name, ChangeMeasures, MovingRegion, ObjectStats};
 
-use crate::{CaptionError, CaptionRequest, Captioner};
+use crate::{CaptionError, CaptionRequest, Captioner, DescribeRequest};
 
 /// The built-in captioner (no model).
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +80,53 @@ fn subject(r: &MovingRegion, seed: u64) -> String {
     let colour = color_name(r.color);
     let colour = if colour == "dark" { "dark" } else { colour };
     format!("the {colour} {noun} {}", place(r.center))
+}
+
+/// What an object looks like, from what is measured: "yellow object", "small dark figure".
+pub fn object_noun(o: &ObjectStats) -> String {
+    let (w, h) = (o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]);
+    let noun = if h > 1.6 * w { "figure" } else { "object" };
+    let size = if o.area < 0.01 {
+        "small "
+    } else if o.area > 0.15 {
+        "large "
+    } else {
+        ""
+    };
+    format!("{size}{} {noun}", color_name(o.color))
+}
+
+/// Where an object is: "on the right", "at the top left", "in the centre".
+pub fn object_place(o: &ObjectStats) -> &'static str {
+    place(o.center)
+}
+
+/// Names an object from what is measured: "the yellow object on the right".
+pub fn object_phrase(o: &ObjectStats) -> String {
+    format!("the {} {}", object_noun(o), object_place(o))
+}
+
+/// A one-sentence description of a frame from what is measured: its brightness, its
+/// dominant colour and the objects found in it.
+pub fn describe_frame(req: &DescribeRequest<'_>) -> String {
+    let m = req.mean_rgb;
+    let luma = (0.299 * m[0] + 0.587 * m[1] + 0.114 * m[2]) / 255.0;
+    let light = if luma < 0.3 {
+        pick(req.seed, 21, &["a dim", "a dark", "a low-light"])
+    } else if luma > 0.65 {
+        pick(req.seed, 21, &["a bright", "a brightly lit", "a light"])
+    } else {
+        pick(req.seed, 21, &["a", "a real-world", "an everyday"])
+    };
+    let scene = pick(req.seed, 22, &["scene", "photo", "video frame"]);
+    let tone = color_name(m);
+    let mut s = format!("{light} {scene} in {tone} tones");
+    match req.objects {
+        [] => {}
+        [one] => s.push_str(&format!(" with {one}")),
+        [init @ .., last] => s.push_str(&format!(" with {} and {last}", init.join(", "))),
+    }
+    capitalise(&s) + "."
 }
 
 fn capitalise(s: &str) -> String {
@@ -210,6 +257,9 @@ impl Captioner for BuiltinCaptioner {
     }
     fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError> {
         Ok(describe(req.change, req.seed))
+    }
+    fn describe(&self, req: &DescribeRequest<'_>) -> Result<String, CaptionError> {
+        Ok(describe_frame(req))
     }
 }
 

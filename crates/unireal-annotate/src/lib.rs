@@ -2,11 +2,21 @@
 //! - [`BuiltinCaptioner`]: no model; instructions from what is measured between the frames;
 //! - [`OpenAiCaptioner`]: an OpenAI-compatible chat-completions endpoint (a VLM);
 //! - [`SidecarCaptioner`]: captions given with the inputs (a CSV/JSONL list).
+//!
+//! and segmenters behind another ([`Segmenter`], chosen by `objects.segmenter`):
+//! - motion segmentation over the shot's background model (no model);
+//! - an external command speaking JSON lines ([`CommandClient`]; Grounded-SAM 2 and the
+//!   like plug in here, as do external depth or pose maps);
+//! - sidecar masks in the DAVIS layout.
 
 mod builtin;
+mod external;
 mod openai;
+pub mod segment;
 
-pub use builtin::BuiltinCaptioner;
+pub use builtin::{describe_frame, object_noun, object_phrase, object_place, BuiltinCaptioner};
+pub use external::{CommandClient, CommandConfig, CommandError};
+pub use segment::{build_segmenter, SegFrame, SegmentError, SegmentRequest, Segmenter, SegmenterConfig, Track};
 pub use openai::{OpenAiCaptioner, OpenAiConfig, UNIREAL_TOOLKIT_PROMPT};
 
 use serde::{Deserialize, Serialize};
@@ -35,11 +45,25 @@ pub enum CaptionError {
     Config(String),
 }
 
-/// Describes the change between two frames as an instruction.
+/// Everything a captioner may use to describe one frame (the caption of a control sample).
+pub struct DescribeRequest<'a> {
+    pub input: &'a str,
+    pub jpeg: &'a [u8],
+    /// Mean RGB of the frame.
+    pub mean_rgb: [f64; 3],
+    /// Phrases of the objects found in it ("the yellow object on the right").
+    pub objects: &'a [String],
+    pub sidecar: Option<&'a str>,
+    pub seed: u64,
+}
+
+/// Describes the change between two frames as an instruction, and single frames.
 pub trait Captioner: Send + Sync {
     /// Short name recorded in each sample's `meta.caption_source`.
     fn name(&self) -> &'static str;
     fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError>;
+    /// A one-sentence description of a frame.
+    fn describe(&self, req: &DescribeRequest<'_>) -> Result<String, CaptionError>;
 }
 
 /// `captioner:` in the build config.
@@ -92,6 +116,13 @@ impl Captioner for SidecarCaptioner {
         match (req.sidecar.map(str::trim).filter(|s| !s.is_empty()), &self.fallback) {
             (Some(s), _) => Ok(s.to_string()),
             (None, Some(b)) => b.caption(req),
+            (None, None) => Err(CaptionError::NoSidecar { input: req.input.to_string() }),
+        }
+    }
+    fn describe(&self, req: &DescribeRequest<'_>) -> Result<String, CaptionError> {
+        match (req.sidecar.map(str::trim).filter(|s| !s.is_empty()), &self.fallback) {
+            (Some(s), _) => Ok(s.to_string()),
+            (None, Some(b)) => b.describe(req),
             (None, None) => Err(CaptionError::NoSidecar { input: req.input.to_string() }),
         }
     }

@@ -8,11 +8,14 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{CaptionError, CaptionRequest, Captioner};
+use crate::{CaptionError, CaptionRequest, Captioner, DescribeRequest};
 
 /// The prompt of the UniReal authors' data toolkit.
 pub const UNIREAL_TOOLKIT_PROMPT: &str =
     "Give a sentence of instruction to make the first image like the second image.";
+
+/// The prompt for describing one frame.
+pub const DESCRIBE_PROMPT: &str = "Describe this image in one sentence.";
 
 /// `captioner: {kind: openai, …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +27,8 @@ pub struct OpenAiConfig {
     /// Name of the environment variable holding the API key; unset or empty sends none.
     pub api_key_env: String,
     pub prompt: String,
+    /// The prompt for one frame (captions of control samples).
+    pub describe_prompt: String,
     pub timeout_s: f64,
     /// Further attempts after a transport error, 429 or 5xx.
     pub retries: u32,
@@ -40,6 +45,7 @@ impl Default for OpenAiConfig {
             model: "Qwen/Qwen2-VL-7B-Instruct".into(),
             api_key_env: "OPENAI_API_KEY".into(),
             prompt: UNIREAL_TOOLKIT_PROMPT.into(),
+            describe_prompt: DESCRIBE_PROMPT.into(),
             timeout_s: 60.0,
             retries: 3,
             concurrency: 4,
@@ -105,21 +111,42 @@ impl OpenAiCaptioner {
         Ok(OpenAiCaptioner { cfg, url, key, agent, slots })
     }
 
-    fn body(&self, req: &CaptionRequest<'_>) -> serde_json::Value {
+    fn body(&self, prompt: &str, jpegs: &[&[u8]]) -> serde_json::Value {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let url = |jpeg: &[u8]| format!("data:image/jpeg;base64,{}", b64.encode(jpeg));
+        let mut content = vec![json!({"type": "text", "text": prompt})];
+        for jpeg in jpegs {
+            let url = format!("data:image/jpeg;base64,{}", b64.encode(jpeg));
+            content.push(json!({"type": "image_url", "image_url": {"url": url}}));
+        }
         json!({
             "model": self.cfg.model,
             "max_tokens": self.cfg.max_tokens,
             "temperature": self.cfg.temperature,
-            "messages": [{
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": self.cfg.prompt},
-                    {"type": "image_url", "image_url": {"url": url(req.first_jpeg)}},
-                    {"type": "image_url", "image_url": {"url": url(req.second_jpeg)}},
-                ],
-            }],
+            "messages": [{"role": "user", "content": content}],
+        })
+    }
+
+    /// Sends a request with retries on transport errors, 429 and 5xx.
+    fn complete(&self, body: &serde_json::Value) -> Result<String, CaptionError> {
+        let _slot = self.slots.acquire();
+        let mut last = String::new();
+        for attempt in 0..=self.cfg.retries {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250u64 << (attempt - 1).min(6)));
+            }
+            match self.attempt(body) {
+                Ok(c) => return Ok(c),
+                Err((retry, msg)) => {
+                    last = msg;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(CaptionError::Endpoint {
+            url: self.url.clone(),
+            message: format!("{last} (after {} attempt(s))", self.cfg.retries + 1),
         })
     }
 
@@ -155,26 +182,10 @@ impl Captioner for OpenAiCaptioner {
     }
 
     fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError> {
-        let body = self.body(req);
-        let _slot = self.slots.acquire();
-        let mut last = String::new();
-        for attempt in 0..=self.cfg.retries {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250u64 << (attempt - 1).min(6)));
-            }
-            match self.attempt(&body) {
-                Ok(c) => return Ok(c),
-                Err((retry, msg)) => {
-                    last = msg;
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(CaptionError::Endpoint {
-            url: self.url.clone(),
-            message: format!("{last} (after {} attempt(s))", self.cfg.retries + 1),
-        })
+        self.complete(&self.body(&self.cfg.prompt, &[req.first_jpeg, req.second_jpeg]))
+    }
+
+    fn describe(&self, req: &DescribeRequest<'_>) -> Result<String, CaptionError> {
+        self.complete(&self.body(&self.cfg.describe_prompt, &[req.jpeg]))
     }
 }

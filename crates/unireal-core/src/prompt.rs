@@ -29,6 +29,17 @@ pub enum ContextTag {
     WithReferenceObject,
     /// The output is a perception map (mask, edges, depth).
     Perception,
+    /// The condition map of a control sample (input for generation, output for perception)
+    /// is of this type.
+    CannyControl,
+    GrayControl,
+    BlurControl,
+    LowResControl,
+    MaskControl,
+    DepthControl,
+    PoseControl,
+    /// Another external condition map.
+    OtherControl,
 }
 
 impl ContextTag {
@@ -40,6 +51,14 @@ impl ContextTag {
             ContextTag::DynamicScene => "dynamic scene",
             ContextTag::WithReferenceObject => "with reference object",
             ContextTag::Perception => "perception task",
+            ContextTag::CannyControl => "canny edge control",
+            ContextTag::GrayControl => "grayscale control",
+            ContextTag::BlurControl => "blur control",
+            ContextTag::LowResControl => "low resolution control",
+            ContextTag::MaskControl => "mask control",
+            ContextTag::DepthControl => "depth control",
+            ContextTag::PoseControl => "pose control",
+            ContextTag::OtherControl => "condition map control",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `unireal-data build`: inputs → Frame2Frame samples → shards, across videos in parallel.
+//! `unireal-data build`: inputs → samples of every enabled family → shards, across videos in parallel.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use unireal_annotate::build_captioner;
+use unireal_annotate::{build_captioner, build_segmenter};
 use unireal_shards::{DatasetWriter, InputStatus, Manifest, WriterOptions};
 
 use crate::config::BuildConfig;
-use crate::frame2frame::{process_video, Progress, VideoOutcome};
+use crate::frame2frame::{process_video, Annotators, Progress, VideoOutcome};
 use crate::inputs::expand_inputs;
 
 /// Why a build stopped.
@@ -22,6 +22,8 @@ pub enum BuildError {
     Shards(#[from] unireal_shards::ShardError),
     #[error("{0}")]
     Captioner(#[from] unireal_annotate::CaptionError),
+    #[error("objects.segmenter: {0}")]
+    Segmenter(#[from] unireal_annotate::SegmentError),
     #[error("interrupted: finished shards and inputs are kept in the manifest; run the same command again to resume")]
     Interrupted,
 }
@@ -63,6 +65,10 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
     let started = Instant::now();
     let items = expand_inputs(&cfg.inputs, &cfg.video_extensions).map_err(BuildError::Config)?;
     let captioner = build_captioner(&cfg.captioner)?;
+    let segmenter = match cfg.families.needs_objects() {
+        true => Some(build_segmenter(&cfg.objects.segmenter)?),
+        false => None,
+    };
     let wopts = WriterOptions {
         target_shard_bytes: (cfg.shards.target_size_mb * 1024.0 * 1024.0) as u64,
         row_group_bytes: ((cfg.shards.target_size_mb * 1024.0 * 1024.0 / 4.0) as usize).clamp(1 << 16, 64 << 20),
@@ -92,7 +98,7 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
     let mut write_error = None;
     std::thread::scope(|scope| {
         let stop2 = stop.clone();
-        let captioner = &*captioner;
+        let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
         let bars = &bars;
         let todo = &todo;
         scope.spawn(move || {
@@ -101,7 +107,7 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
                     if stop2.load(Ordering::Relaxed) {
                         return;
                     }
-                    let out = process_video(item, cfg, captioner, bars, &stop2);
+                    let out = process_video(item, cfg, ann, bars, &stop2);
                     let _ = tx.send(out);
                 });
             });

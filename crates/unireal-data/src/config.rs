@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use unireal_annotate::CaptionerConfig;
+use unireal_annotate::{CaptionerConfig, SegmenterConfig};
+use unireal_core::Task;
+use unireal_vision::{ConditionKind, MaskFilter};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +26,12 @@ pub struct BuildConfig {
     pub pairs: PairsConfig,
     pub frames: FramesConfig,
     pub captioner: CaptionerConfig,
+    /// Which task families are built, and how much of each.
+    pub families: FamiliesConfig,
+    /// Objects in video: segmentation, tracking and the background model (used by
+    /// multi_object, insertion, object_add, seg and control).
+    pub objects: ObjectsConfig,
+    pub control: ControlConfig,
     pub shards: ShardsConfig,
     pub split: SplitConfig,
 }
@@ -43,6 +51,9 @@ impl Default for BuildConfig {
             pairs: PairsConfig::default(),
             frames: FramesConfig::default(),
             captioner: CaptionerConfig::default(),
+            families: FamiliesConfig::default(),
+            objects: ObjectsConfig::default(),
+            control: ControlConfig::default(),
             shards: ShardsConfig::default(),
             split: SplitConfig::default(),
         }
@@ -124,6 +135,176 @@ impl Default for FramesConfig {
     }
 }
 
+/// One task family: on or off, and the fraction of its eligible samples kept (by a stable
+/// hash of the sample id, so a resumed or repeated build keeps the same ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FamilyConfig {
+    pub enabled: bool,
+    pub weight: f64,
+}
+
+impl Default for FamilyConfig {
+    fn default() -> Self {
+        FamilyConfig { enabled: true, weight: 1.0 }
+    }
+}
+
+/// The six video task families of the paper.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FamiliesConfig {
+    pub frame2frame: FamilyConfig,
+    pub multi_object: FamilyConfig,
+    pub insertion: FamilyConfig,
+    pub object_add: FamilyConfig,
+    pub seg: FamilyConfig,
+    pub control: FamilyConfig,
+}
+
+impl FamiliesConfig {
+    pub fn get(&self, task: Task) -> Option<&FamilyConfig> {
+        Some(match task {
+            Task::Frame2Frame => &self.frame2frame,
+            Task::MultiObject => &self.multi_object,
+            Task::Insertion => &self.insertion,
+            Task::ObjectAdd => &self.object_add,
+            Task::Seg => &self.seg,
+            Task::Control => &self.control,
+            _ => return None,
+        })
+    }
+
+    pub fn enabled(&self, task: Task) -> bool {
+        self.get(task).is_some_and(|f| f.enabled && f.weight > 0.0)
+    }
+
+    /// Whether any family needs the object stage.
+    pub fn needs_objects(&self) -> bool {
+        [Task::MultiObject, Task::Insertion, Task::ObjectAdd, Task::Seg, Task::Control].iter().any(|t| self.enabled(*t))
+    }
+
+    fn all(&self) -> [(&'static str, &FamilyConfig); 6] {
+        [
+            ("frame2frame", &self.frame2frame),
+            ("multi_object", &self.multi_object),
+            ("insertion", &self.insertion),
+            ("object_add", &self.object_add),
+            ("seg", &self.seg),
+            ("control", &self.control),
+        ]
+    }
+}
+
+/// Objects in video. An *analysed pair* is frame A and frame B = A + `interval_s` of one
+/// shot; A is taken every `every_s` from the shot start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectsConfig {
+    pub every_s: f64,
+    pub interval_s: f64,
+    pub max_per_shot: usize,
+    pub max_per_video: usize,
+    /// Long side at which frames are segmented and the background is modelled.
+    pub mask_side: u32,
+    pub segmenter: SegmenterConfig,
+    /// The toolkit's mask filters, applied to every segmenter's masks.
+    pub filters: MaskFilter,
+    pub background: BackgroundConfig,
+    /// multi_object: at most this many objects (asset images) per sample.
+    pub max_assets: usize,
+    /// seg: samples per analysed pair at most (one per object).
+    pub max_seg: usize,
+    /// Margin around an object's box when it is cropped onto white, fraction of the box.
+    pub crop_margin: f64,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        ObjectsConfig {
+            every_s: 2.0,
+            interval_s: 1.0,
+            max_per_shot: 3,
+            max_per_video: 8,
+            mask_side: 512,
+            segmenter: SegmenterConfig::default(),
+            filters: MaskFilter::default(),
+            background: BackgroundConfig::default(),
+            max_assets: 3,
+            max_seg: 2,
+            crop_margin: 0.05,
+        }
+    }
+}
+
+/// The shot's background model: the temporal median of frames around the analysed pair,
+/// aligned to each target frame by the camera motion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackgroundConfig {
+    /// Frames up to this long before A and after B take part ...
+    pub window_s: f64,
+    /// ... taken every `step_s`.
+    pub step_s: f64,
+    /// Fewer aligned frames than this: no background model (the pair is skipped and counted).
+    pub min_frames: usize,
+    /// Frames whose content moved further than this (fraction of the frame) from the target,
+    /// or zoomed by more than `max_zoom_change`, are left out.
+    pub max_camera_shift: f64,
+    pub max_zoom_change: f64,
+    /// A frame agrees with the median at a pixel when no channel differs by more than this.
+    pub agree_level: u8,
+    /// insertion / object_add: the mean background support under the object must reach this
+    /// (else there is no clean background to fill with and the pair makes neither).
+    pub min_clean: f64,
+    /// Pixels the object's mask is grown by before it is filled from the background.
+    pub fill_dilate: u32,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        BackgroundConfig {
+            window_s: 8.0,
+            step_s: 0.5,
+            min_frames: 5,
+            max_camera_shift: 0.25,
+            max_zoom_change: 0.1,
+            agree_level: 16,
+            min_clean: 0.6,
+            fill_dilate: 3,
+        }
+    }
+}
+
+/// Which way a control sample goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlDirections {
+    /// frame → map
+    Perception,
+    /// map + caption → frame
+    Generation,
+    Both,
+}
+
+/// The control family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Built-in condition maps; one is chosen per analysed pair, in turn by a stable hash.
+    pub kinds: Vec<ConditionKind>,
+    /// External maps (e.g. `depth`, `pose`) asked of the `command` segmenter; they join the
+    /// rotation when the segmenter is a command.
+    pub external: Vec<String>,
+    pub directions: ControlDirections,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { kinds: ConditionKind::ALL.to_vec(), external: vec![], directions: ControlDirections::Both }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShardsConfig {
@@ -193,11 +374,44 @@ impl BuildConfig {
             ((1..=22).contains(&self.shards.zstd_level), "shards.zstd_level: must lie in 1..=22"),
             ((0.0..=1.0).contains(&self.split.val_fraction), "split.val_fraction: must lie in [0, 1]"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err(msg.to_string()),
-            None if self.shots.analysis_width < 16 => Err("shots.analysis_width: must be at least 16".into()),
-            None => Ok(()),
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(msg.to_string());
         }
+        if self.shots.analysis_width < 16 {
+            return Err("shots.analysis_width: must be at least 16".into());
+        }
+        for (name, f) in self.families.all() {
+            if !(0.0..=1.0).contains(&f.weight) {
+                return Err(format!("families.{name}.weight: must lie in [0, 1] (the fraction of samples kept)"));
+            }
+        }
+        if !self.families.all().iter().any(|(_, f)| f.enabled && f.weight > 0.0) {
+            return Err("families: every family is switched off".into());
+        }
+        let o = &self.objects;
+        let b = &o.background;
+        let checks: [(bool, &str); 9] = [
+            (o.every_s > 0.0 && o.interval_s > 0.0, "objects.every_s / objects.interval_s: must be positive"),
+            (o.max_per_shot > 0 && o.max_per_video > 0, "objects.max_per_shot / objects.max_per_video: must be at least 1"),
+            (o.mask_side >= 32, "objects.mask_side: must be at least 32"),
+            (o.max_assets >= 1, "objects.max_assets: must be at least 1"),
+            ((0.0..=1.0).contains(&o.crop_margin), "objects.crop_margin: must lie in [0, 1]"),
+            (b.window_s >= 0.0 && b.step_s > 0.0, "objects.background.window_s / step_s: must be positive"),
+            (b.min_frames >= 3, "objects.background.min_frames: must be at least 3 (a median of fewer keeps the object)"),
+            ((0.0..=1.0).contains(&b.min_clean), "objects.background.min_clean: must lie in [0, 1]"),
+            (b.max_camera_shift >= 0.0 && b.max_zoom_change >= 0.0, "objects.background.max_camera_shift / max_zoom_change: must not be negative"),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(msg.to_string());
+        }
+        o.filters.validate().map_err(|e| format!("objects.filters.{e}"))?;
+        if self.families.enabled(Task::Control) && self.control.kinds.is_empty() && self.control.external.is_empty() {
+            return Err("control.kinds: the control family is on but no condition map is listed".into());
+        }
+        if !self.control.external.is_empty() && !matches!(o.segmenter, SegmenterConfig::Command(_)) {
+            return Err("control.external: external maps come from a `command` segmenter (objects.segmenter.kind: command)".into());
+        }
+        Ok(())
     }
 
     /// What decides the content of the samples: a resume with a different fingerprint is
@@ -206,6 +420,7 @@ impl BuildConfig {
         let v = serde_json::json!({
             "shots": self.shots, "pairs": self.pairs, "frames": self.frames,
             "captioner": self.captioner, "split": self.split,
+            "families": self.families, "objects": self.objects, "control": self.control,
         });
         blake3::hash(v.to_string().as_bytes()).to_hex()[..16].to_string()
     }

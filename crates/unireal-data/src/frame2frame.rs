@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::{GrayImage, RgbImage};
 use serde_json::json;
-use unireal_annotate::{CaptionRequest, Captioner};
+use unireal_annotate::{CaptionRequest, Captioner, Segmenter};
 use unireal_core::{
     context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task,
 };
@@ -23,6 +23,7 @@ use unireal_vision::{fit_long_side, fit_short_side, measure_change, near_black_f
 
 use crate::config::{BuildConfig, SplitBy};
 use crate::inputs::InputItem;
+use crate::objects::ObjectStage;
 
 /// What one video gave.
 pub struct VideoOutcome {
@@ -63,12 +64,12 @@ struct Tally {
 }
 
 /// A stable number in [0, 1) from a string.
-fn unit_hash(s: &str) -> f64 {
+pub(crate) fn unit_hash(s: &str) -> f64 {
     let h = blake3::hash(s.as_bytes());
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) as f64 / (u64::MAX as f64 + 1.0)
 }
 
-fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
+pub(crate) fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
     let u = match cfg.split.by {
         SplitBy::Video => unit_hash(&format!("split:{video_key}")),
         SplitBy::Sample => unit_hash(&format!("split:{id}")),
@@ -80,7 +81,7 @@ fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
     }
 }
 
-fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+pub(crate) fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
     let mut buf = Cursor::new(Vec::with_capacity(img.len() / 8));
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
         .encode_image(img)
@@ -88,7 +89,7 @@ fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
     Ok(buf.into_inner())
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -96,12 +97,20 @@ fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stat
     InputRecord { path: item.key.clone(), status, reason: reason.into(), samples: 0, stats }
 }
 
-/// Processes one video into Frame2Frame samples. Never panics on bad input: every failure
-/// becomes the record's status and reason.
+/// The models a build annotates with.
+#[derive(Clone, Copy)]
+pub struct Annotators<'a> {
+    pub captioner: &'a dyn Captioner,
+    /// Needed when an object family is on.
+    pub segmenter: Option<&'a dyn Segmenter>,
+}
+
+/// Processes one video into the samples of every enabled family. Never panics on bad
+/// input: every failure becomes the record's status and reason.
 pub fn process_video(
     item: &InputItem,
     cfg: &BuildConfig,
-    captioner: &dyn Captioner,
+    ann: Annotators<'_>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> VideoOutcome {
@@ -131,8 +140,14 @@ pub fn process_video(
             frames: 0,
         };
     }
-    let mut run = Run::new(item, cfg, captioner, &info);
+    let mut run = Run::new(item, cfg, ann.captioner, &info);
+    if let (true, Some(seg)) = (cfg.families.needs_objects(), ann.segmenter) {
+        run.objects = Some(ObjectStage::new(item, cfg, seg, ann.captioner, &info, run.out_size));
+    }
     let result = run.decode_all(&mut reader, progress, stop);
+    if let Some(o) = &mut run.objects {
+        o.finish_shot();
+    }
     let frames = run.frames;
     let mut stats = json!({
         "video": info_json,
@@ -150,15 +165,26 @@ pub fn process_video(
     if run.stopped_early {
         stats["stopped_at_max_pairs"] = json!(true);
     }
-    let samples = std::mem::take(&mut run.samples);
+    let mut samples = std::mem::take(&mut run.samples);
+    let mut object_error = None;
+    if let Some(o) = &mut run.objects {
+        stats["objects"] = o.stats_json();
+        samples.append(&mut o.samples);
+        object_error = o.error.clone();
+    }
     let (status, reason) = match result {
         Err(e) if samples.is_empty() => (InputStatus::Failed, e),
         Err(e) => (InputStatus::Ok, format!("kept {} pair(s) decoded before an error: {e}", samples.len())),
         // Interrupted: the build loop stops writing once `stop` is set, so this is never recorded.
         Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
+        Ok(()) if samples.is_empty() && object_error.is_some() => {
+            (InputStatus::Failed, object_error.clone().unwrap_or_default())
+        }
         Ok(()) if samples.is_empty() => {
             let t = &run.tally;
-            let reason = if frames < 2 {
+            let reason = if !cfg.families.enabled(Task::Frame2Frame) {
+                "no object found and no control sample made (see stats.objects)".to_string()
+            } else if frames < 2 {
                 format!("no qualifying pair: the video has {frames} frame(s)")
             } else if t.caption_errors > 0 {
                 format!(
@@ -181,7 +207,10 @@ pub fn process_video(
             let status = if t.caption_errors > 0 { InputStatus::Failed } else { InputStatus::Skipped };
             (status, reason)
         }
-        Ok(()) => (InputStatus::Ok, String::new()),
+        Ok(()) => match &object_error {
+            Some(e) => (InputStatus::Ok, format!("object analysis stopped: {e}")),
+            None => (InputStatus::Ok, String::new()),
+        },
     };
     VideoOutcome { record: record(item, status, reason, stats), samples, frames }
 }
@@ -195,8 +224,9 @@ struct Run<'a> {
     detector: ContentDetector,
     analysis: (u32, u32),
     gray_size: (u32, u32),
-    out_size: (u32, u32),
+    pub(crate) out_size: (u32, u32),
     buffer: VecDeque<Candidate>,
+    objects: Option<ObjectStage<'a>>,
     shot: u64,
     shot_start: (u64, f64),
     next_grid: f64,
@@ -228,6 +258,7 @@ impl<'a> Run<'a> {
             gray_size: fit_short_side(info.width, info.height, cfg.pairs.ssim_short_side),
             out_size: fit_long_side(info.width, info.height, cfg.frames.max_side),
             buffer: VecDeque::new(),
+            objects: None,
             shot: 0,
             shot_start: (0, 0.0),
             next_grid: 0.0,
@@ -277,6 +308,18 @@ impl<'a> Run<'a> {
                 self.next_grid = frame.time_s;
                 self.shot_pairs = 0;
             }
+            if let Some(o) = &mut self.objects {
+                o.push(&mut self.conv, &frame, &small, frame.index == 0 || is_cut, self.shot)?;
+            }
+            let pairs_done = !self.cfg.families.enabled(Task::Frame2Frame)
+                || self.samples.len() >= self.cfg.pairs.max_pairs_per_video;
+            if pairs_done {
+                if self.objects.as_ref().is_none_or(|o| o.done()) {
+                    self.stopped_early = self.cfg.families.enabled(Task::Frame2Frame);
+                    break;
+                }
+                continue;
+            }
             // Frames on the grid become candidates.
             if frame.time_s + 1e-6 < self.next_grid {
                 continue;
@@ -295,10 +338,6 @@ impl<'a> Run<'a> {
                 self.try_pairs(&cand)?;
             }
             self.buffer.push_back(cand);
-            if self.samples.len() >= self.cfg.pairs.max_pairs_per_video {
-                self.stopped_early = true;
-                break;
-            }
         }
         progress.frames(unreported);
         Ok(())

@@ -1,9 +1,12 @@
-//! The UniReal data-construction pipeline: videos → shots → frame pairs → captioned
-//! Frame2Frame samples → Parquet shards (docs/data-format.md).
+//! The UniReal data-construction pipeline: videos → shots → frame pairs and analysed object
+//! pairs → samples of the six video task families (Frame2Frame, multi_object, insertion,
+//! object_add, seg, control) → Parquet shards (docs/data-format.md).
 
 pub mod build;
 pub mod config;
+mod families;
 pub mod frame2frame;
+pub mod objects;
 pub mod inputs;
 pub mod verify;
 

@@ -1,15 +1,23 @@
 //! Pure-Rust image measures on small frames: grayscale conversion, SSIM (scikit-image's
 //! definition), near-black fraction, HSV frame difference (PySceneDetect's content score),
-//! global motion (pan/tilt/zoom), the moving region, colour shifts and colour names.
+//! global motion (pan/tilt/zoom), the moving region, colour shifts and colour names; masks
+//! and the toolkit's mask filters, motion segmentation over a background model, and the
+//! condition maps of the control family.
 //!
 //! Images are `image::RgbImage` / `image::GrayImage`; everything here is deterministic.
 
 pub mod color;
+pub mod condition;
+pub mod mask;
 pub mod motion;
+pub mod segment;
 pub mod ssim;
 
 pub use color::{color_name, mean_rgb, near_black_fraction, to_gray, HsvFrame};
+pub use condition::{condition_map, ConditionKind, ConditionMap};
+pub use mask::{Mask, MaskFilter, Rejection};
 pub use motion::{estimate_motion, GlobalMotion, MotionEstimate, MovingRegion};
+pub use segment::{Background, MotionSegOptions, ObjectStats};
 pub use ssim::ssim;
 
 use image::{imageops::FilterType, GrayImage, RgbImage};

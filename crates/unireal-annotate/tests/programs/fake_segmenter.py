@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""A small test program for the external-segmenter protocol (docs/segmenters.md).
+
+Usage: fake_segmenter.py MODE
+  ok       answers every request: one object, "the test square", a centred square mask
+           in frame 0 (PNG written to out_dir) and a box in the other frames; condition
+           requests get a horizontal-gradient map
+  crash    prints to stderr and exits 3 on the first request
+  hang     never answers
+  garbage  answers with a line that is not JSON
+  wrong-id answers with another id
+  error    answers {"id": …, "error": "model not loaded"}
+  once     answers one request, then exits 0 (the client must start a new process)
+Standard library only.
+"""
+import json
+import os
+import struct
+import sys
+import time
+import zlib
+
+
+def write_gray_png(path, w, h, pixel):
+    rows = b"".join(b"\x00" + bytes(pixel(x, y) for x in range(w)) for y in range(h))
+
+    def chunk(kind, data):
+        c = struct.pack(">I", len(data)) + kind + data
+        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n"
+    png += chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(rows))
+    png += chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+def answer(req):
+    if req["op"] == "segment":
+        frames = req["frames"]
+        f0 = frames[0]
+        w, h = f0["width"], f0["height"]
+        x0, y0, x1, y1 = w // 4, h // 4, w // 2, h // 2
+        path = os.path.join(req["out_dir"], "obj0_f0.png")
+        write_gray_png(path, w, h, lambda x, y: 255 if x0 <= x < x1 and y0 <= y < y1 else 0)
+        masks = [path] + [None] * (len(frames) - 1)
+        boxes = [None] + [[x0 + 2, y0, x1 + 2, y1] for _ in frames[1:]]
+        return {"id": req["id"], "objects": [{"phrase": "the test square", "masks": masks, "boxes": boxes}]}
+    if req["op"] == "condition":
+        f = req["frame"]
+        write_gray_png(req["out"], f["width"], f["height"], lambda x, y: x * 255 // max(1, f["width"] - 1))
+        return {"id": req["id"], "map": req["out"]}
+    return {"id": req["id"], "error": "unknown op " + req["op"]}
+
+
+def main():
+    mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
+    for line in sys.stdin:
+        req = json.loads(line)
+        if mode == "crash":
+            print("fake segmenter: boom", file=sys.stderr, flush=True)
+            sys.exit(3)
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "garbage":
+            print("this is not json", flush=True)
+            continue
+        if mode == "wrong-id":
+            print(json.dumps({"id": req["id"] + 100, "objects": []}), flush=True)
+            continue
+        if mode == "error":
+            print(json.dumps({"id": req["id"], "error": "model not loaded"}), flush=True)
+            continue
+        print(json.dumps(answer(req)), flush=True)
+        if mode == "once":
+            return
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+//! Objects in video: the analysed pairs of a shot, their background model, segmentation and
+//! tracking, and the samples of the object families built from them (families.rs).
+//!
+//! Streaming, in the same pass as Frame2Frame: frames on a `background.step_s` grid of each
+//! shot are kept at `mask_side` (a ring bounded by the background window); frame A of an
+//! analysed pair is taken every `every_s` and B `interval_s` later, both converted at the
+//! stored size. Once decoding has passed B by `background.window_s` (or the shot ends), the
+//! pair is processed: background model aligned to A and to B, segmentation, the toolkit's
+//! mask filters, tracking A → B, and the families.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use image::RgbImage;
+use serde_json::json;
+use unireal_annotate::{object_phrase, Captioner, SegFrame, SegmentRequest, Segmenter};
+use unireal_video::{DecodedFrame, FrameConverter, VideoInfo};
+use unireal_vision::mask::{self, Mask};
+use unireal_vision::segment::{median_background, object_stats, warp_to_target};
+use unireal_vision::{estimate_motion, fit_long_side, Background, ObjectStats};
+
+use crate::config::BuildConfig;
+use crate::families::{self, PairContext, TrackedObject};
+use crate::inputs::InputItem;
+use unireal_core::Sample;
+
+/// A frame of the background ring.
+struct RingFrame {
+    index: u64,
+    time_s: f64,
+    /// Analysis size (motion estimation).
+    small: RgbImage,
+    /// `mask_side` (background and masks).
+    seg: RgbImage,
+}
+
+/// Frame A or B of an analysed pair.
+pub(crate) struct PairFrame {
+    pub index: u64,
+    pub time_s: f64,
+    /// At the stored size (`frames.max_side`).
+    pub full: RgbImage,
+    pub seg: RgbImage,
+    pub small: RgbImage,
+}
+
+struct Job {
+    shot: u64,
+    a: PairFrame,
+    b: Option<PairFrame>,
+    b_time: f64,
+}
+
+/// Counts recorded in the input's `stats.objects`.
+#[derive(Default, Debug)]
+pub struct ObjectTally {
+    pub pairs: u64,
+    pub pairs_with_objects: u64,
+    /// Frames A and B of the segmented pairs, and those with at least one kept object.
+    pub frames_analysed: u64,
+    pub frames_with_objects: u64,
+    pub objects: u64,
+    pub tracked: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub segment_errors: u64,
+    pub caption_errors: u64,
+    pub samples: BTreeMap<&'static str, u64>,
+}
+
+pub struct ObjectStage<'a> {
+    pub(crate) item: &'a InputItem,
+    pub(crate) cfg: &'a BuildConfig,
+    pub(crate) segmenter: &'a dyn Segmenter,
+    pub(crate) captioner: &'a dyn Captioner,
+    pub(crate) info: &'a VideoInfo,
+    seg_size: (u32, u32),
+    out_size: (u32, u32),
+    ring: VecDeque<RingFrame>,
+    next_ring: f64,
+    shot: u64,
+    shot_start: f64,
+    next_job: f64,
+    shot_jobs: usize,
+    jobs: usize,
+    pending: Vec<Job>,
+    pub samples: Vec<Sample>,
+    pub tally: ObjectTally,
+    /// The first segmenter error: object analysis stops for this video.
+    pub error: Option<String>,
+}
+
+impl<'a> ObjectStage<'a> {
+    pub fn new(
+        item: &'a InputItem,
+        cfg: &'a BuildConfig,
+        segmenter: &'a dyn Segmenter,
+        captioner: &'a dyn Captioner,
+        info: &'a VideoInfo,
+        out_size: (u32, u32),
+    ) -> Self {
+        ObjectStage {
+            item,
+            cfg,
+            segmenter,
+            captioner,
+            info,
+            seg_size: fit_long_side(info.width, info.height, cfg.objects.mask_side),
+            out_size,
+            ring: VecDeque::new(),
+            next_ring: 0.0,
+            shot: 0,
+            shot_start: 0.0,
+            next_job: 0.0,
+            shot_jobs: 0,
+            jobs: 0,
+            pending: vec![],
+            samples: vec![],
+            tally: ObjectTally::default(),
+            error: None,
+        }
+    }
+
+    /// Whether this stage wants no more frames.
+    pub fn done(&self) -> bool {
+        self.error.is_some() || (self.jobs >= self.cfg.objects.max_per_video && self.pending.is_empty())
+    }
+
+    /// Takes one decoded frame (`small`: its analysis-size RGB). `new_shot` at the first
+    /// frame and after every cut.
+    pub fn push(
+        &mut self,
+        conv: &mut FrameConverter,
+        frame: &DecodedFrame,
+        small: &RgbImage,
+        new_shot: bool,
+        shot: u64,
+    ) -> Result<(), String> {
+        if self.error.is_some() {
+            return Ok(());
+        }
+        let o = &self.cfg.objects;
+        let bgc = &o.background;
+        let t = frame.time_s;
+        if new_shot {
+            self.finish_shot();
+            self.ring.clear();
+            self.shot = shot;
+            self.shot_start = t;
+            self.next_ring = t;
+            self.next_job = t + o.interval_s / 2.0;
+            self.shot_jobs = 0;
+        }
+        let eps = 1e-6;
+        let want_ring = t + eps >= self.next_ring;
+        let want_a = t + eps >= self.next_job && self.shot_jobs < o.max_per_shot && self.jobs < o.max_per_video;
+        let want_b: Vec<usize> =
+            (0..self.pending.len()).filter(|&i| self.pending[i].b.is_none() && t + eps >= self.pending[i].b_time).collect();
+        if !(want_ring || want_a || !want_b.is_empty()) {
+            self.process_ready(t);
+            return Ok(());
+        }
+        let seg = conv.rgb(frame, self.seg_size.0, self.seg_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+        if want_ring {
+            let k = ((t - self.shot_start) / bgc.step_s).floor() + 1.0;
+            self.next_ring = self.shot_start + k * bgc.step_s;
+            self.ring.push_back(RingFrame { index: frame.index, time_s: t, small: small.clone(), seg: seg.clone() });
+        }
+        if want_a || !want_b.is_empty() {
+            let full =
+                conv.rgb(frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+            let pf = || PairFrame { index: frame.index, time_s: t, full: full.clone(), seg: seg.clone(), small: small.clone() };
+            for &i in &want_b {
+                self.pending[i].b = Some(pf());
+            }
+            if want_a {
+                self.pending.push(Job { shot: self.shot, a: pf(), b: None, b_time: t + o.interval_s });
+                self.shot_jobs += 1;
+                self.jobs += 1;
+                self.tally.pairs += 1;
+                let k = ((t - self.shot_start) / o.every_s).floor() + 1.0;
+                self.next_job = self.shot_start + o.interval_s / 2.0 + k * o.every_s;
+            }
+        }
+        // The ring keeps what a pending or future pair may still need.
+        let oldest = self.pending.iter().map(|j| j.a.time_s).fold(t, f64::min) - bgc.window_s - bgc.step_s;
+        while self.ring.front().is_some_and(|r| r.time_s < oldest) {
+            self.ring.pop_front();
+        }
+        self.process_ready(t);
+        Ok(())
+    }
+
+    /// Processes pairs whose background window has been decoded.
+    fn process_ready(&mut self, t: f64) {
+        let w = self.cfg.objects.background.window_s;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let ready = self.pending[i].b.as_ref().is_some_and(|b| t >= b.time_s + w);
+            if ready {
+                let job = self.pending.remove(i);
+                self.process(job);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// At a cut or the end of the video: pairs with a B are processed with the frames there
+    /// are; pairs without one are dropped.
+    pub fn finish_shot(&mut self) {
+        for job in std::mem::take(&mut self.pending) {
+            if job.b.is_some() {
+                self.process(job);
+            } else {
+                *self.tally.skipped.entry("shot_ended_before_b").or_default() += 1;
+            }
+        }
+    }
+
+    /// The background of `target` from the ring frames in the pair's window.
+    fn background(&self, target: &PairFrame, lo: f64, hi: f64) -> Result<Background, String> {
+        let b = &self.cfg.objects.background;
+        let mut frames = Vec::new();
+        let mut window = 0;
+        for r in self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6) {
+            window += 1;
+            if r.index == target.index {
+                frames.push((r.seg.clone(), None));
+                continue;
+            }
+            let m = estimate_motion(&r.small, &target.small).global;
+            if m.dx.abs() > b.max_camera_shift || m.dy.abs() > b.max_camera_shift || (m.zoom - 1.0).abs() > b.max_zoom_change
+            {
+                continue;
+            }
+            let (img, valid) = warp_to_target(&r.seg, &m);
+            let full = valid.as_raw().iter().all(|&v| v != 0);
+            frames.push((img, (!full).then_some(valid)));
+        }
+        if frames.len() < b.min_frames {
+            return Err(format!("{} of {} window frames align with frame {}", frames.len(), window, target.index));
+        }
+        Ok(median_background(&frames, b.agree_level))
+    }
+
+    fn process(&mut self, job: Job) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(b) = job.b else { return };
+        let a = job.a;
+        let w = self.cfg.objects.background.window_s;
+        let (lo, hi) = (a.time_s - w, b.time_s + w);
+        let needs_bg = self.cfg.objects.segmenter.needs_background()
+            || self.cfg.families.enabled(unireal_core::Task::Insertion)
+            || self.cfg.families.enabled(unireal_core::Task::ObjectAdd);
+        let (bg_a, bg_b) = match needs_bg {
+            true => match (self.background(&a, lo, hi), self.background(&b, lo, hi)) {
+                (Ok(x), Ok(y)) => (Some(x), Some(y)),
+                _ => {
+                    *self.tally.skipped.entry("no_background").or_default() += 1;
+                    (None, None)
+                }
+            },
+            false => (None, None),
+        };
+        if bg_a.is_none() && self.cfg.objects.segmenter.needs_background() {
+            // Without a background the motion segmenter finds nothing; control samples need
+            // no objects and are still made.
+            let ctx = PairContext { stage: self, a: &a, b: &b, shot: job.shot, bg_b: None, objects: vec![] };
+            let out = families::build(&ctx);
+            self.take(out);
+            return;
+        }
+        let frames = [
+            SegFrame { index: a.index, time_s: a.time_s, image: &a.seg, background: bg_a.as_ref() },
+            SegFrame { index: b.index, time_s: b.time_s, image: &b.seg, background: bg_b.as_ref() },
+        ];
+        let tracks = match self.segmenter.segment(&SegmentRequest { input: &self.item.key, frames: &frames }) {
+            Ok(t) => t,
+            Err(e) => {
+                self.tally.segment_errors += 1;
+                self.error = Some(format!("segmenter {}: {e}", self.segmenter.name()));
+                return;
+            }
+        };
+        let objects = self.filter_and_track(tracks, &a, &b);
+        if !objects.is_empty() {
+            self.tally.pairs_with_objects += 1;
+        }
+        self.tally.objects += objects.iter().filter(|o| o.mask_a.is_some()).count() as u64;
+        self.tally.tracked += objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).count() as u64;
+        let ctx = PairContext { stage: self, a: &a, b: &b, shot: job.shot, bg_b: bg_b.as_ref(), objects };
+        let out = families::build(&ctx);
+        self.take(out);
+    }
+
+    fn take(&mut self, out: families::Built) {
+        for s in out.samples {
+            *self.tally.samples.entry(s.task.as_str()).or_default() += 1;
+            self.samples.push(s);
+        }
+        self.tally.caption_errors += out.caption_errors;
+        for why in out.skipped {
+            *self.tally.skipped.entry(why).or_default() += 1;
+        }
+        if let Some(e) = out.error {
+            self.tally.segment_errors += 1;
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Applies the mask filters in each frame (tracks in the segmenter's order) and names
+    /// the objects that survive in A or B.
+    fn filter_and_track(&mut self, tracks: Vec<unireal_annotate::Track>, a: &PairFrame, b: &PairFrame) -> Vec<TrackedObject> {
+        let f = &self.cfg.objects.filters;
+        let mut kept: Vec<[Option<Mask>; 2]> = vec![[None, None]; tracks.len()];
+        for k in 0..2 {
+            let idx: Vec<usize> = (0..tracks.len()).filter(|&i| tracks[i].masks.get(k).is_some_and(Option::is_some)).collect();
+            let cands: Vec<Mask> = idx.iter().map(|&i| tracks[i].masks[k].clone().expect("filtered")).collect();
+            for (i, r) in idx.into_iter().zip(mask::filter_masks(&cands, f)) {
+                match r {
+                    Ok(m) => kept[i][k] = Some(m),
+                    Err(why) => *self.tally.rejected.entry(why.as_str()).or_default() += 1,
+                }
+            }
+        }
+        self.tally.frames_analysed += 2;
+        self.tally.frames_with_objects += (0..2).filter(|&k| kept.iter().any(|m| m[k].is_some())).count() as u64;
+        let mut out = Vec::new();
+        for (t, [ma, mb]) in tracks.into_iter().zip(kept) {
+            if ma.is_none() && mb.is_none() {
+                continue;
+            }
+            let stats_a = ma.as_ref().map(|m| object_stats(&a.seg, m));
+            let stats_b = mb.as_ref().map(|m| object_stats(&b.seg, m));
+            let named: &ObjectStats = stats_a.as_ref().or(stats_b.as_ref()).expect("one of them");
+            let phrase = t.phrase.clone().unwrap_or_else(|| object_phrase(named));
+            out.push(TrackedObject { phrase, given_phrase: t.phrase, mask_a: ma, mask_b: mb, stats_a, stats_b });
+        }
+        out
+    }
+
+    pub(crate) fn out_size(&self) -> (u32, u32) {
+        self.out_size
+    }
+
+    /// `stats.objects` of the input's record.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let t = &self.tally;
+        json!({
+            "segmenter": self.segmenter.name(),
+            "pairs": t.pairs, "pairs_with_objects": t.pairs_with_objects,
+            "frames_analysed": t.frames_analysed, "frames_with_objects": t.frames_with_objects,
+            "objects": t.objects, "tracked": t.tracked,
+            "rejected_masks": t.rejected, "skipped_pairs": t.skipped,
+            "segment_errors": t.segment_errors, "caption_errors": t.caption_errors,
+            "samples": t.samples,
+        })
+    }
+}

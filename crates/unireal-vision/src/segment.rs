@@ -1,0 +1,260 @@
+//! Motion segmentation without a model: a background model over a shot's frames and the
+//! regions that differ from it.
+//!
+//! 1. Each frame of a window around the target frame is aligned to the target by the global
+//!    (camera) motion between them — a similarity warp from [`crate::estimate_motion`] — so
+//!    that a panning or slowly zooming camera still gives a background; frames that moved too
+//!    far are left out.
+//! 2. The background is the per-pixel, per-channel temporal median of the aligned frames;
+//!    its *support* is the fraction of frames that agree with it there (a low support means
+//!    something stood still at that place for much of the window: no clean background).
+//! 3. The foreground is where the target differs from the background by more than a level
+//!    (largest channel difference); small components are dropped, a closing joins parts,
+//!    holes are filled, and each connected component is one moving object.
+//! 4. Objects of frame A are matched to objects of frame B by position, size and colour.
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use serde::{Deserialize, Serialize};
+
+use crate::mask::{self, Mask};
+use crate::GlobalMotion;
+
+/// A background model of a target frame.
+#[derive(Debug, Clone)]
+pub struct Background {
+    pub image: RgbImage,
+    /// Per pixel, 255 × the fraction of aligned frames that agree with the median (within
+    /// the agreement level); 0 where no frame covered the pixel.
+    pub support: GrayImage,
+    /// Frames that went into the median.
+    pub frames: usize,
+}
+
+/// `src` warped into the coordinates of a target frame, given the motion from `src` to the
+/// target (content at `p` in `src` is at `c + zoom·(p − c) + (dx·w, dy·h)` in the target),
+/// with bilinear sampling. Returns the image and a validity mask (255 where `src` covered).
+pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
+    let (w, h) = src.dimensions();
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let (tx, ty) = (m.dx * w as f64, m.dy * h as f64);
+    let z = if m.zoom.is_finite() && m.zoom > 0.0 { m.zoom } else { 1.0 };
+    if tx.abs() < 0.25 && ty.abs() < 0.25 && (z - 1.0).abs() < 1e-4 {
+        return (src.clone(), GrayImage::from_pixel(w, h, Luma([255])));
+    }
+    let mut out = RgbImage::new(w, h);
+    let mut valid = GrayImage::new(w, h);
+    for y in 0..h {
+        for x in 0..w {
+            // Inverse map: target pixel centre → source position.
+            let px = cx + ((x as f64 + 0.5) - cx - tx) / z - 0.5;
+            let py = cy + ((y as f64 + 0.5) - cy - ty) / z - 0.5;
+            if px < 0.0 || py < 0.0 || px > (w - 1) as f64 || py > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (px.floor() as u32, py.floor() as u32);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (fx, fy) = (px - x0 as f64, py - y0 as f64);
+            let (a, b, c, d) = (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
+            let v = std::array::from_fn(|k| {
+                let top = a[k] as f64 * (1.0 - fx) + b[k] as f64 * fx;
+                let bot = c[k] as f64 * (1.0 - fx) + d[k] as f64 * fx;
+                (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8
+            });
+            out.put_pixel(x, y, Rgb(v));
+            valid.put_pixel(x, y, Luma([255]));
+        }
+    }
+    (out, valid)
+}
+
+/// The per-pixel temporal median of aligned frames (with their validity masks; None means
+/// wholly valid). `agree`: a frame agrees with the median at a pixel when no channel differs
+/// by more than this.
+pub fn median_background(frames: &[(RgbImage, Option<Mask>)], agree: u8) -> Background {
+    assert!(!frames.is_empty(), "median_background needs at least one frame");
+    let (w, h) = frames[0].0.dimensions();
+    assert!(frames.iter().all(|(f, _)| f.dimensions() == (w, h)), "frames of one size");
+    let mut image = RgbImage::new(w, h);
+    let mut support = GrayImage::new(w, h);
+    let mut vals: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut px: Vec<[u8; 3]> = Vec::with_capacity(frames.len());
+    let raws: Vec<(&[u8], Option<&[u8]>)> =
+        frames.iter().map(|(f, v)| (f.as_raw().as_slice(), v.as_ref().map(|v| v.as_raw().as_slice()))).collect();
+    for i in 0..(w as usize * h as usize) {
+        px.clear();
+        for (f, v) in &raws {
+            if v.is_none_or(|v| v[i] != 0) {
+                px.push([f[3 * i], f[3 * i + 1], f[3 * i + 2]]);
+            }
+        }
+        if px.is_empty() {
+            continue;
+        }
+        let mut med = [0u8; 3];
+        for c in 0..3 {
+            vals[c].clear();
+            vals[c].extend(px.iter().map(|p| p[c]));
+            let mid = vals[c].len() / 2;
+            med[c] = *vals[c].select_nth_unstable(mid).1;
+        }
+        let agreeing = px.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= agree)).count();
+        let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
+        image.put_pixel(x, y, Rgb(med));
+        support.put_pixel(x, y, Luma([(255 * agreeing / px.len()) as u8]));
+    }
+    Background { image, support, frames: frames.len() }
+}
+
+/// Options of [`moving_objects`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MotionSegOptions {
+    /// A pixel is foreground when a channel differs from the background by more than this.
+    pub diff_level: u8,
+    /// Foreground components smaller than this fraction of the image are noise.
+    pub min_component: f64,
+    /// Closing size (odd) that joins the parts of one object.
+    pub closing: u32,
+}
+
+impl Default for MotionSegOptions {
+    fn default() -> Self {
+        MotionSegOptions { diff_level: 30, min_component: 0.0005, closing: 5 }
+    }
+}
+
+/// The foreground mask of `frame` against a background of the same size.
+pub fn foreground(frame: &RgbImage, bg: &Background, opts: &MotionSegOptions) -> Mask {
+    assert_eq!(frame.dimensions(), bg.image.dimensions(), "foreground needs a background of the frame's size");
+    GrayImage::from_fn(frame.width(), frame.height(), |x, y| {
+        let s = bg.support.get_pixel(x, y)[0];
+        if s == 0 {
+            return Luma([0]);
+        }
+        let (p, q) = (frame.get_pixel(x, y), bg.image.get_pixel(x, y));
+        let d = (0..3).map(|c| p[c].abs_diff(q[c])).max().unwrap_or(0);
+        Luma([if d > opts.diff_level { 255 } else { 0 }])
+    })
+}
+
+/// The moving objects of `frame`: foreground components after clean-up, largest first.
+pub fn moving_objects(frame: &RgbImage, bg: &Background, opts: &MotionSegOptions) -> Vec<Mask> {
+    let fg = foreground(frame, bg, opts);
+    let total = fg.width() as f64 * fg.height() as f64;
+    let min_pixels = (opts.min_component * total).ceil().max(1.0) as u64;
+    let fg = mask::remove_small_components(&fg, min_pixels);
+    let fg = mask::fill_holes(&mask::close(&fg, opts.closing));
+    mask::components(&fg).into_iter().filter(|m| mask::count(m) >= min_pixels).collect()
+}
+
+/// What is measured of one object for matching and naming.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ObjectStats {
+    /// Fraction of the image.
+    pub area: f64,
+    /// Centre, fractions of width and height.
+    pub center: [f64; 2],
+    /// Bounding box as fractions: x0, y0, x1, y1.
+    pub bbox: [f64; 4],
+    /// Mean RGB under the mask.
+    pub color: [f64; 3],
+}
+
+pub fn object_stats(frame: &RgbImage, m: &Mask) -> ObjectStats {
+    let (w, h) = (m.width() as f64, m.height() as f64);
+    let b = mask::bbox(m).unwrap_or([0, 0, 0, 0]);
+    ObjectStats {
+        area: mask::area_fraction(m),
+        center: mask::centroid(m),
+        bbox: [b[0] as f64 / w, b[1] as f64 / h, b[2] as f64 / w, b[3] as f64 / h],
+        color: mask::masked_mean(frame, m),
+    }
+}
+
+/// Matches objects of frame A to objects of frame B (one to one): pairs whose area ratio is
+/// within 1:2.5, whose centres are at most `max_shift` apart (fraction of the diagonal) and
+/// whose mean colours are close, cheapest first. Returns `(index in a, index in b)`.
+pub fn match_objects(a: &[ObjectStats], b: &[ObjectStats], max_shift: f64) -> Vec<(usize, usize)> {
+    let mut cand = Vec::new();
+    for (i, oa) in a.iter().enumerate() {
+        for (j, ob) in b.iter().enumerate() {
+            let ratio = (oa.area.max(1e-9) / ob.area.max(1e-9)).ln().abs();
+            let shift = ((oa.center[0] - ob.center[0]).powi(2) + (oa.center[1] - ob.center[1]).powi(2)).sqrt()
+                / std::f64::consts::SQRT_2;
+            let colour = (0..3).map(|c| (oa.color[c] - ob.color[c]).powi(2)).sum::<f64>().sqrt() / 255.0;
+            if ratio > 2.5f64.ln() || shift > max_shift || colour > 0.25 {
+                continue;
+            }
+            cand.push((ratio + 2.0 * shift / max_shift.max(1e-9) + 4.0 * colour, i, j));
+        }
+    }
+    cand.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (mut used_a, mut used_b) = (vec![false; a.len()], vec![false; b.len()]);
+    let mut out = Vec::new();
+    for (_, i, j) in cand {
+        if !used_a[i] && !used_b[j] {
+            used_a[i] = true;
+            used_b[j] = true;
+            out.push((i, j));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A textured static background with a red square at `(x, y)`.
+    fn scene(x: u32, y: u32) -> RgbImage {
+        RgbImage::from_fn(120, 90, |i, j| {
+            if (x..x + 16).contains(&i) && (y..y + 16).contains(&j) {
+                Rgb([220, 30, 30])
+            } else {
+                let v = ((i * 7 + j * 13) % 50 + 80) as u8;
+                Rgb([v, v, v / 2 + 40])
+            }
+        })
+    }
+
+    #[test]
+    fn median_removes_a_moving_object_and_segments_it() {
+        let frames: Vec<_> = (0..7).map(|k| (scene(10 + 14 * k, 40), None)).collect();
+        let bg = median_background(&frames, 12);
+        // The square never stays anywhere for more than 2 of 7 frames: the median is clean.
+        assert_eq!(bg.image, scene(200, 200));
+        let objs = moving_objects(&scene(52, 40), &bg, &MotionSegOptions::default());
+        assert_eq!(objs.len(), 1);
+        assert_eq!(mask::bbox(&objs[0]), Some([52, 40, 68, 56]));
+        let st = object_stats(&scene(52, 40), &objs[0]);
+        assert!(st.color[0] > 200.0 && st.color[1] < 50.0);
+    }
+
+    #[test]
+    fn warp_follows_the_motion_convention() {
+        let src = scene(30, 30);
+        // Content moves 10 px right: the square's left edge goes from 30 to 40.
+        let m = GlobalMotion { dx: 10.0 / 120.0, dy: 0.0, zoom: 1.0 };
+        let (out, valid) = warp_to_target(&src, &m);
+        assert_eq!(*out.get_pixel(45, 35), Rgb([220, 30, 30]));
+        assert_ne!(*out.get_pixel(35, 35), Rgb([220, 30, 30]));
+        assert_eq!(valid.get_pixel(5, 5)[0], 0, "nothing comes in from the left");
+        assert_eq!(valid.get_pixel(100, 5)[0], 255);
+    }
+
+    #[test]
+    fn objects_match_across_frames() {
+        let a = [
+            ObjectStats { area: 0.02, center: [0.2, 0.5], bbox: [0.0; 4], color: [200.0, 30.0, 30.0] },
+            ObjectStats { area: 0.05, center: [0.7, 0.5], bbox: [0.0; 4], color: [30.0, 30.0, 200.0] },
+        ];
+        let b = [
+            ObjectStats { area: 0.05, center: [0.75, 0.5], bbox: [0.0; 4], color: [35.0, 30.0, 190.0] },
+            ObjectStats { area: 0.021, center: [0.25, 0.52], bbox: [0.0; 4], color: [205.0, 35.0, 30.0] },
+            ObjectStats { area: 0.3, center: [0.5, 0.9], bbox: [0.0; 4], color: [100.0; 3] },
+        ];
+        assert_eq!(match_objects(&a, &b, 0.3), vec![(0, 1), (1, 0)]);
+        assert!(match_objects(&a, &b, 0.01).is_empty());
+    }
+}
