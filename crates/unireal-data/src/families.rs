@@ -446,7 +446,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
         let id = ctx.id(Task::Control, &[kind.name(), "generation"]);
         if ctx.keep(Task::Control, &id) {
             let phrases: Vec<String> =
-                ctx.objects.iter().filter_map(|o| o.stats_a.as_ref().map(|s| o.named(s))).collect();
+                ctx.objects.iter().filter_map(|o| o.stats_a.as_ref().map(|s| o.named(s))).take(2).collect();
             let req = DescribeRequest {
                 input: ctx.key(),
                 jpeg: &frame_jpeg,

@@ -7,6 +7,7 @@ pub mod config;
 mod families;
 pub mod frame2frame;
 pub mod objects;
+pub mod preview;
 pub mod inputs;
 pub mod verify;
 

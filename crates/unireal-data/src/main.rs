@@ -13,7 +13,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build Frame2Frame shards from the videos a config names (resumes by default).
+    /// Build shards of every enabled task family from the videos a config names (resumes by default).
     Build(cmd::build::Args),
     /// Detect shot cuts in video files.
     Shots(cmd::shots::Args),
@@ -23,7 +23,7 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Import an expert dataset (not built yet).
     Import(cmd::import::Args),
-    /// Render a preview gallery of built samples (not built yet).
+    /// Render a self-contained HTML gallery of built samples, filterable by task.
     Preview(cmd::preview::Args),
 }
 

@@ -58,6 +58,8 @@ pub struct ObjectTally {
     /// Frames A and B of the segmented pairs, and those with at least one kept object.
     pub frames_analysed: u64,
     pub frames_with_objects: u64,
+    /// Per analysed frame: index, objects kept, the largest one's area.
+    pub per_frame: Vec<(u64, usize, f64)>,
     pub objects: u64,
     pub tracked: u64,
     pub rejected: BTreeMap<&'static str, u64>,
@@ -327,6 +329,10 @@ impl<'a> ObjectStage<'a> {
         }
         self.tally.frames_analysed += 2;
         self.tally.frames_with_objects += (0..2).filter(|&k| kept.iter().any(|m| m[k].is_some())).count() as u64;
+        for (k, index) in [a.index, b.index].into_iter().enumerate() {
+            let areas: Vec<f64> = kept.iter().filter_map(|m| m[k].as_ref()).map(mask::area_fraction).collect();
+            self.tally.per_frame.push((index, areas.len(), areas.iter().cloned().fold(0.0, f64::max)));
+        }
         let mut out = Vec::new();
         for (t, [ma, mb]) in tracks.into_iter().zip(kept) {
             if ma.is_none() && mb.is_none() {
@@ -352,6 +358,7 @@ impl<'a> ObjectStage<'a> {
             "segmenter": self.segmenter.name(),
             "pairs": t.pairs, "pairs_with_objects": t.pairs_with_objects,
             "frames_analysed": t.frames_analysed, "frames_with_objects": t.frames_with_objects,
+            "frames": t.per_frame.iter().map(|(i, n, a)| json!({"frame": i, "objects": n, "largest_area": (a * 1e4).round() / 1e4})).collect::<Vec<_>>(),
             "objects": t.objects, "tracked": t.tracked,
             "rejected_masks": t.rejected, "skipped_pairs": t.skipped,
             "segment_errors": t.segment_errors, "caption_errors": t.caption_errors,

@@ -14,8 +14,14 @@ use unireal_core::{ImageRole, Task};
 use unireal_data::{run_build, BuildConfig, BuildOptions};
 use unireal_shards::{InputStatus, Manifest, ShardReader};
 
+/// A Frame2Frame-only build (the object families have their own tests in objects.rs).
 fn config(inputs: Vec<String>, output: &Path) -> BuildConfig {
-    BuildConfig { inputs, output: output.to_path_buf(), workers: 2, ..Default::default() }
+    let mut cfg = BuildConfig { inputs, output: output.to_path_buf(), workers: 2, ..Default::default() };
+    let f = &mut cfg.families;
+    for fam in [&mut f.multi_object, &mut f.insertion, &mut f.object_add, &mut f.seg, &mut f.control] {
+        fam.enabled = false;
+    }
+    cfg
 }
 
 #[test]

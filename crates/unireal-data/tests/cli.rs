@@ -76,4 +76,33 @@ fn pyarrow_reads_the_shards() {
         String::from_utf8_lossy(&res.stderr)
     );
     assert!(String::from_utf8_lossy(&res.stdout).contains("OK"));
+
+    // The gallery: one self-contained page, every image of each shown sample embedded.
+    let html_path = dir.path().join("g/gallery.html");
+    let p = Command::new(bin()).arg("preview").arg(&out).arg("--out").arg(&html_path).args(["--per-task", "3"]).output().unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let samples: Vec<_> = unireal_shards::ShardReader::open_dir(&out).unwrap().map(|s| s.unwrap()).collect();
+    let mut per_task = std::collections::BTreeMap::<&str, Vec<usize>>::new();
+    for s in &samples {
+        per_task.entry(s.task.as_str()).or_default().push(s.images.len());
+    }
+    assert!(per_task.len() >= 4, "{per_task:?}");
+    let shown_images: usize = per_task.values().map(|v| v.iter().take(3).sum::<usize>()).sum();
+    assert_eq!(html.matches("<img src=\"data:image/jpeg;base64,").count(), shown_images);
+    for (t, v) in &per_task {
+        assert_eq!(html.matches(&format!("<article class=\"card\" data-task=\"{t}\"")).count(), v.len().min(3), "{t}");
+        assert!(html.contains(&format!("<button data-task=\"{t}\">")), "filter button for {t}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing is fetched from elsewhere");
+    for role in ["canvas", "output"] {
+        assert!(html.contains(&format!("role-{role}")), "{role}");
+    }
+    let only = Command::new(bin()).arg("preview").arg(&out).arg("--out").arg(&html_path).args(["--task", "seg"]).output().unwrap();
+    assert!(only.status.success());
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("data-task=\"seg\"") && !html.contains("<article class=\"card\" data-task=\"frame2frame\""));
+    let bad = Command::new(bin()).args(["preview", "/nonexistent/shards"]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("/nonexistent/shards") && err.contains("hint:"), "{err}");
 }
