@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the bundled samples, end to end:
-#   1. build Frame2Frame shards from datasets/samples/videos (unireal-data build),
+#   1. build shards of the six video task families from datasets/samples/videos
+#      (unireal-data build) and a gallery of them (unireal-data preview),
 #   2. train the tiny DiT on them for a few minutes on the CPU (unireal-train),
 #   3. sample an edit of a sample's input frame with the trained checkpoint (unireal-infer).
-# Outputs: out/shards/video, runs/demo (checkpoints, metrics.jsonl, sample grids),
+# Outputs: out/shards/video, out/demo/gallery.html, runs/demo (checkpoints, metrics.jsonl, sample grids),
 # out/demo/input.png and out/demo/edit.png.
 #   DEMO_STEPS=600 (default) sets the training length; extra arguments go to `unireal-train`.
 set -euo pipefail
@@ -17,15 +18,17 @@ $BIN/unireal-data build configs/video.yaml
 $BIN/unireal-data verify out/shards/video
 $BIN/unireal-data inspect out/shards/video --rows 1
 .venv/bin/python scripts/check_shards.py out/shards/video
+mkdir -p out/demo
+$BIN/unireal-data preview out/shards/video --out out/demo/gallery.html >/dev/null
 
 rm -rf runs/demo
 $BIN/unireal-train --config configs/train/tiny.yaml --run-dir runs/demo --set "train.steps=$STEPS" "$@"
 
-# One sample's input frame and instruction, to edit with the trained model.
-mkdir -p out/demo
+# One Frame2Frame sample's input frame and instruction, to edit with the trained model.
 PROMPT=$(.venv/bin/python - <<'PY'
 import io, pyarrow.parquet as pq, glob
-t = pq.read_table(sorted(glob.glob("out/shards/video/part-*.parquet"))[0]).slice(0, 1).to_pylist()[0]
+rows = pq.read_table(sorted(glob.glob("out/shards/video/part-*.parquet"))[0]).to_pylist()
+t = next(r for r in rows if r["task"] == "frame2frame")
 img = t["images"][0]
 open("out/demo/input." + ("jpg" if img["encoding"] == "jpeg" else "png"), "wb").write(img["bytes"])
 print(t["base_prompt"])
@@ -36,6 +39,7 @@ $BIN/unireal-infer --checkpoint runs/demo --image "$INPUT" --prompt "$PROMPT" --
   --steps 28 --seed 0 --out out/demo/edit.png >/dev/null
 echo "" >&2
 echo "shards:   out/shards/video (manifest.json lists them)" >&2
+echo "gallery:  out/demo/gallery.html (every family's samples, filterable by task)" >&2
 echo "training: runs/demo (metrics.jsonl, samples/*.png: inputs | output | target, checkpoints/)" >&2
 echo "edit:     $INPUT + \"$PROMPT\"" >&2
 echo "          -> out/demo/edit.png" >&2

@@ -248,6 +248,8 @@ pub struct BackgroundConfig {
     pub step_s: f64,
     /// Fewer aligned frames than this: no background model (the pair is skipped and counted).
     pub min_frames: usize,
+    /// At most this many frames, evenly spread over the window, go into the median.
+    pub max_frames: usize,
     /// Frames whose content moved further than this (fraction of the frame) from the target,
     /// or zoomed by more than `max_zoom_change`, are left out.
     pub max_camera_shift: f64,
@@ -267,6 +269,7 @@ impl Default for BackgroundConfig {
             window_s: 8.0,
             step_s: 0.5,
             min_frames: 5,
+            max_frames: 9,
             max_camera_shift: 0.25,
             max_zoom_change: 0.1,
             agree_level: 16,
@@ -397,7 +400,7 @@ impl BuildConfig {
             (o.max_assets >= 1, "objects.max_assets: must be at least 1"),
             ((0.0..=1.0).contains(&o.crop_margin), "objects.crop_margin: must lie in [0, 1]"),
             (b.window_s >= 0.0 && b.step_s > 0.0, "objects.background.window_s / step_s: must be positive"),
-            (b.min_frames >= 3, "objects.background.min_frames: must be at least 3 (a median of fewer keeps the object)"),
+            (b.min_frames >= 3 && b.max_frames >= b.min_frames, "objects.background.min_frames / max_frames: need 3 <= min_frames <= max_frames (a median of fewer keeps the object)"),
             ((0.0..=1.0).contains(&b.min_clean), "objects.background.min_clean: must lie in [0, 1]"),
             (b.max_camera_shift >= 0.0 && b.max_zoom_change >= 0.0, "objects.background.max_camera_shift / max_zoom_change: must not be negative"),
         ];

@@ -16,7 +16,7 @@ use unireal_annotate::{object_phrase, Captioner, SegFrame, SegmentRequest, Segme
 use unireal_video::{DecodedFrame, FrameConverter, VideoInfo};
 use unireal_vision::mask::{self, Mask};
 use unireal_vision::segment::{median_background, object_stats, warp_to_target};
-use unireal_vision::{estimate_motion, fit_long_side, Background, ObjectStats};
+use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion, ObjectStats};
 
 use crate::config::BuildConfig;
 use crate::families::{self, PairContext, TrackedObject};
@@ -31,6 +31,12 @@ struct RingFrame {
     small: RgbImage,
     /// `mask_side` (background and masks).
     seg: RgbImage,
+}
+
+/// Whether a motion moves no pixel of a `w × h` frame by half a pixel or more.
+fn negligible(m: &GlobalMotion, w: u32, h: u32) -> bool {
+    let corner = (w.max(h) as f64 / 2.0) * (m.zoom - 1.0).abs();
+    (m.dx * w as f64).abs() + corner < 0.5 && (m.dy * h as f64).abs() + corner < 0.5
 }
 
 /// Frame A or B of an analysed pair.
@@ -162,11 +168,12 @@ impl<'a> ObjectStage<'a> {
             return Ok(());
         }
         let seg = conv.rgb(frame, self.seg_size.0, self.seg_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+        // Frames A and B join the ring too (they are frames of their own background window).
         if want_ring {
             let k = ((t - self.shot_start) / bgc.step_s).floor() + 1.0;
             self.next_ring = self.shot_start + k * bgc.step_s;
-            self.ring.push_back(RingFrame { index: frame.index, time_s: t, small: small.clone(), seg: seg.clone() });
         }
+        self.ring.push_back(RingFrame { index: frame.index, time_s: t, small: small.clone(), seg: seg.clone() });
         if want_a || !want_b.is_empty() {
             let full =
                 conv.rgb(frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
@@ -219,13 +226,18 @@ impl<'a> ObjectStage<'a> {
         }
     }
 
-    /// The background of `target` from the ring frames in the pair's window.
+    /// The background of `target` from up to `max_frames` ring frames (evenly spread) in the
+    /// pair's window, each aligned to the target by its camera motion to it (estimated at
+    /// analysis size; not warped when it moves no pixel by half a pixel).
     fn background(&self, target: &PairFrame, lo: f64, hi: f64) -> Result<Background, String> {
         let b = &self.cfg.objects.background;
-        let mut frames = Vec::new();
-        let mut window = 0;
-        for r in self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6) {
-            window += 1;
+        let (w, h) = self.seg_size;
+        let window: Vec<&RingFrame> = self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6).collect();
+        let n = window.len();
+        let take = n.min(b.max_frames.max(1));
+        let mut frames = Vec::with_capacity(take);
+        for j in 0..take {
+            let r = window[if take == 1 { 0 } else { j * (n - 1) / (take - 1) }];
             if r.index == target.index {
                 frames.push((r.seg.clone(), None));
                 continue;
@@ -235,14 +247,27 @@ impl<'a> ObjectStage<'a> {
             {
                 continue;
             }
+            if negligible(&m, w, h) {
+                frames.push((r.seg.clone(), None));
+                continue;
+            }
             let (img, valid) = warp_to_target(&r.seg, &m);
             let full = valid.as_raw().iter().all(|&v| v != 0);
             frames.push((img, (!full).then_some(valid)));
         }
         if frames.len() < b.min_frames {
-            return Err(format!("{} of {} window frames align with frame {}", frames.len(), window, target.index));
+            return Err(format!("{} of {} window frames align with frame {}", frames.len(), n, target.index));
         }
         Ok(median_background(&frames, b.agree_level))
+    }
+
+    /// Backgrounds of A and B; B reuses A's when the camera did not move between them.
+    fn backgrounds(&self, a: &PairFrame, b: &PairFrame, lo: f64, hi: f64) -> Result<(Background, Background), String> {
+        let bg_a = self.background(a, lo, hi)?;
+        let (w, h) = self.seg_size;
+        let still = negligible(&estimate_motion(&a.small, &b.small).global, w, h);
+        let bg_b = if still { bg_a.clone() } else { self.background(b, lo, hi)? };
+        Ok((bg_a, bg_b))
     }
 
     fn process(&mut self, job: Job) {
@@ -257,9 +282,9 @@ impl<'a> ObjectStage<'a> {
             || self.cfg.families.enabled(unireal_core::Task::Insertion)
             || self.cfg.families.enabled(unireal_core::Task::ObjectAdd);
         let (bg_a, bg_b) = match needs_bg {
-            true => match (self.background(&a, lo, hi), self.background(&b, lo, hi)) {
-                (Ok(x), Ok(y)) => (Some(x), Some(y)),
-                _ => {
+            true => match self.backgrounds(&a, &b, lo, hi) {
+                Ok((x, y)) => (Some(x), Some(y)),
+                Err(_) => {
                     *self.tally.skipped.entry("no_background").or_default() += 1;
                     (None, None)
                 }

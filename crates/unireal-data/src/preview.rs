@@ -140,7 +140,8 @@ pre{font-size:11px;max-width:60em;overflow:auto}
 const SCRIPT: &str = r#"
 function show(t){document.querySelectorAll('.card').forEach(c=>{c.style.display=(t==='all'||c.dataset.task===t)?'':'none'});
 document.querySelectorAll('nav button').forEach(b=>b.classList.toggle('on',b.dataset.task===t));}
-document.querySelectorAll('nav button').forEach(b=>b.addEventListener('click',()=>show(b.dataset.task)));
+document.querySelectorAll('nav button').forEach(b=>b.addEventListener('click',()=>{show(b.dataset.task);history.replaceState(null,'','#task='+b.dataset.task);}));
+if(location.hash.startsWith('#task='))show(decodeURIComponent(location.hash.slice(6)));
 "#;
 
 /// Renders the gallery of a shard directory.

@@ -58,7 +58,7 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
             let v = std::array::from_fn(|k| {
                 let top = a[k] as f64 * (1.0 - fx) + b[k] as f64 * fx;
                 let bot = c[k] as f64 * (1.0 - fx) + d[k] as f64 * fx;
-                (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8
+                (top * (1.0 - fy) + bot * fy + 0.5).clamp(0.0, 255.0) as u8
             });
             out.put_pixel(x, y, Rgb(v));
             valid.put_pixel(x, y, Luma([255]));
@@ -74,13 +74,15 @@ pub fn median_background(frames: &[(RgbImage, Option<Mask>)], agree: u8) -> Back
     assert!(!frames.is_empty(), "median_background needs at least one frame");
     let (w, h) = frames[0].0.dimensions();
     assert!(frames.iter().all(|(f, _)| f.dimensions() == (w, h)), "frames of one size");
-    let mut image = RgbImage::new(w, h);
-    let mut support = GrayImage::new(w, h);
-    let mut vals: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let mut px: Vec<[u8; 3]> = Vec::with_capacity(frames.len());
+    let n = w as usize * h as usize;
+    let mut image = vec![0u8; 3 * n];
+    let mut support = vec![0u8; n];
     let raws: Vec<(&[u8], Option<&[u8]>)> =
         frames.iter().map(|(f, v)| (f.as_raw().as_slice(), v.as_ref().map(|v| v.as_raw().as_slice()))).collect();
-    for i in 0..(w as usize * h as usize) {
+    // Small arrays on the stack: an insertion sort per channel beats a general selection.
+    let mut px: Vec<[u8; 3]> = Vec::with_capacity(frames.len());
+    let mut vals: Vec<u8> = Vec::with_capacity(frames.len());
+    for i in 0..n {
         px.clear();
         for (f, v) in &raws {
             if v.is_none_or(|v| v[i] != 0) {
@@ -92,17 +94,28 @@ pub fn median_background(frames: &[(RgbImage, Option<Mask>)], agree: u8) -> Back
         }
         let mut med = [0u8; 3];
         for c in 0..3 {
-            vals[c].clear();
-            vals[c].extend(px.iter().map(|p| p[c]));
-            let mid = vals[c].len() / 2;
-            med[c] = *vals[c].select_nth_unstable(mid).1;
+            vals.clear();
+            for p in &px {
+                let x = p[c];
+                let mut k = vals.len();
+                vals.push(x);
+                while k > 0 && vals[k - 1] > x {
+                    vals[k] = vals[k - 1];
+                    k -= 1;
+                }
+                vals[k] = x;
+            }
+            med[c] = vals[vals.len() / 2];
         }
         let agreeing = px.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= agree)).count();
-        let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
-        image.put_pixel(x, y, Rgb(med));
-        support.put_pixel(x, y, Luma([(255 * agreeing / px.len()) as u8]));
+        image[3 * i..3 * i + 3].copy_from_slice(&med);
+        support[i] = (255 * agreeing / px.len()) as u8;
     }
-    Background { image, support, frames: frames.len() }
+    Background {
+        image: RgbImage::from_raw(w, h, image).expect("sized"),
+        support: GrayImage::from_raw(w, h, support).expect("sized"),
+        frames: frames.len(),
+    }
 }
 
 /// Options of [`moving_objects`].
