@@ -27,7 +27,10 @@ def main(d: Path) -> None:
         assert [item.field(i).name for i in range(item.num_fields)] == IMAGE_FIELDS, item
         for row in table.to_pylist():
             assert row["images"], row["sample_id"]
-            assert row["images"][-1]["role"] == "output", row["sample_id"]
+            # Inputs first, outputs last; evaluation rows (split `test`) may have no output.
+            roles = [i["role"] for i in row["images"]]
+            assert roles == sorted(roles, key=lambda r: r == "output"), (row["sample_id"], roles)
+            assert roles[-1] == "output" or row["split"] == "test", row["sample_id"]
             for img in row["images"]:
                 magic = img["bytes"][:4]
                 assert magic[:2] == b"\xff\xd8" or magic == b"\x89PNG", (row["sample_id"], magic)

@@ -7,7 +7,7 @@ pub mod fsutil;
 pub mod prompt;
 pub mod sample;
 
-pub use config::{load_config, parse_config_str, ConfigError};
+pub use config::{apply_override, load_config, parse_config_str, ConfigError};
 pub use fsutil::write_atomic;
 pub use prompt::{context_prompt, index_word, result_word, ContextTag};
 pub use sample::{sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};

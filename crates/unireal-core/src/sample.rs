@@ -77,10 +77,12 @@ named_enum!(
 );
 
 named_enum!(
-    /// Train or held-out validation.
+    /// Train, held-out validation, or an evaluation set (`test`: never trained on; its rows
+    /// may have no output image, e.g. EMU Edit or DreamBench prompts).
     Split, "split", {
         Train => "train",
         Val => "val",
+        Test => "test",
     }
 );
 
@@ -126,13 +128,17 @@ impl Sample {
         (self.images.len() - outputs, outputs)
     }
 
-    /// Checks the ordering rule (inputs first, at least one output).
+    /// Checks the ordering rule (inputs first, at least one output; `test` rows may have
+    /// none, but then at least one input).
     pub fn check(&self) -> Result<(), String> {
-        let (_, outputs) = self.signature();
-        if outputs == 0 {
+        let (inputs, outputs) = self.signature();
+        if outputs == 0 && self.split != Split::Test {
             return Err(format!("sample {} has no output image", self.sample_id));
         }
-        let first_output = self.images.iter().position(|i| i.role == ImageRole::Output).unwrap_or(0);
+        if inputs + outputs == 0 {
+            return Err(format!("sample {} has no image", self.sample_id));
+        }
+        let first_output = self.images.iter().position(|i| i.role == ImageRole::Output).unwrap_or(self.images.len());
         if self.images[first_output..].iter().any(|i| i.role.is_input()) {
             return Err(format!("sample {}: an input image follows an output image", self.sample_id));
         }
@@ -194,6 +200,10 @@ mod tests {
         s.images.reverse();
         assert!(s.check().is_err());
         s.images = vec![img(ImageRole::Canvas)];
+        assert!(s.check().is_err());
+        s.split = Split::Test;
+        assert!(s.check().is_ok(), "evaluation rows may lack an output");
+        s.images.clear();
         assert!(s.check().is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod build;
 pub mod config;
 mod families;
 pub mod frame2frame;
+pub mod import;
 pub mod objects;
 pub mod preview;
 pub mod inputs;

@@ -21,7 +21,7 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Check a shard directory against its manifest; every image must decode.
     Verify(cmd::verify::Args),
-    /// Import an expert dataset (not built yet).
+    /// Import an expert dataset from its native layout into shards (resumes by default).
     Import(cmd::import::Args),
     /// Render a self-contained HTML gallery of built samples, filterable by task.
     Preview(cmd::preview::Args),

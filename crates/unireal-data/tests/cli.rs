@@ -42,9 +42,9 @@ fn config_errors_name_the_key_and_line_and_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("pairs.ssim_min"), "{err}");
 
-    let out = Command::new(bin()).args(["import", "x"]).output().unwrap();
+    let out = Command::new(bin()).args(["import", "x", "y", "--out", "z"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not built yet") && err.contains("hint:"), "{err}");
+    assert!(!out.status.success() && err.contains("unknown format `x`") && err.contains("hint:"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,252 @@
+//! Expert-set importers on fixtures in each set's native layout
+//! (`scripts/reference/import_fixtures.py`, from the bundled sample images): row counts, bad
+//! rows recorded and skipped, images decode, roles / prompts / contexts / splits as
+//! documented, RefCOCO masks with the polygon's area, resume, and CLI errors.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::*;
+use unireal_core::{ImageRole, Sample, Split, Task};
+use unireal_data::import::{run_import, Format, ImportConfig, ImportOptions, ImportSummary};
+use unireal_shards::ShardReader;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap()
+}
+
+fn import(format: Format, out: &Path, force: bool) -> ImportSummary {
+    let cfg = ImportConfig { workers: 2, ..Default::default() };
+    let opts = ImportOptions { force, quiet: true };
+    run_import(format, &fixtures().join(format.as_str()), out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap()
+}
+
+fn read(dir: &Path) -> Vec<Sample> {
+    let mut v: Vec<Sample> = ShardReader::open_dir(dir).unwrap().map(|s| s.unwrap()).collect();
+    v.sort_by(|a, b| a.meta.to_string().cmp(&b.meta.to_string()));
+    v
+}
+
+fn roles(s: &Sample) -> Vec<ImageRole> {
+    s.images.iter().map(|i| i.role).collect()
+}
+
+use ImageRole::{Asset, Canvas, Output};
+
+#[test]
+fn every_format_imports_its_fixture_as_documented() {
+    let exp = expected();
+    let work = tempfile::tempdir().unwrap();
+    for format in Format::ALL {
+        let name = format.as_str();
+        let out = work.path().join(name);
+        let summary = import(format, &out, false);
+        let e = &exp[name];
+        let m = &summary.manifest;
+        let rows: u64 = m.inputs.iter().map(|i| i.stats["rows"].as_u64().unwrap()).sum();
+        let bad: u64 = m.inputs.iter().map(|i| i.stats["bad_rows"].as_u64().unwrap()).sum();
+        assert_eq!(rows, e["rows"].as_u64().unwrap(), "{name}: rows read");
+        assert_eq!(m.totals.rows, e["imported"].as_u64().unwrap(), "{name}: rows imported");
+        assert_eq!(bad, e["bad"].as_u64().unwrap(), "{name}: bad rows: {:?}", m.inputs);
+        assert_eq!(summary.bad_rows, bad);
+        if let Some(u) = e.get("units") {
+            assert_eq!(m.inputs.len() as u64, u.as_u64().unwrap(), "{name}: units");
+        }
+        // Every bad row is named with its reason.
+        for i in &m.inputs {
+            for b in i.stats["bad"].as_array().unwrap() {
+                assert!(!b["row"].as_str().unwrap().is_empty() && !b["reason"].as_str().unwrap().is_empty(), "{b}");
+            }
+        }
+        let rep = unireal_data::verify::verify_dir(&out).unwrap();
+        assert!(rep.problems.is_empty(), "{name}: {:?}", rep.problems);
+        let samples = read(&out);
+        for s in &samples {
+            s.check().unwrap();
+            assert_eq!(s.source, name);
+            for img in &s.images {
+                let d = image::load_from_memory(&img.bytes).unwrap();
+                assert_eq!((d.width(), d.height()), (img.width, img.height), "{name}");
+            }
+        }
+        check_format(format, &samples);
+    }
+}
+
+fn check_format(format: Format, samples: &[Sample]) {
+    let ctx = |s: &Sample| s.context_prompt.clone();
+    match format {
+        Format::Instructpix2pix | Format::Ultraedit | Format::Magicbrush => {
+            for s in samples {
+                assert_eq!(s.task, Task::Edit);
+                assert_eq!(roles(s), [Canvas, Output]);
+                assert!(s.base_prompt.starts_with("Turn IMG1 into RES1: "), "{}", s.base_prompt);
+                let want = if format == Format::Magicbrush { "realistic style, static scene." } else { "synthetic style, static scene." };
+                assert_eq!(ctx(s), want);
+            }
+            let prompts: BTreeSet<&str> = samples.iter().map(|s| s.base_prompt.as_str()).collect();
+            assert_eq!(prompts.len(), samples.len(), "one instruction per row");
+            if format == Format::Ultraedit {
+                let region: Vec<_> = samples.iter().filter(|s| s.meta["subset"] == "RegionBase").collect();
+                assert_eq!(region.len(), 1);
+                assert_eq!(region[0].meta["edit_object"], "rocket");
+                assert_eq!(region[0].meta["has_mask"], true);
+            }
+            if format == Format::Magicbrush {
+                let turns: BTreeSet<i64> = samples.iter().map(|s| s.meta["turn_index"].as_i64().unwrap()).collect();
+                assert_eq!(turns, BTreeSet::from([1, 2]));
+            }
+        }
+        Format::EmuEdit => {
+            for s in samples {
+                assert_eq!((s.task, s.split), (Task::Edit, Split::Test));
+                assert_eq!(roles(s), [Canvas], "an evaluation set: no target image");
+                assert!(s.meta["output_caption"].is_string());
+            }
+        }
+        Format::Vitonhd => {
+            let splits: Vec<Split> = samples.iter().map(|s| s.split).collect();
+            assert_eq!(splits.iter().filter(|s| **s == Split::Train).count(), 1);
+            for s in samples {
+                assert_eq!(s.task, Task::TryOn);
+                assert_eq!(ctx(s), "realistic style, with reference object.");
+                assert_eq!(s.base_prompt, "Dress the person in IMG2 in the garment of IMG1 to make RES1.");
+                match s.split {
+                    Split::Test => assert_eq!(roles(s), [Asset, Canvas], "unpaired test pairs have no ground truth"),
+                    _ => assert_eq!(roles(s), [Asset, Canvas, Output]),
+                }
+            }
+        }
+        Format::Refcoco => {
+            let exp = expected();
+            let areas = &exp["refcoco"]["areas"];
+            let mut seen = BTreeSet::new();
+            for s in samples {
+                assert_eq!(s.task, Task::Seg);
+                assert_eq!(roles(s), [Canvas, Output]);
+                assert_eq!(s.images[1].encoding, "png");
+                assert_eq!(ctx(s), "realistic style, perception task.");
+                assert!(s.base_prompt.starts_with("Segment ") && s.base_prompt.ends_with(" in IMG1 and give its mask as RES1."));
+                // The mask has the annotation's area (polygon: shoelace; RLE: exact) within
+                // rounding at the polygon's edge.
+                let mask = image::load_from_memory(&s.images[1].bytes).unwrap().to_luma8();
+                let pixels = mask.as_raw().iter().filter(|&&v| v == 255).count() as f64;
+                assert!(mask.as_raw().iter().all(|&v| v == 0 || v == 255));
+                let ann = s.meta["ann_id"].as_i64().unwrap().to_string();
+                let want = areas[&ann].as_f64().unwrap();
+                assert!((pixels - want).abs() <= 0.02 * want + 2.0, "ann {ann}: {pixels} px vs area {want}");
+                seen.insert(ann);
+                let split = match s.meta["refcoco_split"].as_str().unwrap() {
+                    "train" => Split::Train,
+                    "val" => Split::Val,
+                    _ => Split::Test,
+                };
+                assert_eq!(s.split, split);
+            }
+            assert_eq!(seen.len(), 4, "polygon, quad, compressed and uncompressed RLE: {seen:?}");
+        }
+        Format::Dreambench => {
+            for s in samples {
+                assert_eq!((s.task, s.split), (Task::MultiObject, Split::Test));
+                assert_eq!(roles(s), [Asset]);
+                assert!(s.base_prompt.starts_with("Generate RES1: a IMG1 ") || s.base_prompt.starts_with("Generate RES1: a red IMG1 "), "{}", s.base_prompt);
+            }
+            let dog: Vec<_> = samples.iter().filter(|s| s.meta["subject"] == "dog").collect();
+            assert_eq!(dog.len(), 2, "live subjects take the live prompts");
+            assert!(dog.iter().any(|s| s.base_prompt.contains("IMG1 dog wearing a santa hat")));
+        }
+        Format::Omnigen => {
+            let by: Vec<(Task, Vec<ImageRole>)> = samples.iter().map(|s| (s.task, roles(s))).collect();
+            assert!(by.contains(&(Task::Edit, vec![Canvas, Output])), "{by:?}");
+            assert!(by.contains(&(Task::MultiObject, vec![Asset, Asset, Output])), "{by:?}");
+            assert!(by.contains(&(Task::TextToImage, vec![Output])), "{by:?}");
+            for s in samples {
+                assert!(!s.base_prompt.contains("<img>"), "placeholders become index words: {}", s.base_prompt);
+                assert_eq!(ctx(s), "");
+            }
+            assert!(samples.iter().any(|s| s.base_prompt.contains("The cat in IMG1 sits next to the rocket in IMG2.")));
+        }
+        Format::Images => {
+            for s in samples {
+                assert_eq!(s.task, Task::TextToImage);
+                assert_eq!(roles(s), [Output]);
+                assert_eq!(ctx(s), "realistic style.");
+                assert!(s.base_prompt.starts_with("Generate RES1: A "), "{}", s.base_prompt);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_import_resumes_and_a_forced_one_gives_the_same_ids() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("ip2p");
+    let first = import(Format::Instructpix2pix, &out, false);
+    let ids = sample_ids(&out);
+    assert_eq!(ids.len(), 3);
+    let again = import(Format::Instructpix2pix, &out, false);
+    assert_eq!((again.processed, again.already_done, again.new_samples), (0, first.processed, 0));
+    assert_eq!(sample_ids(&out), ids);
+    // Half done: a unit missing from the manifest is redone, and its rows, already in a
+    // finished shard, are not written twice.
+    let path = out.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let inputs = m["inputs"].as_array_mut().unwrap();
+    let dropped = inputs.iter().position(|i| i["samples"].as_u64() == Some(2)).unwrap();
+    inputs.remove(dropped);
+    std::fs::write(&path, serde_json::to_string(&m).unwrap()).unwrap();
+    let redo = import(Format::Instructpix2pix, &out, false);
+    assert_eq!((redo.processed, redo.new_samples), (1, 0));
+    assert_eq!(redo.manifest.inputs.len(), 3);
+    assert_eq!(sample_ids(&out), ids);
+    let forced = import(Format::Instructpix2pix, &out, true);
+    assert_eq!(forced.new_samples, 3);
+    assert_eq!(sample_ids(&out), ids);
+}
+
+#[test]
+fn cli_errors_name_the_format_path_or_column_with_a_hint() {
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(bin()).arg("import").args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let out = work.path().join("o");
+    let out = out.to_str().unwrap();
+    let (ok, err) = run(&["laion", "x", "--out", out]);
+    assert!(!ok && err.contains("unknown format `laion`") && err.contains("instructpix2pix") && err.contains("hint:"), "{err}");
+    let (ok, err) = run(&["images", "/nonexistent/set", "--out", out]);
+    assert!(!ok && err.contains("/nonexistent/set") && err.contains("hint:"), "{err}");
+    // MagicBrush's files are not InstructPix2Pix's layout: the missing column is named.
+    let mb = fixtures().join("magicbrush");
+    let (ok, err) = run(&["instructpix2pix", mb.to_str().unwrap(), "--out", out]);
+    assert!(!ok && err.contains("no column `edit_prompt`") && err.contains("source_img"), "{err}");
+    // RefCOCO without its COCO images.
+    let tmp = work.path().join("refcoco");
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["instances.json", "refs(unc).p"] {
+        std::fs::copy(fixtures().join("refcoco").join(f), tmp.join(f)).unwrap();
+    }
+    let (ok, err) = run(&["refcoco", tmp.to_str().unwrap(), "--out", out]);
+    assert!(!ok && err.contains("images_dir"), "{err}");
+    let (ok, err) = run(&["images", fixtures().join("images").to_str().unwrap(), "--out", out, "--set", "max_side=3"]);
+    assert!(!ok && err.contains("max_side"), "{err}");
+    // And a good run prints the shard directory on stdout.
+    let o = Command::new(bin())
+        .args(["import", "images"])
+        .arg(fixtures().join("images"))
+        .args(["--out", out, "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), out);
+}
