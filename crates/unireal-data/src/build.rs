@@ -34,11 +34,58 @@ pub struct BuildOptions {
     pub force: bool,
     /// No progress bars (logs still go to stderr).
     pub quiet: bool,
+    /// Build only partition `index` of `count` (a Slurm array task), into
+    /// `output/partition-IIII-of-NNNN/`.
+    pub partition: Option<Partition>,
+}
+
+/// One part of a build split over processes: inputs are assigned by a stable hash of their
+/// key (not by listing order), so that the union of all partitions is the single build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Partition {
+    pub fn new(index: usize, count: usize) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!("partition {index} of {count}: the index must be below the count (and the count at least 1)"));
+        }
+        Ok(Partition { index, count })
+    }
+
+    /// From Slurm's array variables (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` of
+    /// `SLURM_ARRAY_TASK_COUNT`), when present.
+    pub fn from_slurm_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let num = |k: &str| -> Result<Option<usize>, String> {
+            get(k).map(|v| v.trim().parse::<usize>().map_err(|_| format!("{k}={v:?} is not a number"))).transpose()
+        };
+        let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) else {
+            return Ok(None);
+        };
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let index = id.checked_sub(min).ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
+        Partition::new(index, count).map(Some).map_err(|e| format!("{e} (from SLURM_ARRAY_TASK_* ; the array must be 0..N-1 or MIN..MIN+N-1 without step)"))
+    }
+
+    /// Whether this partition builds the input with this key.
+    pub fn owns(&self, key: &str) -> bool {
+        let h = blake3::hash(format!("partition:{key}").as_bytes());
+        let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        (v % self.count as u64) as usize == self.index
+    }
+
+    pub fn dir(&self, output: &std::path::Path) -> std::path::PathBuf {
+        output.join(unireal_shards::partition_name(self.index, self.count))
+    }
 }
 
 /// What a build did.
 #[derive(Debug, Clone)]
 pub struct BuildSummary {
+    /// Where the shards went (`output`, or its partition directory).
+    pub output: std::path::PathBuf,
     pub manifest: Manifest,
     /// Inputs processed in this run (the others were done by an earlier run).
     pub processed: usize,
@@ -63,7 +110,16 @@ impl Progress for Bars {
 pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) -> Result<BuildSummary, BuildError> {
     cfg.validate().map_err(BuildError::Config)?;
     let started = Instant::now();
-    let items = expand_inputs(&cfg.inputs, &cfg.video_extensions).map_err(BuildError::Config)?;
+    let mut items = expand_inputs(&cfg.inputs, &cfg.video_extensions).map_err(BuildError::Config)?;
+    let out_dir = match opts.partition {
+        Some(p) => {
+            let all = items.len();
+            items.retain(|i| p.owns(&i.key));
+            eprintln!("partition {} of {}: {} of {all} input(s)", p.index, p.count, items.len());
+            p.dir(&cfg.output)
+        }
+        None => cfg.output.clone(),
+    };
     let captioner = build_captioner(&cfg.captioner)?;
     let segmenter = match cfg.families.needs_objects() {
         true => Some(build_segmenter(&cfg.objects.segmenter)?),
@@ -77,11 +133,11 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
         created_by: format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
         ..Default::default()
     };
-    let mut writer = DatasetWriter::open(&cfg.output, wopts, opts.force)?;
+    let mut writer = DatasetWriter::open(&out_dir, wopts, opts.force)?;
     let todo: Vec<_> = items.iter().filter(|i| !writer.is_done(&i.key)).cloned().collect();
     let already_done = items.len() - todo.len();
     if already_done > 0 {
-        eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), cfg.output.display());
+        eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), out_dir.display());
     }
     let (multi, frames_bar, videos_bar, samples_bar) = progress_bars(todo.len() as u64, opts.quiet);
     let workers =
@@ -152,6 +208,7 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
     }
     let manifest = writer.finish()?;
     Ok(BuildSummary {
+        output: out_dir,
         manifest,
         processed: todo.len(),
         already_done,

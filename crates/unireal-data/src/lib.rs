@@ -12,5 +12,5 @@ pub mod preview;
 pub mod inputs;
 pub mod verify;
 
-pub use build::{run_build, BuildError, BuildOptions, BuildSummary};
+pub use build::{run_build, BuildError, BuildOptions, BuildSummary, Partition};
 pub use config::BuildConfig;

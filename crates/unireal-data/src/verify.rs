@@ -19,7 +19,7 @@ pub struct VerifyReport {
 /// that every image decodes to its recorded size; also reports files the manifest does not
 /// list. Returns `Err` only when the manifest itself cannot be read.
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
-    let manifest = Manifest::load(dir)
+    let manifest = Manifest::load_dataset(dir)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}: no {MANIFEST_NAME}", dir.display()))?;
     let mut rep = VerifyReport { shards: manifest.shards.len(), ..Default::default() };
@@ -75,10 +75,28 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
         }
     }
     let listed: HashSet<&str> = manifest.shards.iter().map(|s| s.file.as_str()).collect();
-    if let Ok(rd) = std::fs::read_dir(dir) {
+    // The dataset's own directory, or each partition's of a partitioned build.
+    let mut dirs: Vec<(String, std::path::PathBuf)> = vec![(String::new(), dir.to_path_buf())];
+    if !dir.join(MANIFEST_NAME).exists() {
+        dirs = unireal_shards::partition_dirs(dir).map_err(|e| e.to_string())?.into_iter().map(|(n, p)| (format!("{n}/"), p)).collect();
+        let counts: HashSet<String> = dirs.iter().filter_map(|(n, _)| n.rsplit_once("-of-").map(|x| x.1.trim_end_matches('/').to_string())).collect();
+        if let [count] = counts.iter().collect::<Vec<_>>()[..] {
+            let n: usize = count.parse().unwrap_or(0);
+            for i in 0..n {
+                let name = format!("{}/", unireal_shards::partition_name(i, n));
+                if !dirs.iter().any(|(d, p)| *d == name && p.join(MANIFEST_NAME).exists()) {
+                    rep.problems.push(format!("{name}: partition {i} of {n} is missing (its array task has not finished)"));
+                }
+            }
+        } else if counts.len() > 1 {
+            rep.problems.push(format!("partitions of different counts in one directory: {counts:?}"));
+        }
+    }
+    for (prefix, d) in &dirs {
+        let Ok(rd) = std::fs::read_dir(d) else { continue };
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("part-") && name.ends_with(".parquet") && !listed.contains(name.as_str()))
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if (name.ends_with(".parquet") && name.rsplit('/').next().is_some_and(|n| n.starts_with("part-")) && !listed.contains(name.as_str()))
                 || name.ends_with(".tmp")
             {
                 rep.problems.push(format!(

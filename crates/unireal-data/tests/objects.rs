@@ -25,7 +25,7 @@ fn repo_config(inputs: &[&Path], out: &Path, set: &[&str]) -> BuildConfig {
 }
 
 fn build(cfg: &BuildConfig) -> BuildSummary {
-    run_build(cfg, &BuildOptions { force: true, quiet: true }, Arc::new(AtomicBool::new(false))).unwrap()
+    run_build(cfg, &BuildOptions { force: true, quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false))).unwrap()
 }
 
 fn read(dir: &Path) -> Vec<Sample> {

@@ -133,4 +133,62 @@ impl Manifest {
             .map_err(|e| ShardError::Manifest { path: path.clone(), message: e.to_string() })?;
         unireal_core::write_atomic(&path, &text).map_err(io_err(&path))
     }
+
+    /// Reads a dataset directory: `DIR/manifest.json`, or, for a partitioned build (data
+    /// build over a Slurm array), the union of `DIR/partition-I-of-N/manifest.json` with shard
+    /// paths relative to `DIR`. `Ok(None)` when there is neither. Partitions of different
+    /// builds (fingerprints) in one directory are an error.
+    pub fn load_dataset(dir: &Path) -> Result<Option<Manifest>> {
+        if let Some(m) = Manifest::load(dir)? {
+            return Ok(Some(m));
+        }
+        let parts = partition_dirs(dir)?;
+        let mut union: Option<Manifest> = None;
+        for (name, pdir) in parts {
+            let Some(m) = Manifest::load(&pdir)? else { continue };
+            let u = union.get_or_insert_with(|| Manifest::new(&m.created_by, &m.fingerprint));
+            if u.fingerprint != m.fingerprint {
+                return Err(ShardError::Manifest {
+                    path: pdir.join(MANIFEST_NAME),
+                    message: format!(
+                        "partition {name} was built with another configuration (fingerprint {} vs {})",
+                        m.fingerprint, u.fingerprint
+                    ),
+                });
+            }
+            u.shards.extend(m.shards.into_iter().map(|mut s| {
+                s.file = format!("{name}/{}", s.file);
+                s
+            }));
+            u.inputs.extend(m.inputs);
+        }
+        if let Some(u) = union.as_mut() {
+            u.update_totals();
+        }
+        Ok(union)
+    }
 }
+
+/// The name of partition `index` of `count` under a build's output.
+pub fn partition_name(index: usize, count: usize) -> String {
+    format!("partition-{index:04}-of-{count:04}")
+}
+
+/// `(name, path)` of the partition directories of a partitioned build, sorted by name.
+pub fn partition_dirs(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut out: Vec<(String, std::path::PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| n.starts_with("partition-") && n.contains("-of-"))
+        .collect();
+    out.sort();
+    Ok(out)
+
+}
+

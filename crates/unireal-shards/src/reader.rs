@@ -47,9 +47,9 @@ pub struct ShardReader {
 }
 
 impl ShardReader {
-    /// The shards of a directory with a manifest.
+    /// The shards of a directory with a manifest (or of every partition of a partitioned build).
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let m = Manifest::load(dir)?.ok_or_else(|| ShardError::Manifest {
+        let m = Manifest::load_dataset(dir)?.ok_or_else(|| ShardError::Manifest {
             path: dir.join(crate::MANIFEST_NAME),
             message: "no manifest: not a shard directory, or a build that never started".into(),
         })?;

@@ -88,6 +88,17 @@ impl DatasetWriter {
     /// shards, temporary files) is removed first.
     pub fn open(dir: &Path, opts: WriterOptions, force: bool) -> Result<Self> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if !dir.join(crate::MANIFEST_NAME).exists() {
+            if let Some((name, _)) = crate::partition_dirs(dir)?.first() {
+                return Err(ShardError::Manifest {
+                    path: dir.join(name),
+                    message: "this directory holds a partitioned build: write each partition into its own \
+                              partition-I-of-N directory (unireal-data build --shard-index I --num-shards N), \
+                              or choose another output"
+                        .into(),
+                });
+            }
+        }
         let existing = if force { None } else { Manifest::load(dir)? };
         if let Some(m) = &existing {
             if !opts.fingerprint.is_empty() && m.fingerprint != opts.fingerprint {

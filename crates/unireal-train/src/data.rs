@@ -100,7 +100,7 @@ impl Index {
         let mut per_source = Vec::new();
         let mut stats = IndexStats::default();
         for (si, src) in cfg.sources.iter().enumerate() {
-            let manifest = unireal_shards::Manifest::load(&src.path)?.ok_or_else(|| DataError::Source {
+            let manifest = unireal_shards::Manifest::load_dataset(&src.path)?.ok_or_else(|| DataError::Source {
                 path: src.path.display().to_string(),
                 message: "no manifest.json: not a shard directory (build one with `unireal-data build`)".into(),
             })?;

@@ -27,7 +27,7 @@ fn shards() -> &'static Path {
         );
         std::fs::write(dir.join("build.yaml"), yaml).unwrap();
         let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
-        let opts = unireal_data::BuildOptions { force: false, quiet: true };
+        let opts = unireal_data::BuildOptions { force: false, quiet: true, ..Default::default() };
         let summary = unireal_data::run_build(&cfg, &opts, Arc::new(false.into())).unwrap();
         assert!(summary.manifest.totals.rows >= 8, "{:?}", summary.manifest.totals);
         out

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use unireal_data::{run_build, BuildConfig, BuildError, BuildOptions};
+use unireal_data::{run_build, BuildConfig, BuildError, BuildOptions, Partition};
 
 use super::hinted;
 
@@ -19,6 +19,13 @@ pub struct Args {
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+    /// Build only partition I of --num-shards (0-based) into OUTPUT/partition-IIII-of-NNNN;
+    /// default: from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set.
+    #[arg(long, value_name = "I", requires = "num_shards")]
+    shard_index: Option<usize>,
+    /// The number of partitions (array tasks) the inputs are split into.
+    #[arg(long, value_name = "N", requires = "shard_index")]
+    num_shards: Option<usize>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -36,7 +43,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eprintln!("stopping: discarding the unfinished shard (press Ctrl-C again to exit at once)");
         });
     }
-    let opts = BuildOptions { force: a.force, quiet: a.quiet };
+    let partition = match (a.shard_index, a.num_shards) {
+        (Some(i), Some(n)) => Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?),
+        _ => Partition::from_slurm_env(|k| std::env::var(k).ok())
+            .map_err(|e| hinted(e, "submit the array as --array=0-(N-1), or pass --shard-index/--num-shards"))?,
+    };
+    let opts = BuildOptions { force: a.force, quiet: a.quiet, partition };
     let summary = match run_build(&cfg, &opts, stop) {
         Ok(s) => s,
         Err(BuildError::Config(m)) => {
@@ -64,7 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     eprintln!(
         "output: {} — {} sample(s) in {} shard(s), {:.1} MiB; inputs: {} ok, {} skipped, {} failed",
-        cfg.output.display(),
+        summary.output.display(),
         m.totals.rows,
         m.shards.len(),
         m.totals.bytes as f64 / (1024.0 * 1024.0),
@@ -73,7 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         count("failed"),
     );
     if count("skipped") + count("failed") > 0 {
-        eprintln!("reasons are in {}/manifest.json (inputs[].reason)", cfg.output.display());
+        eprintln!("reasons are in {}/manifest.json (inputs[].reason)", summary.output.display());
     }
     Ok(())
 }

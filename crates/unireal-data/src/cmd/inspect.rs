@@ -15,7 +15,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (files, manifest) = if a.path.is_dir() {
-        let m = Manifest::load(&a.path)?.ok_or_else(|| {
+        let m = Manifest::load_dataset(&a.path)?.ok_or_else(|| {
             hinted(
                 format!("{}: no manifest.json", a.path.display()),
                 "point inspect at the `output` directory of a build, or at one .parquet file",
