@@ -3,12 +3,13 @@
 # installs what is missing, so every README command can call it.
 #   - FFmpeg development libraries + libclang for ffmpeg-next (codec, format, swscale),
 #   - the ffmpeg CLI (tests generate odd clips with it; the benchmark times decode with it),
+#   - Open MPI (libopenmpi-dev, openmpi-bin) for the trainer's `mpi` feature and its test,
 #   - a Python venv at .venv with pyarrow and safetensors (the interoperability checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang pkg-config ffmpeg bc python3 python3-venv; do
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang pkg-config ffmpeg bc python3 python3-venv libopenmpi-dev openmpi-bin; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 # A Python outside Debian's packages (pyenv, conda) is fine as long as it can make venvs.

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, then runs the whole suite (unit, integration on
 # the real sample clips, PyTorch parity fixtures, the pyarrow interoperability check, the
-# binaries' CLI tests), then checks that the `cuda` feature builds (no GPU needed to build:
-# Burn 0.21's CUDA backend loads CUDA at run time). UNIREAL_SKIP_CUDA_BUILD=1 skips that step.
+# binaries' CLI tests), then data-parallel training over MPI (`mpirun -np 2` against one
+# process, the `mpi` feature), then checks that the `cuda` feature builds (no GPU needed to
+# build: Burn 0.21's CUDA backend loads CUDA at run time). UNIREAL_SKIP_CUDA_BUILD=1 skips
+# that step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export UNIREAL_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
+echo "data-parallel training over MPI (unireal-train --features mpi)" >&2
+cargo test --locked -p unireal-train --features mpi --test mpi "$@"
 if [ "${UNIREAL_SKIP_CUDA_BUILD:-0}" != 1 ]; then
   echo "building the cuda feature (unireal-train, unireal-infer and the DiT benchmark)" >&2
   cargo build --locked -p unireal-train -p unireal-infer --features unireal-train/cuda,unireal-infer/cuda

@@ -23,6 +23,13 @@ pub struct TrainState {
     pub rng: Rng,
     /// Wall-clock seconds of training so far.
     pub elapsed_s: f64,
+    /// Data-parallel processes the run was trained with (a resume must use as many).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub fn checkpoints_dir(run: &Path) -> PathBuf {

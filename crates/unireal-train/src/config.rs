@@ -188,6 +188,8 @@ pub struct LoopConfig {
     pub grad_clip: f64,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// Data-parallel runs: gradients are all-reduced in buckets of this many MiB.
+    pub allreduce_bucket_mb: f64,
     /// EMA decay per optimizer step; 0 = no EMA.
     pub ema_decay: f64,
     pub time_sampling: TimeSampling,
@@ -227,6 +229,7 @@ impl Default for LoopConfig {
             betas: [0.9, 0.999],
             grad_clip: 1.0,
             grad_accum: 1,
+            allreduce_bucket_mb: 25.0,
             ema_decay: 0.999,
             time_sampling: TimeSampling::default(),
             shift: Shift::Fixed(1.0),
@@ -307,6 +310,9 @@ impl TrainConfig {
         let t = &self.train;
         if t.steps == 0 || t.grad_accum == 0 {
             return Err("train.steps and train.grad_accum must be at least 1".into());
+        }
+        if !(t.allreduce_bucket_mb > 0.0) {
+            return Err("train.allreduce_bucket_mb: must be positive".into());
         }
         if !(0.0..1.0).contains(&t.ema_decay) {
             return Err(format!("train.ema_decay: {} must be in [0, 1)", t.ema_decay));

@@ -4,6 +4,7 @@
 //! links ffmpeg: shards hold encoded images.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod ema;
@@ -12,4 +13,5 @@ pub mod model;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{run, RunOptions, RunSummary};
+pub use collective::{Collective, SingleProcess};
+pub use trainer::{run, run_with, RunOptions, RunSummary};

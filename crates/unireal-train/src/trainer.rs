@@ -18,6 +18,8 @@ use unireal_core::Split;
 use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch};
 use unireal_flow::{resolution_shift, sample_t, seeded_noise, Rng, FLUX_SHIFT_ANCHORS};
 
+use crate::collective::{Collective, SingleProcess};
+
 use crate::checkpoint::{self, TrainState};
 use crate::config::{LrSchedule, Shift, TrainConfig};
 use crate::data::{Batch, Bucket, Index, Loader, Sampler};
@@ -169,6 +171,7 @@ fn batch_loss<B: Backend, F: Backend>(
     drop_images: bool,
     t: &[f64],
     noise_seed: u64,
+    (world, rank): (usize, usize),
     device: &B::Device,
     fdevice: &F::Device,
 ) -> Result<unireal_flow::dit::FlowLoss<B>, String> {
@@ -178,7 +181,18 @@ fn batch_loss<B: Backend, F: Backend>(
         batch.tasks.iter().map(|t| *cfg.train.task_weights.get(t.as_str()).unwrap_or(&1.0) as f32).collect();
     let b = batch.len();
     let tt = Tensor::<B, 1>::from_data(TensorData::new(t.iter().map(|&x| x as f32).collect::<Vec<_>>(), [b]), device);
-    let noise = seeded_noise::<B, 5>(lat.targets.dims(), noise_seed, device);
+    // The noise of the global batch (all ranks' samples, interleaved as the loader deals
+    // them), of which this rank takes its rows: a run on W processes with batch B draws what
+    // one process with batch W·B draws.
+    let mut dims = lat.targets.dims();
+    let noise = if world == 1 {
+        seeded_noise::<B, 5>(dims, noise_seed, device)
+    } else {
+        dims[0] *= world;
+        let rows: Vec<i64> = (0..b).map(|j| (j * world + rank) as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), device);
+        seeded_noise::<B, 5>(dims, noise_seed, device).select(0, idx)
+    };
     let (inputs, roles) = if drop_images { (None, None) } else { (lat.inputs, lat.roles) };
     let fb = FlowBatch {
         cond: DitConditioning {
@@ -216,12 +230,41 @@ fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &Gradie
 }
 
 /// Trains according to `cfg` in `opts.run_dir`; with `opts.resume`, continues from the run's
-/// latest checkpoint exactly where it stopped.
+/// latest checkpoint exactly where it stopped. One process; see [`run_with`].
 pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B::Device) -> Result<RunSummary, String> {
+    run_with::<B>(cfg, opts, device, &SingleProcess)
+}
+
+/// [`run`] as one rank of a data-parallel job: rank and world size come from `coll`; rank 0's
+/// initial weights are broadcast; each rank reads its share of every global batch
+/// (`data.batch_size` per rank), gradients are averaged over the ranks before the optimizer
+/// step; only rank 0 writes checkpoints, metrics and samples. With W ranks of batch B the
+/// steps equal one process's with batch W·B (same t, noise and text dropout per sample).
+pub fn run_with<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    device: &B::Device,
+    coll: &dyn Collective,
+) -> Result<RunSummary, String> {
     cfg.validate()?;
+    let (rank, world) = (coll.rank(), coll.world_size());
+    if world == 1 && cfg.data.world_size > 1 {
+        return Err(format!(
+            "data.world_size is {} but this process runs alone: data-parallel training needs the `mpi` build \
+             launched by mpirun or srun (docs/cluster.md)",
+            cfg.data.world_size
+        ));
+    }
+    let mut cfg_owned = cfg.clone();
+    cfg_owned.data.rank = rank;
+    cfg_owned.data.world_size = world;
+    let cfg = &cfg_owned;
+    let is_main = rank == 0;
     let run = &opts.run_dir;
     std::fs::create_dir_all(run).map_err(|e| format!("{}: {e}", run.display()))?;
-    checkpoint::clean_partial(run);
+    if is_main {
+        checkpoint::clean_partial(run);
+    }
     let resume_from = if opts.resume {
         Some(checkpoint::latest(run).ok_or_else(|| {
             format!("--resume: {} has no finished checkpoint", checkpoint::checkpoints_dir(run).display())
@@ -235,8 +278,14 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         }
         None
     };
-    let yaml = serde_yaml::to_string(cfg).map_err(|e| e.to_string())?;
-    unireal_core::write_atomic(&run.join("config.yaml"), yaml.as_bytes()).map_err(|e| e.to_string())?;
+    // The run's config without the per-process rank (resuming sets it again).
+    let mut shared = cfg.clone();
+    shared.data.rank = 0;
+    shared.data.world_size = 1;
+    let yaml = serde_yaml::to_string(&shared).map_err(|e| e.to_string())?;
+    if is_main {
+        unireal_core::write_atomic(&run.join("config.yaml"), yaml.as_bytes()).map_err(|e| e.to_string())?;
+    }
 
     // Model and frozen parts.
     let dit_cfg = cfg.model.dit_config()?;
@@ -257,7 +306,8 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         );
     let mut optim = adamw.init::<B, UniReal<B>>();
     let mut ema: Option<UniReal<B::InnerBackend>> = (cfg.train.ema_decay > 0.0).then(|| model.valid());
-    let mut state = TrainState { step: 0, loader_batches: 0, rng: Rng::new(cfg.train.seed), elapsed_s: 0.0 };
+    let mut state =
+        TrainState { step: 0, loader_batches: 0, rng: Rng::new(cfg.train.seed), elapsed_s: 0.0, world_size: world };
 
     if let Some((step, dir)) = &resume_from {
         model = model
@@ -280,9 +330,26 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         }
         let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| e.to_string())?;
         state = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("state.json").display()))?;
-        eprintln!("resuming {} from step {step}", run.display());
+        if state.world_size != world {
+            return Err(format!(
+                "{} was trained on {} process(es); resume it with as many (this job has {world})",
+                run.display(),
+                state.world_size
+            ));
+        }
+        if is_main {
+            eprintln!("resuming {} from step {step}", run.display());
+        }
     }
-    let metrics = Metrics::open(run, resume_from.as_ref().map(|r| r.0))?;
+    // Every rank starts from rank 0's weights.
+    model = crate::collective::broadcast_module(model, coll, 0)?;
+    let metrics = if is_main { Some(Metrics::open(run, resume_from.as_ref().map(|r| r.0))?) } else { None };
+    let log = |v: serde_json::Value| -> Result<(), String> {
+        match &metrics {
+            Some(m) => m.log(v),
+            None => Ok(()),
+        }
+    };
 
     // Data.
     let train_index = Arc::new(Index::build(&cfg.data, Split::Train, align).map_err(|e| e.to_string())?);
@@ -295,13 +362,16 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         ));
     }
     let val_index = Arc::new(Index::build(&cfg.data, Split::Val, align).map_err(|e| e.to_string())?);
-    eprintln!(
+    if is_main { eprintln!(
         "data: {} training rows, {} validation rows, {} over the image caps; buckets {:?}",
         train_index.len(),
         val_index.len(),
         train_index.stats.over_image_cap,
         train_index.buckets.iter().map(|b| format!("{}x{}", b.width, b.height)).collect::<Vec<_>>()
-    );
+    ); }
+    if world > 1 && is_main {
+        eprintln!("data-parallel: {world} processes over {}, {} samples per rank and step", coll.name(), cfg.data.batch_size * cfg.train.grad_accum);
+    }
     // Fixed validation batches (the train split when there is no val split, said in the log).
     let fixed_index = if val_index.is_empty() { train_index.clone() } else { val_index.clone() };
     let mut fixed_batches = Vec::new();
@@ -323,7 +393,7 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         .map_err(|e| e.to_string())?;
 
     let total = cfg.train.steps;
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    let bar = if opts.quiet || !is_main { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -331,9 +401,9 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
     bar.set_position(state.step as u64);
     let mut last_loss = f64::NAN;
     let mut last_ckpt = None;
-    let is_main = cfg.data.rank == 0;
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
 
+    let mut comm_total = 0.0;
     while state.step < total {
         let t0 = Instant::now();
         let lr = learning_rate(cfg, state.step);
@@ -345,15 +415,22 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             state.loader_batches = pos;
             skipped += batch.skipped.len();
             let b = batch.len();
+            // Per-sample draws are made for the global batch (b per rank, dealt
+            // round-robin by the loader) and this rank keeps its share, so that every rank's
+            // generator stays in step and W ranks reproduce one process with batch W·b.
+            let mine = |j: usize| j * world + rank;
+            let drops: Vec<bool> = (0..b * world).map(|_| state.rng.uniform() < cfg.data.drop_text).collect();
             let prompts: Vec<String> = batch
                 .prompts
                 .iter()
-                .map(|p| if state.rng.uniform() < cfg.data.drop_text { String::new() } else { p.clone() })
+                .enumerate()
+                .map(|(j, p)| if drops[mine(j)] { String::new() } else { p.clone() })
                 .collect();
             let drop_images = batch.n_inputs > 0 && state.rng.uniform() < cfg.data.drop_images;
             let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), dit_cfg.patch);
             let shift = shift_for(cfg, per_frame);
-            let t = sample_t(&cfg.train.time_sampling, b, shift, &mut state.rng);
+            let t_all = sample_t(&cfg.train.time_sampling, b * world, shift, &mut state.rng);
+            let t: Vec<f64> = (0..b).map(|j| t_all[mine(j)]).collect();
             let noise_seed = state.rng.next_u64();
             let out = batch_loss(
                 &model,
@@ -365,6 +442,7 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
                 drop_images,
                 &t,
                 noise_seed,
+                (world, rank),
                 device,
                 device,
             )?;
@@ -383,8 +461,15 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
             let text_len = batch.prompts.iter().map(|p| p.len()).max().unwrap_or(0) + 1;
             tokens += b * (per_frame * (batch.n_inputs + batch.n_outputs) + text_len);
         }
-        // The one place gradients exist before the optimizer step (an all-reduce goes here).
-        let grads = accum.grads();
+        // The one place gradients exist before the optimizer step: averaged over the ranks.
+        let bucket = (cfg.train.allreduce_bucket_mb * 1024.0 * 1024.0 / 4.0) as usize;
+        let (grads, comm_s) = crate::collective::sync_gradients(&model, accum.grads(), coll, bucket)?;
+        comm_total += comm_s;
+        if world > 1 {
+            let mut l = [loss_sum as f32];
+            coll.all_reduce_sum(&mut l)?;
+            loss_sum = l[0] as f64 / world as f64;
+        }
         let gnorm = grad_norm(&model, &grads);
         model = optim.step(lr, model, grads);
         if let Some(e) = ema.take() {
@@ -397,10 +482,11 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         if is_main {
             let tasks: serde_json::Map<String, serde_json::Value> =
                 by_task.iter().map(|(k, (s, n))| (k.clone(), serde_json::json!(s / *n as f64))).collect();
-            metrics.log(serde_json::json!({
+            log(serde_json::json!({
                 "kind": "train", "step": state.step, "loss": loss_sum, "loss_by_task": tasks, "lr": lr,
-                "grad_norm": gnorm, "samples_per_s": samples as f64 / dt, "tokens_per_s": tokens as f64 / dt,
-                "step_s": dt, "loader_batches": state.loader_batches, "skipped_rows": skipped,
+                "grad_norm": gnorm, "samples_per_s": (samples * world) as f64 / dt,
+                "tokens_per_s": (tokens * world) as f64 / dt, "step_s": dt, "allreduce_s": comm_s,
+                "world_size": world, "loader_batches": state.loader_batches, "skipped_rows": skipped,
             }))?;
         }
         bar.set_position(state.step as u64);
@@ -416,11 +502,12 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
                 let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), dit_cfg.patch);
                 let t = sample_t(&cfg.train.time_sampling, batch.len(), shift_for(cfg, per_frame), &mut vrng);
                 let seed = vrng.next_u64();
-                let out = batch_loss(&vm, &frozen, &Same, cfg, batch, &batch.prompts, false, &t, seed, device, device)?;
+                let out =
+                    batch_loss(&vm, &frozen, &Same, cfg, batch, &batch.prompts, false, &t, seed, (1, 0), device, device)?;
                 sum += out.loss.into_scalar().elem::<f64>();
             }
             let val = sum / cfg.log.val_batches.max(1).min(fixed_batches.len()) as f64;
-            metrics.log(serde_json::json!({"kind": "val", "step": state.step, "val_loss": val}))?;
+            log(serde_json::json!({"kind": "val", "step": state.step, "val_loss": val}))?;
             bar.println(format!("step {}: validation loss {val:.4}", state.step));
         }
         if is_main && at(cfg.log.sample_every) && !fixed_batches.is_empty() {
@@ -429,7 +516,7 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
                 _ => model.valid(),
             };
             let path = write_samples(&m, &frozen, cfg, &fixed_batches[0], state.step, run, device)?;
-            metrics.log(serde_json::json!({"kind": "samples", "step": state.step, "path": path}))?;
+            log(serde_json::json!({"kind": "samples", "step": state.step, "path": path}))?;
         }
         let ckpt_due =
             state.step == total || (cfg.checkpoint.every > 0 && state.step.is_multiple_of(cfg.checkpoint.every));
@@ -452,6 +539,15 @@ pub fn run<B: AutodiffBackend>(cfg: &TrainConfig, opts: &RunOptions, device: &B:
         }
     }
     bar.finish_and_clear();
+    if world > 1 {
+        // Every rank says what it holds: equal hashes mean the ranks stayed in step.
+        eprintln!(
+            "rank {rank}/{world}: weights {} after {} steps ({:.3} s in all-reduce)",
+            crate::collective::weights_hash(&model.valid()),
+            state.step,
+            comm_total
+        );
+    }
     Ok(RunSummary { steps: state.step, resumed_from: resume_from.map(|r| r.0), last_loss, checkpoint: last_ckpt })
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use unireal_train::{RunOptions, TrainConfig};
+use unireal_train::{Collective, RunOptions, TrainConfig};
 
 #[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
 type Backend = burn::backend::Autodiff<burn::backend::NdArray>;
@@ -58,25 +58,43 @@ struct Failure(String, Option<String>);
 
 /// Runs on the backend this binary was built for, at the configured precision.
 #[cfg(feature = "cuda")]
-fn dispatch(cfg: &TrainConfig, opts: &RunOptions) -> Result<unireal_train::RunSummary, String> {
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> Result<unireal_train::RunSummary, String> {
     use burn::backend::{Autodiff, Cuda};
     use unireal_train::config::Precision;
-    let device = Default::default();
+    // One GPU per process: the local rank picks it (CUDA_VISIBLE_DEVICES set by Slurm also works).
+    let local = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().and_then(|s| s.parse::<usize>().ok()))
+        .unwrap_or(0);
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").map(|v| v.split(',').count()).unwrap_or(usize::MAX);
+    let device = burn::backend::cuda::CudaDevice::new(if visible <= 1 { 0 } else { local });
     match cfg.train.precision {
-        Precision::F32 => unireal_train::run::<Autodiff<Cuda<f32>>>(cfg, opts, &device),
-        Precision::Bf16 => unireal_train::run::<Autodiff<Cuda<burn::tensor::bf16>>>(cfg, opts, &device),
+        Precision::F32 => unireal_train::run_with::<Autodiff<Cuda<f32>>>(cfg, opts, &device, coll),
+        Precision::Bf16 => unireal_train::run_with::<Autodiff<Cuda<burn::tensor::bf16>>>(cfg, opts, &device, coll),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn dispatch(cfg: &TrainConfig, opts: &RunOptions) -> Result<unireal_train::RunSummary, String> {
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> Result<unireal_train::RunSummary, String> {
     if cfg.train.precision != unireal_train::config::Precision::F32 {
         return Err(
             "train.precision: bf16 needs the CUDA build (cargo build --features cuda); the CPU backends train in f32"
                 .into(),
         );
     }
-    unireal_train::run::<Backend>(cfg, opts, &Default::default())
+    unireal_train::run_with::<Backend>(cfg, opts, &Default::default(), coll)
+}
+
+/// MPI when the process was started by mpirun/srun and the binary has the `mpi` feature;
+/// else one process.
+fn collective() -> Result<Box<dyn Collective>, Failure> {
+    #[cfg(feature = "mpi")]
+    if unireal_train::collective::Mpi::launched() {
+        return unireal_train::collective::Mpi::init()
+            .map(|m| Box::new(m) as Box<dyn Collective>)
+            .ok_or_else(|| Failure("MPI could not be initialised".into(), None));
+    }
+    Ok(Box::new(unireal_train::SingleProcess))
 }
 
 fn run(args: Args) -> Result<(), Failure> {
@@ -103,14 +121,19 @@ fn run(args: Args) -> Result<(), Failure> {
     let cfg: TrainConfig = unireal_core::load_config(&config_path, &args.set)
         .map_err(|e| Failure(e.to_string(), Some("every key is documented in docs/configuration.md".into())))?;
     cfg.validate().map_err(|e| Failure(format!("{}: {e}", config_path.display()), None))?;
-    eprintln!(
-        "unireal-train: preset {} on {BACKEND}, {} steps, run directory {}",
-        cfg.model.preset,
-        cfg.train.steps,
-        run_dir.display()
-    );
+    let coll = collective()?;
+    let main_rank = coll.rank() == 0;
+    if main_rank {
+        eprintln!(
+            "unireal-train: preset {} on {BACKEND}, {} steps, {} process(es), run directory {}",
+            cfg.model.preset,
+            cfg.train.steps,
+            coll.world_size(),
+            run_dir.display()
+        );
+    }
     let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
-    let summary = dispatch(&cfg, &opts).map_err(|e| {
+    let summary = dispatch(&cfg, &opts, coll.as_ref()).map_err(|e| {
         let hint = if e.contains("--resume") || e.contains("already holds") {
             Some(format!("unireal-train --run-dir {} --resume", run_dir.display()))
         } else if e.contains("manifest") {
@@ -120,6 +143,9 @@ fn run(args: Args) -> Result<(), Failure> {
         };
         Failure(e, hint)
     })?;
+    if !main_rank {
+        return Ok(());
+    }
     eprintln!(
         "done: {} steps{}, last loss {:.4}; metrics in {}, samples in {}",
         summary.steps,

@@ -1,0 +1,206 @@
+//! Data-parallel communication: rank, world size, all-reduce and broadcast of f32 buffers.
+//!
+//! [`SingleProcess`] is the default; [`Mpi`] (feature `mpi`, rsmpi over the system's MPI)
+//! is used when the binary is launched by `mpirun`/`srun`. Gradients go through
+//! [`sync_gradients`]: packed in module-visit order (never by `ParamId`, which differs from
+//! process to process) into buckets of `bucket_mb`, all-reduced and averaged.
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// What data-parallel training needs from a communication library.
+pub trait Collective {
+    fn rank(&self) -> usize;
+    fn world_size(&self) -> usize;
+    /// Element-wise sum over all ranks, in place; every rank gets the same result.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String>;
+    /// Rank `root`'s buffer copied into every rank's.
+    fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), String>;
+    /// A short name for logs (`single`, `mpi`).
+    fn name(&self) -> &'static str;
+}
+
+/// One process: rank 0 of 1; every operation is the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<(), String> {
+        Ok(())
+    }
+    fn broadcast(&self, _buf: &mut [f32], _root: usize) -> Result<(), String> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "single"
+    }
+}
+
+#[cfg(feature = "mpi")]
+pub use mpi_impl::Mpi;
+
+#[cfg(feature = "mpi")]
+mod mpi_impl {
+    use mpi::collective::SystemOperation;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use mpi::traits::*;
+
+    /// MPI's world communicator (MPI is initialised on creation and finalised on drop).
+    pub struct Mpi {
+        _universe: mpi::environment::Universe,
+        world: SimpleCommunicator,
+    }
+
+    impl Mpi {
+        /// Initialises MPI; None when it was initialised already.
+        pub fn init() -> Option<Mpi> {
+            let universe = mpi::initialize()?;
+            let world = universe.world();
+            Some(Mpi { _universe: universe, world })
+        }
+
+        /// Whether this process was started by an MPI launcher (mpirun, srun with PMI/PMIx).
+        pub fn launched() -> bool {
+            ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_PMIX_MAPPING_SERV"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some())
+        }
+    }
+
+    impl super::Collective for Mpi {
+        fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        fn world_size(&self) -> usize {
+            self.world.size() as usize
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String> {
+            let send = buf.to_vec();
+            self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+            Ok(())
+        }
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), String> {
+            self.world.process_at_rank(root as i32).broadcast_into(buf);
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            "mpi"
+        }
+    }
+}
+
+/// Gradients all-reduced over the ranks and divided by the world size. Parameters are
+/// visited in module order (the same on every rank), their gradients concatenated, and
+/// the concatenation reduced in buckets of `bucket_elems` floats. Returns the new gradients
+/// and the seconds spent in communication.
+pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: GradientsParams,
+    coll: &dyn Collective,
+    bucket_elems: usize,
+) -> Result<(GradientsParams, f64), String> {
+    let world = coll.world_size();
+    if world == 1 {
+        return Ok((grads, 0.0));
+    }
+    struct Pack<'a> {
+        grads: &'a GradientsParams,
+        flat: Vec<f32>,
+        err: Option<String>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Pack<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(p.id) {
+                match g.into_data().convert::<f32>().to_vec::<f32>() {
+                    Ok(v) => self.flat.extend_from_slice(&v),
+                    Err(e) => self.err = Some(format!("{e:?}")),
+                }
+            }
+        }
+    }
+    let mut pack = Pack { grads: &grads, flat: Vec::new(), err: None };
+    model.visit(&mut pack);
+    if let Some(e) = pack.err {
+        return Err(format!("gradient to host: {e}"));
+    }
+    let mut flat = pack.flat;
+    let t0 = std::time::Instant::now();
+    for chunk in flat.chunks_mut(bucket_elems.max(1)) {
+        coll.all_reduce_sum(chunk)?;
+    }
+    let comm = t0.elapsed().as_secs_f64();
+    let inv = 1.0 / world as f32;
+    flat.iter_mut().for_each(|v| *v *= inv);
+
+    struct Unpack<'a> {
+        old: &'a GradientsParams,
+        new: GradientsParams,
+        flat: &'a [f32],
+        at: usize,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Unpack<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.old.get::<B::InnerBackend, D>(p.id) {
+                let dims = g.dims();
+                let n: usize = dims.iter().product();
+                let data = TensorData::new(self.flat[self.at..self.at + n].to_vec(), dims);
+                self.at += n;
+                self.new.register::<B::InnerBackend, D>(p.id, Tensor::from_data(data, &g.device()));
+            }
+        }
+    }
+    let mut un = Unpack { old: &grads, new: GradientsParams::new(), flat: &flat, at: 0 };
+    model.visit(&mut un);
+    Ok((un.new, comm))
+}
+
+/// Every rank's weights replaced by rank `root`'s (in module-visit order).
+pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collective, root: usize) -> Result<M, String> {
+    if coll.world_size() == 1 {
+        return Ok(model);
+    }
+    let mut flat = Vec::new();
+    for t in crate::ema::flat_params(&model) {
+        flat.extend(t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?);
+    }
+    coll.broadcast(&mut flat, root)?;
+    struct Set<'a> {
+        flat: &'a [f32],
+        at: usize,
+    }
+    impl<B: Backend> ModuleMapper<B> for Set<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, mapper) = param.consume();
+            let dims = t.dims();
+            let n: usize = dims.iter().product();
+            let mut new = Tensor::<B, D>::from_data(TensorData::new(self.flat[self.at..self.at + n].to_vec(), dims), &t.device());
+            self.at += n;
+            if t.is_require_grad() {
+                new = new.require_grad();
+            }
+            Param::from_mapped_value(id, new, mapper)
+        }
+    }
+    Ok(model.map(&mut Set { flat: &flat, at: 0 }))
+}
+
+/// A hash of every weight in visit order: equal on every rank after a synchronous step.
+pub fn weights_hash<B: Backend, M: Module<B>>(model: &M) -> String {
+    let mut h = blake3::Hasher::new();
+    for t in crate::ema::flat_params(model) {
+        if let Ok(v) = t.into_data().convert::<f32>().to_vec::<f32>() {
+            for x in v {
+                h.update(&x.to_le_bytes());
+            }
+        }
+    }
+    h.finalize().to_hex()[..16].to_string()
+}

@@ -1,0 +1,144 @@
+//! Data-parallel training over MPI (`--features mpi`; scripts/test.sh runs it):
+//! `mpirun -np 2` with per-rank batch B equals one process with batch 2B step for step, the
+//! ranks end with identical weights, and a run resumes with the same world size only.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_unireal-train")
+}
+
+/// Frame2Frame shards of the sample clips at 128 px (the object families are off: one
+/// image signature, so that batches of B and 2B hold the same samples).
+fn shards(dir: &Path) -> PathBuf {
+    let out = dir.join("shards");
+    let off = "{enabled: false}";
+    let yaml = format!(
+        "inputs: [{:?}]\noutput: {:?}\nworkers: 2\nframes: {{max_side: 128}}\nsplit: {{val_fraction: 0.0}}\n\
+         families: {{multi_object: {off}, insertion: {off}, object_add: {off}, seg: {off}, control: {off}}}\n",
+        repo().join("datasets/samples/videos").to_string_lossy(),
+        out.to_string_lossy()
+    );
+    std::fs::write(dir.join("build.yaml"), yaml).unwrap();
+    let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
+    let opts = unireal_data::BuildOptions { quiet: true, ..Default::default() };
+    unireal_data::run_build(&cfg, &opts, std::sync::Arc::new(false.into())).unwrap();
+    out
+}
+
+/// The tiny model at 32 px, one bucket (square), text dropout on (it must stay in step).
+fn config(dir: &Path, shards: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+model:
+  preset: tiny
+  latent: {{kind: space_to_depth, factor: 2}}
+  text: {{kind: bytes, width: 64, layers: 2, max_len: 64}}
+data:
+  sources: [{{path: {:?}, weight: 1.0}}]
+  resolution: 32
+  aspect_ratios: [1.0]
+  batch_size: 4
+  workers: 1
+  drop_text: 0.2
+  drop_images: 0.0
+train:
+  steps: 10
+  seed: 3
+  lr: 0.001
+  schedule: {{kind: constant, warmup: 0}}
+  grad_clip: 1.0
+  ema_decay: 0.9
+log: {{val_every: 0, sample_every: 0}}
+checkpoint: {{every: 5, keep: 3}}
+"#,
+        shards.to_string_lossy()
+    );
+    let p = dir.join("train.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+        // Containers often forbid the cross-memory-attach copy path; plain shared memory works.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("mpirun (scripts/setup.sh installs openmpi-bin)")
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn hashes(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("rank ")?;
+            let (rank, rest) = rest.split_once(": weights ")?;
+            Some((rank.to_string(), rest.split_whitespace().next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(work.path(), &shards(work.path()));
+    let cfg = cfg.to_str().unwrap();
+    let single = work.path().join("single");
+    let o = Command::new(bin()).args(["--config", cfg, "-q", "--run-dir"]).arg(&single).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let dp = work.path().join("dp");
+    let o = mpirun(2, &["--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", dp.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let (a, b) = (losses(&single), losses(&dp));
+    assert_eq!(a.len(), 10);
+    assert_eq!(a.len(), b.len());
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "step {s}: one process {x}, two ranks {y}");
+    }
+    // Both ranks hold the same weights at the end.
+    let h = hashes(&err);
+    assert_eq!(h.len(), 2, "{err}");
+    assert_eq!(h[0].1, h[1].1, "ranks diverged: {h:?}");
+    // Only rank 0 wrote: one metrics line per step, one set of checkpoints.
+    assert!(dp.join("checkpoints/step-00000010/model.safetensors").is_file());
+    let lines = std::fs::read_to_string(dp.join("metrics.jsonl")).unwrap();
+    assert!(lines.lines().all(|l| l.contains("\"world_size\":2")), "{lines}");
+
+    // Resume with the same world size: steps 6-10 again give the same losses.
+    let part = work.path().join("part");
+    let p = part.to_str().unwrap();
+    let o = mpirun(2, &["--config", cfg, "-q", "--set", "data.batch_size=2", "--set", "train.steps=5", "--run-dir", p]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = mpirun(2, &["--run-dir", p, "--resume", "-q", "--set", "data.batch_size=2", "--set", "train.steps=10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed = losses(&part);
+    assert_eq!(resumed.len(), 10);
+    for ((s, x), (_, y)) in b.iter().zip(&resumed) {
+        assert!((x - y).abs() < 1e-6, "step {s}: uninterrupted {x}, resumed {y}");
+    }
+    // With another world size it is refused, naming both.
+    let o = Command::new(bin()).args(["--run-dir", p, "--resume", "-q", "--set", "train.steps=12"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("trained on 2 process(es)"), "{err}");
+}
