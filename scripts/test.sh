@@ -2,7 +2,7 @@
 # The test command: installs what is missing, then runs the whole suite (unit, integration on
 # the real sample clips, PyTorch parity fixtures, the pyarrow interoperability check, the
 # binaries' CLI tests), then data-parallel training over MPI (`mpirun -np 2` against one
-# process, the `mpi` feature), then checks that the `cuda` feature builds (no GPU needed to
+# process, the `mpi` feature), the Slurm scripts on a local single-node Slurm, then checks that the `cuda` feature builds (no GPU needed to
 # build: Burn 0.21's CUDA backend loads CUDA at run time). UNIREAL_SKIP_CUDA_BUILD=1 skips
 # that step.
 set -euo pipefail
@@ -12,6 +12,14 @@ export UNIREAL_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
 echo "data-parallel training over MPI (unireal-train --features mpi)" >&2
 cargo test --locked -p unireal-train --features mpi --test mpi "$@"
+# The Slurm scripts, submitted for real to a single-node Slurm on this machine (root only:
+# it starts slurmctld, slurmd and munged, and stops them again). Uses the debug binaries the
+# steps above built (unireal-train with `mpi`), so it runs before the cuda build replaces it.
+if [ "$(id -u)" = 0 ]; then
+  UNIREAL_BIN=target/debug bash scripts/slurm/test-local.sh
+else
+  echo "skipping scripts/slurm/test-local.sh: it needs root to start a local Slurm" >&2
+fi
 if [ "${UNIREAL_SKIP_CUDA_BUILD:-0}" != 1 ]; then
   echo "building the cuda feature (unireal-train, unireal-infer and the DiT benchmark)" >&2
   cargo build --locked -p unireal-train -p unireal-infer --features unireal-train/cuda,unireal-infer/cuda

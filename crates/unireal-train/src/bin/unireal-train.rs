@@ -94,6 +94,17 @@ fn collective() -> Result<Box<dyn Collective>, Failure> {
             .map(|m| Box::new(m) as Box<dyn Collective>)
             .ok_or_else(|| Failure("MPI could not be initialised".into(), None));
     }
+    // Started as one of several tasks by srun or mpirun, but built without MPI: each process
+    // would train alone and write the same run directory.
+    #[cfg(not(feature = "mpi"))]
+    for v in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"] {
+        if let Some(n) = std::env::var(v).ok().and_then(|s| s.parse::<usize>().ok()).filter(|&n| n > 1) {
+            return Err(Failure(
+                format!("started as one of {n} processes ({v}), but this unireal-train was built without MPI"),
+                Some("cargo build --release -p unireal-train --features mpi (docs/cluster.md)".into()),
+            ));
+        }
+    }
     Ok(Box::new(unireal_train::SingleProcess))
 }
 
