@@ -70,9 +70,20 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-slurmctld
-slurmd
-for _ in $(seq 30); do sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix" && break; sleep 1; done
+up=0
+if slurmctld && slurmd; then
+  for _ in $(seq 30); do
+    if sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix"; then up=1; break; fi
+    sleep 1
+  done
+fi
+if [ "$up" != 1 ]; then
+  tail -n 5 "$WORK"/log/*.log >&2 2>/dev/null || true
+  echo "slurm test: a local Slurm did not start on this machine; the Slurm scripts were not submitted" >&2
+  # UNIREAL_SLURM_OPTIONAL=1 (scripts/test.sh): say so and go on; otherwise fail.
+  [ "${UNIREAL_SLURM_OPTIONAL:-0}" = 1 ] && exit 0
+  exit 1
+fi
 sinfo -h -o "%P %T %D %N" >&2
 
 # 1. The data build as a 3-task array, against a single build.
