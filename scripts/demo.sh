@@ -14,7 +14,8 @@ cargo build --release --locked -p unireal-data -p unireal-train -p unireal-infer
 BIN=target/release
 STEPS=${DEMO_STEPS:-600}
 
-$BIN/unireal-data build configs/video.yaml
+# --force: the demo always rebuilds, so that a build left by an older config does not stop it.
+$BIN/unireal-data build configs/video.yaml --force
 $BIN/unireal-data verify out/shards/video
 $BIN/unireal-data inspect out/shards/video --rows 1
 .venv/bin/python scripts/check_shards.py out/shards/video
