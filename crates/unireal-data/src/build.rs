@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use unireal_annotate::{build_captioner, build_segmenter};
-use unireal_shards::{DatasetWriter, InputStatus, Manifest, WriterOptions};
+use unireal_shards::{DatasetWriter, InputStatus, Manifest};
 
 use crate::config::BuildConfig;
 use crate::frame2frame::{process_video, Annotators, Progress, VideoOutcome};
 use crate::inputs::expand_inputs;
+use crate::pipeline::{run_to_writer, thread_pool, writer_options, Ended};
 
 /// Why a build stopped.
 #[derive(Debug, thiserror::Error)]
@@ -125,55 +125,35 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
         true => Some(build_segmenter(&cfg.objects.segmenter)?),
         false => None,
     };
-    let wopts = WriterOptions {
-        target_shard_bytes: (cfg.shards.target_size_mb * 1024.0 * 1024.0) as u64,
-        row_group_bytes: ((cfg.shards.target_size_mb * 1024.0 * 1024.0 / 4.0) as usize).clamp(1 << 16, 64 << 20),
-        zstd_level: cfg.shards.zstd_level,
-        fingerprint: cfg.fingerprint(),
-        created_by: format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
-        ..Default::default()
-    };
-    let mut writer = DatasetWriter::open(&out_dir, wopts, opts.force)?;
+    let wopts = writer_options(
+        cfg.shards.target_size_mb,
+        cfg.shards.zstd_level,
+        cfg.fingerprint(),
+        format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
+    );
+    let writer = DatasetWriter::open(&out_dir, wopts, opts.force)?;
     let todo: Vec<_> = items.iter().filter(|i| !writer.is_done(&i.key)).cloned().collect();
     let already_done = items.len() - todo.len();
     if already_done > 0 {
         eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), out_dir.display());
     }
     let (multi, frames_bar, videos_bar, samples_bar) = progress_bars(todo.len() as u64, opts.quiet);
-    let workers =
-        if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .thread_name(|i| format!("unireal-video-{i}"))
-        .build()
-        .map_err(|e| BuildError::Config(format!("workers: cannot start {workers} threads: {e}")))?;
-    let (tx, rx) = crossbeam_channel::bounded::<VideoOutcome>(workers * 2);
+    let pool = thread_pool(cfg.workers, "unireal-video").map_err(BuildError::Config)?;
     let bars = Bars { frames: frames_bar.clone() };
     let total_frames = AtomicU64::new(0);
     let mut new_samples = 0u64;
-    let mut write_error = None;
-    std::thread::scope(|scope| {
-        let stop2 = stop.clone();
-        let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
-        let bars = &bars;
-        let todo = &todo;
-        scope.spawn(move || {
-            pool.install(|| {
-                todo.par_iter().for_each_with(tx, |tx, item| {
-                    if stop2.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let out = process_video(item, cfg, ann, bars, &stop2);
-                    let _ = tx.send(out);
-                });
-            });
-        });
-        for out in rx.iter() {
+    let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
+    let ended = run_to_writer(
+        &todo,
+        pool,
+        &stop,
+        writer,
+        |item| process_video(item, cfg, ann, &bars, &stop),
+        |out: &VideoOutcome| {
             total_frames.fetch_add(out.frames, Ordering::Relaxed);
             videos_bar.inc(1);
-            if stop.load(Ordering::Relaxed) || write_error.is_some() {
-                continue; // drain so the workers can finish
-            }
+        },
+        |writer, out| {
             let rec = &out.record;
             match rec.status {
                 InputStatus::Ok if !rec.reason.is_empty() => {
@@ -183,30 +163,19 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
                 InputStatus::Skipped => multi.println(format!("skipped {}: {}", rec.path, rec.reason)).ok(),
                 InputStatus::Failed => multi.println(format!("failed {}: {}", rec.path, rec.reason)).ok(),
             };
-            match writer.add(out.record, out.samples) {
-                Ok(n) => {
-                    new_samples += n;
-                    samples_bar.inc(n);
-                }
-                Err(e) => {
-                    write_error = Some(e);
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+            let n = writer.add(out.record, out.samples)?;
+            new_samples += n;
+            samples_bar.inc(n);
+            Ok(())
+        },
+    );
     frames_bar.finish_and_clear();
     videos_bar.finish_and_clear();
     samples_bar.finish_and_clear();
-    if let Some(e) = write_error {
-        let _ = writer.abort();
-        return Err(e.into());
-    }
-    if stop.load(Ordering::Relaxed) {
-        writer.abort()?;
-        return Err(BuildError::Interrupted);
-    }
-    let manifest = writer.finish()?;
+    let manifest = match ended? {
+        Ended::Finished(m) => m,
+        Ended::Interrupted => return Err(BuildError::Interrupted),
+    };
     Ok(BuildSummary {
         output: out_dir,
         manifest,

@@ -8,6 +8,7 @@ mod families;
 pub mod frame2frame;
 pub mod import;
 pub mod objects;
+mod pipeline;
 pub mod preview;
 pub mod inputs;
 pub mod verify;

@@ -3,8 +3,12 @@
 //! ranks end with identical weights, and a run resumes with the same world size only.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::losses;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -74,16 +78,6 @@ fn mpirun(np: usize, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("mpirun (scripts/setup.sh installs openmpi-bin)")
-}
-
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
 }
 
 fn hashes(stderr: &str) -> Vec<(String, String)> {

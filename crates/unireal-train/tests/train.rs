@@ -1,11 +1,14 @@
 //! The trainer on shards built from the real sample clips: the loss falls, a killed run resumes
 //! exactly, checkpoints open in Python, the loader is deterministic and partitions by rank.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::losses;
 use unireal_core::Split;
 use unireal_train::data::{Index, Sampler};
 use unireal_train::TrainConfig;
@@ -67,16 +70,6 @@ fn train(config: &Path, run: &Path, set: &[&str]) -> Command {
         c.arg("--set").arg(s);
     }
     c
-}
-
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
 }
 
 fn ok(out: std::process::Output) -> String {

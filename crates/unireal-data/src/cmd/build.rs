@@ -1,6 +1,4 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use unireal_data::{run_build, BuildConfig, BuildError, BuildOptions, Partition};
 
@@ -10,15 +8,8 @@ use super::hinted;
 pub struct Args {
     /// The build config (YAML), e.g. configs/video.yaml.
     config: PathBuf,
-    /// Override a config key: `--set pairs.ssim_max=0.9` (value in YAML). Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Start over: delete the output's manifest and shards first.
-    #[arg(long)]
-    force: bool,
-    /// No progress bars.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    w: super::WriteArgs,
     /// Build only partition I of --num-shards (0-based) into OUTPUT/partition-IIII-of-NNNN;
     /// default: from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set.
     #[arg(long, value_name = "I", requires = "num_shards")]
@@ -29,26 +20,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let cfg: BuildConfig = unireal_core::load_config(&a.config, &a.set).map_err(|e| {
+    let cfg: BuildConfig = unireal_core::load_config(&a.config, &a.w.set).map_err(|e| {
         hinted(e.to_string(), "every key and its default is listed in docs/data-format.md (\"Build configuration\")")
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // First Ctrl-C: finish cleanly (discard the open shard, keep the manifest). Second: exit.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("stopping: discarding the unfinished shard (press Ctrl-C again to exit at once)");
-        });
-    }
+    let stop = super::stop_on_ctrl_c();
     let partition = match (a.shard_index, a.num_shards) {
         (Some(i), Some(n)) => Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?),
         _ => Partition::from_slurm_env(|k| std::env::var(k).ok())
             .map_err(|e| hinted(e, "submit the array as --array=0-(N-1), or pass --shard-index/--num-shards"))?,
     };
-    let opts = BuildOptions { force: a.force, quiet: a.quiet, partition };
+    let opts = BuildOptions { force: a.w.force, quiet: a.w.quiet, partition };
     let summary = match run_build(&cfg, &opts, stop) {
         Ok(s) => s,
         Err(BuildError::Config(m)) => {

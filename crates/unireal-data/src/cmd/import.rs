@@ -1,6 +1,4 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use unireal_data::import::{run_import, Format, ImportConfig, ImportError, ImportOptions};
 
@@ -19,24 +17,17 @@ pub struct Args {
     /// Import options from a YAML file (every key in docs/data-format.md, "Imported sets").
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Override an option: `--set images_dir=coco/train2014` (value in YAML). Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Start over: delete the output's manifest and shards first.
-    #[arg(long)]
-    force: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    w: super::WriteArgs,
 }
 
 fn config(a: &Args) -> anyhow::Result<ImportConfig> {
     let hint = "the import options are listed in docs/data-format.md (\"Imported sets\")";
     if let Some(p) = &a.config {
-        return unireal_core::load_config(p, &a.set).map_err(|e| hinted(e.to_string(), hint));
+        return unireal_core::load_config(p, &a.w.set).map_err(|e| hinted(e.to_string(), hint));
     }
     let mut tree = serde_yaml::Value::Mapping(Default::default());
-    for s in &a.set {
+    for s in &a.w.set {
         unireal_core::apply_override(&mut tree, s).map_err(|e| hinted(e.to_string(), hint))?;
     }
     let text = serde_yaml::to_string(&tree)?;
@@ -46,17 +37,8 @@ fn config(a: &Args) -> anyhow::Result<ImportConfig> {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let format: Format = a.format.parse().map_err(|e: String| hinted(e, "pick one of the formats listed above"))?;
     let cfg = config(&a)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("stopping: discarding the unfinished shard (press Ctrl-C again to exit at once)");
-        });
-    }
-    let opts = ImportOptions { force: a.force, quiet: a.quiet };
+    let stop = super::stop_on_ctrl_c();
+    let opts = ImportOptions { force: a.w.force, quiet: a.w.quiet };
     let s = match run_import(format, &a.path, &a.out, &cfg, &opts, stop) {
         Ok(s) => s,
         Err(e @ ImportError::Input { .. }) => {

@@ -16,16 +16,17 @@ mod refcoco;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use unireal_core::{context_prompt, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task};
-use unireal_shards::{DatasetWriter, InputRecord, InputStatus, Manifest, WriterOptions};
+use unireal_shards::{DatasetWriter, InputRecord, InputStatus, Manifest};
+
+use crate::pipeline::{run_to_writer, thread_pool, writer_options, Ended};
 
 pub use refcoco::{polygon_area, rasterize_polygons, rle_decode, rle_from_string};
 
@@ -375,15 +376,13 @@ pub fn run_import(
     };
     let fp = json!({"format": format.as_str(), "source": ctx.source, "context": cfg.context, "max_side": cfg.max_side,
                     "jpeg_quality": cfg.jpeg_quality, "val_fraction": cfg.val_fraction, "unit_rows": cfg.unit_rows, "refs": cfg.refs});
-    let wopts = WriterOptions {
-        target_shard_bytes: (cfg.target_size_mb * 1024.0 * 1024.0) as u64,
-        row_group_bytes: ((cfg.target_size_mb * 1024.0 * 1024.0 / 4.0) as usize).clamp(1 << 16, 64 << 20),
-        zstd_level: cfg.zstd_level,
-        fingerprint: blake3::hash(fp.to_string().as_bytes()).to_hex()[..16].to_string(),
-        created_by: format!("unireal-data {} import {}", env!("CARGO_PKG_VERSION"), format.as_str()),
-        ..Default::default()
-    };
-    let mut writer = DatasetWriter::open(out, wopts, opts.force)?;
+    let wopts = writer_options(
+        cfg.target_size_mb,
+        cfg.zstd_level,
+        blake3::hash(fp.to_string().as_bytes()).to_hex()[..16].to_string(),
+        format!("unireal-data {} import {}", env!("CARGO_PKG_VERSION"), format.as_str()),
+    );
+    let writer = DatasetWriter::open(out, wopts, opts.force)?;
     let todo: Vec<Unit> = units.iter().filter(|u| !writer.is_done(&u.key)).cloned().collect();
     let already_done = units.len() - todo.len();
     if already_done > 0 {
@@ -396,59 +395,31 @@ pub fn run_import(
             .progress_chars("=> "),
     );
     bar.set_prefix(format.as_str());
-    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()
-        .map_err(|e| ImportError::Config(format!("workers: {e}")))?;
-    let (tx, rx) = crossbeam_channel::bounded::<(Unit, UnitOut)>(workers * 2);
+    let pool = thread_pool(cfg.workers, "unireal-import").map_err(ImportError::Config)?;
     let (mut new_samples, mut bad_rows) = (0u64, 0u64);
-    let mut write_error = None;
-    std::thread::scope(|scope| {
-        let (imp, ctx, todo, stop2) = (&imp, &ctx, &todo, stop.clone());
-        scope.spawn(move || {
-            pool.install(|| {
-                todo.par_iter().for_each_with(tx, |tx, u| {
-                    if stop2.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let out = imp.process(u, ctx);
-                    let _ = tx.send((u.clone(), out));
-                });
-            });
-        });
-        for (unit, out) in rx.iter() {
-            bar.inc(1);
-            if stop.load(Ordering::Relaxed) || write_error.is_some() {
-                continue;
-            }
+    let ended = run_to_writer(
+        &todo,
+        pool,
+        &stop,
+        writer,
+        |u| (u.clone(), imp.process(u, &ctx)),
+        |_| bar.inc(1),
+        |writer, (unit, out)| {
             bad_rows += out.bad.len() as u64;
             let record = unit_record(&unit, &out);
             if !record.reason.is_empty() {
                 bar.println(format!("{} {}: {}", record.status_word(), unit.key, record.reason));
             }
-            match writer.add(record, out.samples) {
-                Ok(n) => {
-                    new_samples += n;
-                    bar.set_message(format!("{new_samples} samples"));
-                }
-                Err(e) => {
-                    write_error = Some(e);
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+            new_samples += writer.add(record, out.samples)?;
+            bar.set_message(format!("{new_samples} samples"));
+            Ok(())
+        },
+    );
     bar.finish_and_clear();
-    if let Some(e) = write_error {
-        let _ = writer.abort();
-        return Err(e.into());
-    }
-    if stop.load(Ordering::Relaxed) {
-        writer.abort()?;
-        return Err(ImportError::Interrupted);
-    }
-    let manifest = writer.finish()?;
+    let manifest = match ended? {
+        Ended::Finished(m) => m,
+        Ended::Interrupted => return Err(ImportError::Interrupted),
+    };
     Ok(ImportSummary { manifest, processed: todo.len(), already_done, new_samples, bad_rows, elapsed: started.elapsed() })
 }
 
