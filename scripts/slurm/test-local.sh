@@ -88,7 +88,8 @@ sinfo -h -o "%P %T %D %N" >&2
 
 # 1. The data build as a 3-task array, against a single build.
 export UNIREAL_BIN="$BIN"
-sbatch --wait --array=0-2 --cpus-per-task=1 --mem=2G --output="$WORK/out/data-%A_%a.out" \
+# Time limits everywhere: a job that hangs is killed by Slurm, and the wait by `timeout`.
+timeout 1200 sbatch --wait --time=15 --array=0-2 --cpus-per-task=1 --mem=2G --output="$WORK/out/data-%A_%a.out" \
   scripts/slurm/data-array.sbatch configs/video.yaml --set "output=$WORK/array" >&2 \
   || { cat "$WORK"/out/data-*.out >&2; echo "slurm test: the data array failed" >&2; exit 1; }
 "$BIN/unireal-data" build configs/video.yaml -q --set "output=$WORK/single" >&2
@@ -112,7 +113,7 @@ PY
 off="{enabled: false}"
 "$BIN/unireal-data" build configs/video.yaml -q --set "output=$WORK/f2f" --set frames.max_side=128 \
   --set "families={multi_object: $off, insertion: $off, object_add: $off, seg: $off, control: $off}" >&2
-sbatch --wait --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --mem=4G --output="$WORK/out/train-%j.out" \
+timeout 1200 sbatch --wait --time=15 --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --mem=4G --output="$WORK/out/train-%j.out" \
   scripts/slurm/train.sbatch configs/train/tiny.yaml "$WORK/run" \
   --set "data.sources=[{path: $WORK/f2f, weight: 1.0}]" --set train.steps=6 --set data.batch_size=2 \
   --set log.val_every=0 --set log.sample_every=0 --set checkpoint.every=0 >&2 \
