@@ -17,11 +17,12 @@ PRESETS=("$@")
 [ ${#PRESETS[@]} -gt 0 ] || PRESETS=(tiny small)
 bash scripts/setup.sh
 cargo build --release --locked -p unireal-data -p unireal-train --features unireal-train/mpi >&2
+BIN=${CARGO_TARGET_DIR:-target}/release
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 CORES=$(nproc)
 off="{enabled: false}"
-target/release/unireal-data build configs/video.yaml -q --set "output=$OUT/shards" --set frames.max_side=128 \
+"$BIN/unireal-data" build configs/video.yaml -q --set "output=$OUT/shards" --set frames.max_side=128 \
   --set "families={multi_object: $off, insertion: $off, object_add: $off, seg: $off, control: $off}" >&2
 cat > "$OUT/train.yaml" <<YAML
 model:
@@ -44,7 +45,7 @@ for preset in "${PRESETS[@]}"; do
   for np in 1 2; do
     run="$OUT/$preset-$np"
     RAYON_NUM_THREADS=$(( CORES / np > 0 ? CORES / np : 1 )) \
-      mpirun --allow-run-as-root --oversubscribe -np "$np" target/release/unireal-train --config "$OUT/train.yaml" \
+      mpirun --allow-run-as-root --oversubscribe -np "$np" "$BIN/unireal-train" --config "$OUT/train.yaml" \
       --run-dir "$run" -q --set "model.preset=$preset" --set "data.batch_size=$(( 4 / np ))" >/dev/null 2>"$run.log" \
       || { cat "$run.log" >&2; exit 1; }
     python3 - "$run/metrics.jsonl" "$preset" "$np" "$(( 4 / np ))" <<'PY'

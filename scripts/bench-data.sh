@@ -17,7 +17,7 @@ T=${1:-1}
 R=${2:-3}
 bash scripts/setup.sh
 cargo build --release --locked -p unireal-data >&2
-BIN=target/release/unireal-data
+BIN=${CARGO_TARGET_DIR:-target}/release/unireal-data
 FILES=(datasets/samples/videos/*)
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

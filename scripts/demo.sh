@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p unireal-data -p unireal-train -p unireal-infer
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 STEPS=${DEMO_STEPS:-600}
 
 # --force: the demo always rebuilds, so that a build left by an older config does not stop it.

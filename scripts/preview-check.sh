@@ -17,7 +17,7 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
 fi
 CHROMIUM=$(command -v chromium || command -v chromium-browser)
 cargo build --release --locked -p unireal-data >&2
-BIN=target/release/unireal-data
+BIN=${CARGO_TARGET_DIR:-target}/release/unireal-data
 DIR=${1:-out/shards/video}
 if [ -z "${1:-}" ]; then
   $BIN build configs/video.yaml -q >&2

@@ -16,7 +16,7 @@ cargo test --locked -p unireal-train --features mpi --test mpi "$@"
 # it starts slurmctld, slurmd and munged, and stops them again). Uses the debug binaries the
 # steps above built (unireal-train with `mpi`), so it runs before the cuda build replaces it.
 if [ "$(id -u)" = 0 ]; then
-  UNIREAL_BIN=target/debug UNIREAL_SLURM_OPTIONAL=1 bash scripts/slurm/test-local.sh
+  UNIREAL_BIN="${CARGO_TARGET_DIR:-target}/debug" UNIREAL_SLURM_OPTIONAL=1 bash scripts/slurm/test-local.sh
 else
   echo "skipping scripts/slurm/test-local.sh: it needs root to start a local Slurm" >&2
 fi

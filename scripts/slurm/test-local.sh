@@ -11,7 +11,7 @@
 #   bash scripts/slurm/test-local.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${UNIREAL_BIN:-target/debug}
+BIN=${UNIREAL_BIN:-${CARGO_TARGET_DIR:-target}/debug}
 for b in unireal-data unireal-train; do
   [ -x "$BIN/$b" ] || { echo "slurm test: $BIN/$b is missing" >&2; echo "hint: cargo build -p unireal-data -p unireal-train --features unireal-train/mpi" >&2; exit 1; }
 done
