@@ -16,8 +16,8 @@ pub mod segment;
 
 pub use builtin::{describe_frame, object_noun, object_phrase, object_place, BuiltinCaptioner};
 pub use external::{CommandClient, CommandConfig, CommandError};
-pub use segment::{build_segmenter, SegFrame, SegmentError, SegmentRequest, Segmenter, SegmenterConfig, Track};
 pub use openai::{OpenAiCaptioner, OpenAiConfig, UNIREAL_TOOLKIT_PROMPT};
+pub use segment::{build_segmenter, SegFrame, SegmentError, SegmentRequest, Segmenter, SegmenterConfig, Track};
 
 use serde::{Deserialize, Serialize};
 use unireal_vision::ChangeMeasures;

@@ -178,8 +178,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Result<Self, SegmentError> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir()
-            .join(format!("unireal-seg-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "unireal-seg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&p)
             .map_err(|e| SegmentError::File { path: p.display().to_string(), message: e.to_string() })?;
         Ok(TempDir(p))
@@ -265,7 +268,10 @@ impl Segmenter for CommandSegmenter {
                     (Some(path), _) => Some(read_mask(path, w, h)?),
                     (None, Some(Value::Array(b))) => {
                         let b: Vec<f64> = b.iter().filter_map(Value::as_f64).collect();
-                        Some(box_mask(&b, w, h).ok_or_else(|| bad(format!("objects[{o}].boxes[{k}] is not 4 numbers")))?)
+                        Some(
+                            box_mask(&b, w, h)
+                                .ok_or_else(|| bad(format!("objects[{o}].boxes[{k}] is not 4 numbers")))?,
+                        )
                     }
                     _ => None,
                 };
@@ -294,7 +300,8 @@ impl Segmenter for CommandSegmenter {
                     line: v.to_string(),
                 })
             })?;
-            let img = image::open(path).map_err(|e| SegmentError::File { path: path.into(), message: e.to_string() })?;
+            let img =
+                image::open(path).map_err(|e| SegmentError::File { path: path.into(), message: e.to_string() })?;
             let (w, h) = frame.image.dimensions();
             Ok(unireal_vision::resize_gray(&img.to_luma8(), w, h))
         };
@@ -334,12 +341,17 @@ impl Segmenter for SidecarSegmenter {
             let mut ids: BTreeMap<[u8; 3], GrayImage> = BTreeMap::new();
             for (x, y, p) in img.enumerate_pixels() {
                 if p.0 != [0, 0, 0] {
-                    ids.entry(p.0).or_insert_with(|| GrayImage::new(img.width(), img.height())).put_pixel(x, y, Luma([255]));
+                    ids.entry(p.0).or_insert_with(|| GrayImage::new(img.width(), img.height())).put_pixel(
+                        x,
+                        y,
+                        Luma([255]),
+                    );
                 }
             }
             let (w, h) = f.image.dimensions();
             for (id, m) in ids {
-                objects.entry(id).or_insert_with(|| vec![None; req.frames.len()])[k] = Some(mask::resize_mask(&m, w, h));
+                objects.entry(id).or_insert_with(|| vec![None; req.frames.len()])[k] =
+                    Some(mask::resize_mask(&m, w, h));
             }
         }
         Ok(objects.into_values().map(|masks| Track { phrase: None, masks }).collect())
@@ -353,7 +365,9 @@ mod tests {
     #[test]
     fn link_keeps_unmatched_objects_as_their_own_tracks() {
         let m = |x: u32| {
-            GrayImage::from_fn(40, 40, |i, j| Luma([if (x..x + 8).contains(&i) && (10..18).contains(&j) { 255 } else { 0 }]))
+            GrayImage::from_fn(40, 40, |i, j| {
+                Luma([if (x..x + 8).contains(&i) && (10..18).contains(&j) { 255 } else { 0 }])
+            })
         };
         let img = RgbImage::from_pixel(40, 40, image::Rgb([200, 0, 0]));
         let f0 = vec![m(2)];
@@ -370,7 +384,8 @@ mod tests {
     fn configs_read_from_yaml() {
         let c: SegmenterConfig = serde_json::from_str(r#"{"kind": "motion", "diff_level": 25}"#).unwrap();
         assert!(matches!(c, SegmenterConfig::Motion(ref o) if o.diff_level == 25));
-        let c: SegmenterConfig = serde_json::from_str(r#"{"kind": "command", "command": ["x"], "timeout_s": 5}"#).unwrap();
+        let c: SegmenterConfig =
+            serde_json::from_str(r#"{"kind": "command", "command": ["x"], "timeout_s": 5}"#).unwrap();
         assert!(matches!(c, SegmenterConfig::Command(_)));
         assert!(serde_json::from_str::<SegmenterConfig>(r#"{"kind": "motion", "nope": 1}"#).is_err());
         assert!(build_segmenter(&SegmenterConfig::Sidecar { dir: "/nonexistent/masks".into() }).is_err());

@@ -2,12 +2,15 @@
 //! (`tests/programs/fake_segmenter.py`, standard-library Python).
 
 use image::{Rgb, RgbImage};
-use unireal_annotate::{build_segmenter, CommandConfig, CommandError, SegFrame, SegmentError, SegmentRequest, SegmenterConfig};
+use unireal_annotate::{
+    build_segmenter, CommandConfig, CommandError, SegFrame, SegmentError, SegmentRequest, SegmenterConfig,
+};
 use unireal_vision::mask;
 
 fn segmenter(mode: &str, timeout_s: f64) -> Box<dyn unireal_annotate::Segmenter> {
     let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/fake_segmenter.py");
-    let cfg = CommandConfig { command: vec!["python3".into(), program.into(), mode.into()], timeout_s, max_processes: 0 };
+    let cfg =
+        CommandConfig { command: vec!["python3".into(), program.into(), mode.into()], timeout_s, max_processes: 0 };
     build_segmenter(&SegmenterConfig::Command(cfg)).unwrap()
 }
 

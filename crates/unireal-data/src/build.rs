@@ -50,7 +50,9 @@ pub struct Partition {
 impl Partition {
     pub fn new(index: usize, count: usize) -> Result<Self, String> {
         if count == 0 || index >= count {
-            return Err(format!("partition {index} of {count}: the index must be below the count (and the count at least 1)"));
+            return Err(format!(
+                "partition {index} of {count}: the index must be below the count (and the count at least 1)"
+            ));
         }
         Ok(Partition { index, count })
     }
@@ -65,8 +67,12 @@ impl Partition {
             return Ok(None);
         };
         let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let index = id.checked_sub(min).ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
-        Partition::new(index, count).map(Some).map_err(|e| format!("{e} (from SLURM_ARRAY_TASK_* ; the array must be 0..N-1 or MIN..MIN+N-1 without step)"))
+        let index = id
+            .checked_sub(min)
+            .ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
+        Partition::new(index, count).map(Some).map_err(|e| {
+            format!("{e} (from SLURM_ARRAY_TASK_* ; the array must be 0..N-1 or MIN..MIN+N-1 without step)")
+        })
     }
 
     /// Whether this partition builds the input with this key.

@@ -412,7 +412,10 @@ impl BuildConfig {
             return Err("control.kinds: the control family is on but no condition map is listed".into());
         }
         if !self.control.external.is_empty() && !matches!(o.segmenter, SegmenterConfig::Command(_)) {
-            return Err("control.external: external maps come from a `command` segmenter (objects.segmenter.kind: command)".into());
+            return Err(
+                "control.external: external maps come from a `command` segmenter (objects.segmenter.kind: command)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -13,7 +13,9 @@
 use image::{GrayImage, RgbImage};
 use serde_json::json;
 use unireal_annotate::{object_noun, object_place, DescribeRequest, SegFrame};
-use unireal_core::{context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Task};
+use unireal_core::{
+    context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Task,
+};
 use unireal_vision::mask::{self, Mask};
 use unireal_vision::{condition_map, Background, ConditionKind, ConditionMap, ObjectStats};
 
@@ -38,11 +40,7 @@ impl TrackedObject {
         match &self.given_phrase {
             Some(p) => {
                 let p = p.trim();
-                ["the ", "a ", "an "]
-                    .iter()
-                    .find_map(|a| p.strip_prefix(a))
-                    .unwrap_or(p)
-                    .to_string()
+                ["the ", "a ", "an "].iter().find_map(|a| p.strip_prefix(a)).unwrap_or(p).to_string()
             }
             None => object_noun(stats),
         }
@@ -95,7 +93,9 @@ fn png_gray(img: &GrayImage) -> Result<Vec<u8>, String> {
 
 fn jpeg_gray(img: &GrayImage, quality: u8) -> Result<Vec<u8>, String> {
     let mut buf = std::io::Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality).encode_image(img).map_err(|e| e.to_string())?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
+        .encode_image(img)
+        .map_err(|e| e.to_string())?;
     Ok(buf.into_inner())
 }
 
@@ -156,7 +156,15 @@ impl PairContext<'_, '_> {
         m
     }
 
-    fn sample(&self, task: Task, id: String, base: String, tags: &[ContextTag], images: Vec<SampleImage>, meta: serde_json::Value) -> Sample {
+    fn sample(
+        &self,
+        task: Task,
+        id: String,
+        base: String,
+        tags: &[ContextTag],
+        images: Vec<SampleImage>,
+        meta: serde_json::Value,
+    ) -> Sample {
         Sample {
             split: split_for(self.cfg(), self.key(), &id),
             sample_id: id,
@@ -208,7 +216,14 @@ fn seg(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
         ];
         let base = format!("Segment {} in {} and give its mask as {}.", o.named(st), index_word(1), result_word(1));
         let meta = json!({"object": o.meta(), "mask_area": round3(mask::area_fraction(&full))});
-        out.samples.push(ctx.sample(Task::Seg, id, base, &[ContextTag::Realistic, ContextTag::Perception], images, meta));
+        out.samples.push(ctx.sample(
+            Task::Seg,
+            id,
+            base,
+            &[ContextTag::Realistic, ContextTag::Perception],
+            images,
+            meta,
+        ));
     }
     Ok(())
 }
@@ -218,7 +233,8 @@ fn multi_object(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String
         if !ctx.cfg().families.enabled(Task::MultiObject) {
             return Ok(());
         }
-        let both: Vec<&TrackedObject> = ctx.objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).collect();
+        let both: Vec<&TrackedObject> =
+            ctx.objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).collect();
         let n = both.len().min(ctx.cfg().objects.max_assets);
         if n == 0 {
             return Ok(());
@@ -232,19 +248,19 @@ fn multi_object(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String
         }
         let mut images = Vec::new();
         for o in chosen {
-            let crop = mask::crop_on_white(&ctx.a.full, &ctx.full_mask(o.mask_a.as_ref().expect("both")), ctx.cfg().objects.crop_margin)
-                .ok_or("empty mask after scaling")?;
+            let crop = mask::crop_on_white(
+                &ctx.a.full,
+                &ctx.full_mask(o.mask_a.as_ref().expect("both")),
+                ctx.cfg().objects.crop_margin,
+            )
+            .ok_or("empty mask after scaling")?;
             images.push(image(ImageRole::Asset, "jpeg", ctx.jpeg(&crop)?, crop.dimensions()));
         }
         images.push(image(ImageRole::Output, "jpeg", ctx.jpeg(&ctx.b.full)?, ctx.stage.out_size()));
         let words: Vec<String> = (1..=k).map(index_word).collect();
         let names: Vec<String> = chosen.iter().map(|o| o.named(o.stats_b.as_ref().expect("both"))).collect();
-        let base = format!(
-            "Put {} together in one scene as {}, with {}.",
-            join_and(&words),
-            result_word(1),
-            join_and(&names)
-        );
+        let base =
+            format!("Put {} together in one scene as {}, with {}.", join_and(&words), result_word(1), join_and(&names));
         let meta = json!({"objects": chosen.iter().map(|o| o.meta()).collect::<Vec<_>>()});
         let tags = [ContextTag::Realistic, ContextTag::DynamicScene, ContextTag::WithReferenceObject];
         out.samples.push(ctx.sample(Task::MultiObject, id, base, &tags, images, meta));

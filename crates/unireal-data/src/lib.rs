@@ -7,10 +7,10 @@ pub mod config;
 mod families;
 pub mod frame2frame;
 pub mod import;
+pub mod inputs;
 pub mod objects;
 mod pipeline;
 pub mod preview;
-pub mod inputs;
 pub mod verify;
 
 pub use build::{run_build, BuildError, BuildOptions, BuildSummary, Partition};

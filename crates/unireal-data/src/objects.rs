@@ -161,13 +161,15 @@ impl<'a> ObjectStage<'a> {
         let eps = 1e-6;
         let want_ring = t + eps >= self.next_ring;
         let want_a = t + eps >= self.next_job && self.shot_jobs < o.max_per_shot && self.jobs < o.max_per_video;
-        let want_b: Vec<usize> =
-            (0..self.pending.len()).filter(|&i| self.pending[i].b.is_none() && t + eps >= self.pending[i].b_time).collect();
+        let want_b: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| self.pending[i].b.is_none() && t + eps >= self.pending[i].b_time)
+            .collect();
         if !(want_ring || want_a || !want_b.is_empty()) {
             self.process_ready(t);
             return Ok(());
         }
-        let seg = conv.rgb(frame, self.seg_size.0, self.seg_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+        let seg =
+            conv.rgb(frame, self.seg_size.0, self.seg_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
         // Frames A and B join the ring too (they are frames of their own background window).
         if want_ring {
             let k = ((t - self.shot_start) / bgc.step_s).floor() + 1.0;
@@ -177,7 +179,13 @@ impl<'a> ObjectStage<'a> {
         if want_a || !want_b.is_empty() {
             let full =
                 conv.rgb(frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
-            let pf = || PairFrame { index: frame.index, time_s: t, full: full.clone(), seg: seg.clone(), small: small.clone() };
+            let pf = || PairFrame {
+                index: frame.index,
+                time_s: t,
+                full: full.clone(),
+                seg: seg.clone(),
+                small: small.clone(),
+            };
             for &i in &want_b {
                 self.pending[i].b = Some(pf());
             }
@@ -232,7 +240,8 @@ impl<'a> ObjectStage<'a> {
     fn background(&self, target: &PairFrame, lo: f64, hi: f64) -> Result<Background, String> {
         let b = &self.cfg.objects.background;
         let (w, h) = self.seg_size;
-        let window: Vec<&RingFrame> = self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6).collect();
+        let window: Vec<&RingFrame> =
+            self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6).collect();
         let n = window.len();
         let take = n.min(b.max_frames.max(1));
         let mut frames = Vec::with_capacity(take);
@@ -243,7 +252,9 @@ impl<'a> ObjectStage<'a> {
                 continue;
             }
             let m = estimate_motion(&r.small, &target.small).global;
-            if m.dx.abs() > b.max_camera_shift || m.dy.abs() > b.max_camera_shift || (m.zoom - 1.0).abs() > b.max_zoom_change
+            if m.dx.abs() > b.max_camera_shift
+                || m.dy.abs() > b.max_camera_shift
+                || (m.zoom - 1.0).abs() > b.max_zoom_change
             {
                 continue;
             }
@@ -339,11 +350,17 @@ impl<'a> ObjectStage<'a> {
 
     /// Applies the mask filters in each frame (tracks in the segmenter's order) and names
     /// the objects that survive in A or B.
-    fn filter_and_track(&mut self, tracks: Vec<unireal_annotate::Track>, a: &PairFrame, b: &PairFrame) -> Vec<TrackedObject> {
+    fn filter_and_track(
+        &mut self,
+        tracks: Vec<unireal_annotate::Track>,
+        a: &PairFrame,
+        b: &PairFrame,
+    ) -> Vec<TrackedObject> {
         let f = &self.cfg.objects.filters;
         let mut kept: Vec<[Option<Mask>; 2]> = vec![[None, None]; tracks.len()];
         for k in 0..2 {
-            let idx: Vec<usize> = (0..tracks.len()).filter(|&i| tracks[i].masks.get(k).is_some_and(Option::is_some)).collect();
+            let idx: Vec<usize> =
+                (0..tracks.len()).filter(|&i| tracks[i].masks.get(k).is_some_and(Option::is_some)).collect();
             let cands: Vec<Mask> = idx.iter().map(|&i| tracks[i].masks[k].clone().expect("filtered")).collect();
             for (i, r) in idx.into_iter().zip(mask::filter_masks(&cands, f)) {
                 match r {

@@ -17,7 +17,12 @@ pub(crate) fn thread_pool(workers: usize, name: &'static str) -> Result<rayon::T
 }
 
 /// Writer options for shards of `target_mb` (row groups of a quarter of that).
-pub(crate) fn writer_options(target_mb: f64, zstd_level: i32, fingerprint: String, created_by: String) -> WriterOptions {
+pub(crate) fn writer_options(
+    target_mb: f64,
+    zstd_level: i32,
+    fingerprint: String,
+    created_by: String,
+) -> WriterOptions {
     WriterOptions {
         target_shard_bytes: (target_mb * 1024.0 * 1024.0) as u64,
         row_group_bytes: ((target_mb * 1024.0 * 1024.0 / 4.0) as usize).clamp(1 << 16, 64 << 20),

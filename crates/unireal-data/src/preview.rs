@@ -162,7 +162,11 @@ pub fn render_gallery(dir: &Path, opts: &PreviewOptions) -> Result<(String, Prev
         }
     }
     let mut h = String::from("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-    let _ = write!(h, "<title>UniReal samples: {}</title><style>{STYLE}</style></head><body><nav>", esc(&dir.display().to_string()));
+    let _ = write!(
+        h,
+        "<title>UniReal samples: {}</title><style>{STYLE}</style></head><body><nav>",
+        esc(&dir.display().to_string())
+    );
     let total: u64 = summary.seen.values().sum();
     let _ = write!(h, "<button class=\"on\" data-task=\"all\">all ({total})</button>");
     for (t, n) in &summary.seen {

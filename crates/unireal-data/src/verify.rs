@@ -78,14 +78,22 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
     // The dataset's own directory, or each partition's of a partitioned build.
     let mut dirs: Vec<(String, std::path::PathBuf)> = vec![(String::new(), dir.to_path_buf())];
     if !dir.join(MANIFEST_NAME).exists() {
-        dirs = unireal_shards::partition_dirs(dir).map_err(|e| e.to_string())?.into_iter().map(|(n, p)| (format!("{n}/"), p)).collect();
-        let counts: HashSet<String> = dirs.iter().filter_map(|(n, _)| n.rsplit_once("-of-").map(|x| x.1.trim_end_matches('/').to_string())).collect();
+        dirs = unireal_shards::partition_dirs(dir)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(n, p)| (format!("{n}/"), p))
+            .collect();
+        let counts: HashSet<String> = dirs
+            .iter()
+            .filter_map(|(n, _)| n.rsplit_once("-of-").map(|x| x.1.trim_end_matches('/').to_string()))
+            .collect();
         if let [count] = counts.iter().collect::<Vec<_>>()[..] {
             let n: usize = count.parse().unwrap_or(0);
             for i in 0..n {
                 let name = format!("{}/", unireal_shards::partition_name(i, n));
                 if !dirs.iter().any(|(d, p)| *d == name && p.join(MANIFEST_NAME).exists()) {
-                    rep.problems.push(format!("{name}: partition {i} of {n} is missing (its array task has not finished)"));
+                    rep.problems
+                        .push(format!("{name}: partition {i} of {n} is missing (its array task has not finished)"));
                 }
             }
         } else if counts.len() > 1 {
@@ -96,7 +104,9 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
         let Ok(rd) = std::fs::read_dir(d) else { continue };
         for e in rd.flatten() {
             let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            if (name.ends_with(".parquet") && name.rsplit('/').next().is_some_and(|n| n.starts_with("part-")) && !listed.contains(name.as_str()))
+            if (name.ends_with(".parquet")
+                && name.rsplit('/').next().is_some_and(|n| n.starts_with("part-"))
+                && !listed.contains(name.as_str()))
                 || name.ends_with(".tmp")
             {
                 rep.problems.push(format!(

@@ -28,8 +28,12 @@ fn config(inputs: Vec<String>, output: &Path) -> BuildConfig {
 fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
     let out = tempfile::tempdir().unwrap();
     let cfg = config(vec![sample_videos().to_string_lossy().into_owned()], out.path());
-    let summary =
-        run_build(&cfg, &BuildOptions { force: false, quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary = run_build(
+        &cfg,
+        &BuildOptions { force: false, quiet: true, ..Default::default() },
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     let m = &summary.manifest;
     assert_eq!(m.inputs.len(), 5);
     for i in &m.inputs {
@@ -127,8 +131,12 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
 
     let out = work.path().join("out");
     let cfg = config(vec![v.to_string_lossy().into_owned(), s("missing.mp4")], &out);
-    let summary =
-        run_build(&cfg, &BuildOptions { force: false, quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary = run_build(
+        &cfg,
+        &BuildOptions { force: false, quiet: true, ..Default::default() },
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     let by_name = |n: &str| {
         summary.manifest.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n} not in manifest"))
     };

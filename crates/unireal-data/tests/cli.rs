@@ -79,7 +79,14 @@ fn pyarrow_reads_the_shards() {
 
     // The gallery: one self-contained page, every image of each shown sample embedded.
     let html_path = dir.path().join("g/gallery.html");
-    let p = Command::new(bin()).arg("preview").arg(&out).arg("--out").arg(&html_path).args(["--per-task", "3"]).output().unwrap();
+    let p = Command::new(bin())
+        .arg("preview")
+        .arg(&out)
+        .arg("--out")
+        .arg(&html_path)
+        .args(["--per-task", "3"])
+        .output()
+        .unwrap();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     let html = std::fs::read_to_string(&html_path).unwrap();
     let samples: Vec<_> = unireal_shards::ShardReader::open_dir(&out).unwrap().map(|s| s.unwrap()).collect();
@@ -98,7 +105,14 @@ fn pyarrow_reads_the_shards() {
     for role in ["canvas", "output"] {
         assert!(html.contains(&format!("role-{role}")), "{role}");
     }
-    let only = Command::new(bin()).arg("preview").arg(&out).arg("--out").arg(&html_path).args(["--task", "seg"]).output().unwrap();
+    let only = Command::new(bin())
+        .arg("preview")
+        .arg(&out)
+        .arg("--out")
+        .arg(&html_path)
+        .args(["--task", "seg"])
+        .output()
+        .unwrap();
     assert!(only.status.success());
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("data-task=\"seg\"") && !html.contains("<article class=\"card\" data-task=\"frame2frame\""));

@@ -90,7 +90,11 @@ fn check_format(format: Format, samples: &[Sample]) {
                 assert_eq!(s.task, Task::Edit);
                 assert_eq!(roles(s), [Canvas, Output]);
                 assert!(s.base_prompt.starts_with("Turn IMG1 into RES1: "), "{}", s.base_prompt);
-                let want = if format == Format::Magicbrush { "realistic style, static scene." } else { "synthetic style, static scene." };
+                let want = if format == Format::Magicbrush {
+                    "realistic style, static scene."
+                } else {
+                    "synthetic style, static scene."
+                };
                 assert_eq!(ctx(s), want);
             }
             let prompts: BTreeSet<&str> = samples.iter().map(|s| s.base_prompt.as_str()).collect();
@@ -135,7 +139,10 @@ fn check_format(format: Format, samples: &[Sample]) {
                 assert_eq!(roles(s), [Canvas, Output]);
                 assert_eq!(s.images[1].encoding, "png");
                 assert_eq!(ctx(s), "realistic style, perception task.");
-                assert!(s.base_prompt.starts_with("Segment ") && s.base_prompt.ends_with(" in IMG1 and give its mask as RES1."));
+                assert!(
+                    s.base_prompt.starts_with("Segment ")
+                        && s.base_prompt.ends_with(" in IMG1 and give its mask as RES1.")
+                );
                 // The mask has the annotation's area (polygon: shoelace; RLE: exact) within
                 // rounding at the polygon's edge.
                 let mask = image::load_from_memory(&s.images[1].bytes).unwrap().to_luma8();
@@ -158,7 +165,12 @@ fn check_format(format: Format, samples: &[Sample]) {
             for s in samples {
                 assert_eq!((s.task, s.split), (Task::MultiObject, Split::Test));
                 assert_eq!(roles(s), [Asset]);
-                assert!(s.base_prompt.starts_with("Generate RES1: a IMG1 ") || s.base_prompt.starts_with("Generate RES1: a red IMG1 "), "{}", s.base_prompt);
+                assert!(
+                    s.base_prompt.starts_with("Generate RES1: a IMG1 ")
+                        || s.base_prompt.starts_with("Generate RES1: a red IMG1 "),
+                    "{}",
+                    s.base_prompt
+                );
             }
             let dog: Vec<_> = samples.iter().filter(|s| s.meta["subject"] == "dog").collect();
             assert_eq!(dog.len(), 2, "live subjects take the live prompts");
@@ -223,7 +235,10 @@ fn cli_errors_name_the_format_path_or_column_with_a_hint() {
     let out = work.path().join("o");
     let out = out.to_str().unwrap();
     let (ok, err) = run(&["laion", "x", "--out", out]);
-    assert!(!ok && err.contains("unknown format `laion`") && err.contains("instructpix2pix") && err.contains("hint:"), "{err}");
+    assert!(
+        !ok && err.contains("unknown format `laion`") && err.contains("instructpix2pix") && err.contains("hint:"),
+        "{err}"
+    );
     let (ok, err) = run(&["images", "/nonexistent/set", "--out", out]);
     assert!(!ok && err.contains("/nonexistent/set") && err.contains("hint:"), "{err}");
     // MagicBrush's files are not InstructPix2Pix's layout: the missing column is named.

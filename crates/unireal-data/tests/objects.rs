@@ -25,7 +25,8 @@ fn repo_config(inputs: &[&Path], out: &Path, set: &[&str]) -> BuildConfig {
 }
 
 fn build(cfg: &BuildConfig) -> BuildSummary {
-    run_build(cfg, &BuildOptions { force: true, quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false))).unwrap()
+    run_build(cfg, &BuildOptions { force: true, quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false)))
+        .unwrap()
 }
 
 fn read(dir: &Path) -> Vec<Sample> {
@@ -174,13 +175,13 @@ fn every_mask_obeys_the_filters_and_the_box_and_walkers_are_found() {
         let o = &rec.stats["objects"];
         let frames = o["frames"].as_array().unwrap();
         assert_eq!(frames.len() as u64, o["frames_analysed"].as_u64().unwrap());
-        let sized = frames
-            .iter()
-            .filter(|f| (min_area..=max_area).contains(&f["largest_area"].as_f64().unwrap()))
-            .count();
+        let sized =
+            frames.iter().filter(|f| (min_area..=max_area).contains(&f["largest_area"].as_f64().unwrap())).count();
         assert!(frames.len() >= 8 && sized * 3 >= frames.len() * 2, "{video}: {sized} of {} frames: {o}", frames.len());
-        let segs: Vec<&Sample> =
-            samples.iter().filter(|s| s.task == Task::Seg && s.meta["video"].as_str().unwrap().ends_with(video)).collect();
+        let segs: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.task == Task::Seg && s.meta["video"].as_str().unwrap().ends_with(video))
+            .collect();
         assert!(segs.len() >= 4, "{video}: {} seg samples", segs.len());
         if video == "pedestrians.avi" {
             // Walkers are taller than wide: named "figure".
@@ -207,7 +208,13 @@ fn an_external_segmenter_feeds_the_families_and_its_failures_are_recorded_per_vi
     let cfg = repo_config(
         &[&box_mp4],
         &dir.path().join("ok"),
-        &[&ok, "families.frame2frame.enabled=false", "control.kinds=[]", "control.external=[depth]", "objects.max_per_video=2"],
+        &[
+            &ok,
+            "families.frame2frame.enabled=false",
+            "control.kinds=[]",
+            "control.external=[depth]",
+            "objects.max_per_video=2",
+        ],
     );
     build(&cfg);
     let samples = read(&dir.path().join("ok"));
@@ -292,12 +299,22 @@ fn davis_sidecar_masks_are_used_and_a_missing_folder_is_an_error_of_that_video()
 fn family_weights_keep_a_stable_subset() {
     let (_dir, _summary, all) = full_build();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = repo_config(&[&sample_videos()], dir.path(), &["families.control.weight=0.4", "families.frame2frame.enabled=false"]);
+    let cfg = repo_config(
+        &[&sample_videos()],
+        dir.path(),
+        &["families.control.weight=0.4", "families.frame2frame.enabled=false"],
+    );
     build(&cfg);
     let part = read(dir.path());
-    let ids = |v: &[Sample], t: Task| v.iter().filter(|s| s.task == t).map(|s| s.sample_id.clone()).collect::<BTreeSet<_>>();
+    let ids =
+        |v: &[Sample], t: Task| v.iter().filter(|s| s.task == t).map(|s| s.sample_id.clone()).collect::<BTreeSet<_>>();
     let (c_all, c_part) = (ids(all, Task::Control), ids(&part, Task::Control));
-    assert!(c_part.is_subset(&c_all) && !c_part.is_empty() && c_part.len() < c_all.len(), "{} of {}", c_part.len(), c_all.len());
+    assert!(
+        c_part.is_subset(&c_all) && !c_part.is_empty() && c_part.len() < c_all.len(),
+        "{} of {}",
+        c_part.len(),
+        c_all.len()
+    );
     // Other families are unaffected by the control weight.
     assert_eq!(ids(&part, Task::Seg), ids(all, Task::Seg));
     assert!(ids(&part, Task::Frame2Frame).is_empty());

@@ -86,7 +86,8 @@ fn slurm_array_variables_choose_the_partition() {
     ]))
     .unwrap();
     assert_eq!(p, Some(Partition { index: 2, count: 3 }));
-    let e = Partition::from_slurm_env(env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "3")])).unwrap_err();
+    let e =
+        Partition::from_slurm_env(env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "3")])).unwrap_err();
     assert!(e.contains("below the count"), "{e}");
     assert!(Partition::from_slurm_env(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "3")])).is_err());
 
@@ -108,7 +109,11 @@ fn slurm_array_variables_choose_the_partition() {
     let inspect = Command::new(bin()).arg("inspect").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.status.success() && text.contains("frame2frame"), "{text}");
-    let o = Command::new(bin()).args(["build", "-q", "--shard-index", "2", "--num-shards", "2"]).arg(&cfg).output().unwrap();
+    let o = Command::new(bin())
+        .args(["build", "-q", "--shard-index", "2", "--num-shards", "2"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("below the count") && err.contains("hint:"), "{err}");
 }

@@ -19,8 +19,12 @@ fn checkpoint(dir: &Path) -> PathBuf {
     );
     std::fs::write(dir.join("build.yaml"), yaml).unwrap();
     let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
-    unireal_data::run_build(&cfg, &unireal_data::BuildOptions { force: false, quiet: true, ..Default::default() }, Arc::new(false.into()))
-        .unwrap();
+    unireal_data::run_build(
+        &cfg,
+        &unireal_data::BuildOptions { force: false, quiet: true, ..Default::default() },
+        Arc::new(false.into()),
+    )
+    .unwrap();
     let train = format!(
         "model: {{preset: tiny, text: {{kind: bytes, width: 32, layers: 1, max_len: 48}}}}\n\
          data: {{sources: [{{path: {:?}}}], resolution: 32, batch_size: 2}}\n\

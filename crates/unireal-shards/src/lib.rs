@@ -9,7 +9,9 @@ mod reader;
 mod schema;
 mod writer;
 
-pub use manifest::{partition_dirs, partition_name, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME};
+pub use manifest::{
+    partition_dirs, partition_name, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
+};
 pub use reader::{count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader};
 pub use schema::{batch_to_samples, samples_to_batch, shard_schema};
 pub use writer::{DatasetWriter, WriterOptions};

@@ -189,6 +189,4 @@ pub fn partition_dirs(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
         .collect();
     out.sort();
     Ok(out)
-
 }
-

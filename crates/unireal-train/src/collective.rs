@@ -181,7 +181,8 @@ pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collectiv
             let (id, t, mapper) = param.consume();
             let dims = t.dims();
             let n: usize = dims.iter().product();
-            let mut new = Tensor::<B, D>::from_data(TensorData::new(self.flat[self.at..self.at + n].to_vec(), dims), &t.device());
+            let mut new =
+                Tensor::<B, D>::from_data(TensorData::new(self.flat[self.at..self.at + n].to_vec(), dims), &t.device());
             self.at += n;
             if t.is_require_grad() {
                 new = new.require_grad();

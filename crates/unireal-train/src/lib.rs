@@ -12,6 +12,6 @@ pub mod generate;
 pub mod model;
 pub mod trainer;
 
-pub use config::TrainConfig;
 pub use collective::{Collective, SingleProcess};
+pub use config::TrainConfig;
 pub use trainer::{run, run_with, RunOptions, RunSummary};

@@ -362,15 +362,21 @@ pub fn run_with<B: AutodiffBackend>(
         ));
     }
     let val_index = Arc::new(Index::build(&cfg.data, Split::Val, align).map_err(|e| e.to_string())?);
-    if is_main { eprintln!(
-        "data: {} training rows, {} validation rows, {} over the image caps; buckets {:?}",
-        train_index.len(),
-        val_index.len(),
-        train_index.stats.over_image_cap,
-        train_index.buckets.iter().map(|b| format!("{}x{}", b.width, b.height)).collect::<Vec<_>>()
-    ); }
+    if is_main {
+        eprintln!(
+            "data: {} training rows, {} validation rows, {} over the image caps; buckets {:?}",
+            train_index.len(),
+            val_index.len(),
+            train_index.stats.over_image_cap,
+            train_index.buckets.iter().map(|b| format!("{}x{}", b.width, b.height)).collect::<Vec<_>>()
+        );
+    }
     if world > 1 && is_main {
-        eprintln!("data-parallel: {world} processes over {}, {} samples per rank and step", coll.name(), cfg.data.batch_size * cfg.train.grad_accum);
+        eprintln!(
+            "data-parallel: {world} processes over {}, {} samples per rank and step",
+            coll.name(),
+            cfg.data.batch_size * cfg.train.grad_accum
+        );
     }
     // Fixed validation batches (the train split when there is no val split, said in the log).
     let fixed_index = if val_index.is_empty() { train_index.clone() } else { val_index.clone() };
@@ -502,8 +508,20 @@ pub fn run_with<B: AutodiffBackend>(
                 let per_frame = tokens_per_frame(batch.bucket, frozen.latent.factor(), dit_cfg.patch);
                 let t = sample_t(&cfg.train.time_sampling, batch.len(), shift_for(cfg, per_frame), &mut vrng);
                 let seed = vrng.next_u64();
-                let out =
-                    batch_loss(&vm, &frozen, &Same, cfg, batch, &batch.prompts, false, &t, seed, (1, 0), device, device)?;
+                let out = batch_loss(
+                    &vm,
+                    &frozen,
+                    &Same,
+                    cfg,
+                    batch,
+                    &batch.prompts,
+                    false,
+                    &t,
+                    seed,
+                    (1, 0),
+                    device,
+                    device,
+                )?;
                 sum += out.loss.into_scalar().elem::<f64>();
             }
             let val = sum / cfg.log.val_batches.max(1).min(fixed_batches.len()) as f64;

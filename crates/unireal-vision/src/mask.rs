@@ -48,7 +48,9 @@ impl MaskFilter {
         if self.closing == 0 || self.closing % 2 == 0 || self.closing > 31 {
             return Err("closing: must be an odd size in 1..=31".into());
         }
-        if !(0.0..=1.0).contains(&self.min_area) || !(0.0..=1.0).contains(&self.max_area) || self.min_area >= self.max_area
+        if !(0.0..=1.0).contains(&self.min_area)
+            || !(0.0..=1.0).contains(&self.max_area)
+            || self.min_area >= self.max_area
         {
             return Err("min_area / max_area: need 0 <= min_area < max_area <= 1".into());
         }
@@ -187,7 +189,8 @@ pub fn remove_small_components(m: &Mask, min_pixels: u64) -> Mask {
     for &l in labels.as_raw() {
         sizes[l as usize] += 1;
     }
-    let raw = labels.as_raw().iter().map(|&l| if l != 0 && sizes[l as usize] >= min_pixels { 255 } else { 0 }).collect();
+    let raw =
+        labels.as_raw().iter().map(|&l| if l != 0 && sizes[l as usize] >= min_pixels { 255 } else { 0 }).collect();
     GrayImage::from_raw(m.width(), m.height(), raw).expect("same size")
 }
 

@@ -54,7 +54,8 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
             let (x0, y0) = (px.floor() as u32, py.floor() as u32);
             let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
             let (fx, fy) = (px - x0 as f64, py - y0 as f64);
-            let (a, b, c, d) = (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
+            let (a, b, c, d) =
+                (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
             let v = std::array::from_fn(|k| {
                 let top = a[k] as f64 * (1.0 - fx) + b[k] as f64 * fx;
                 let bot = c[k] as f64 * (1.0 - fx) + d[k] as f64 * fx;

@@ -25,7 +25,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     })?;
     let stop = super::stop_on_ctrl_c();
     let partition = match (a.shard_index, a.num_shards) {
-        (Some(i), Some(n)) => Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?),
+        (Some(i), Some(n)) => {
+            Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?)
+        }
         _ => Partition::from_slurm_env(|k| std::env::var(k).ok())
             .map_err(|e| hinted(e, "submit the array as --array=0-(N-1), or pass --shard-index/--num-shards"))?,
     };

@@ -42,7 +42,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let s = match run_import(format, &a.path, &a.out, &cfg, &opts, stop) {
         Ok(s) => s,
         Err(e @ ImportError::Input { .. }) => {
-            return Err(hinted(e.to_string(), "check the path and the layout the format expects (docs/data-format.md, \"Imported sets\")"))
+            return Err(hinted(
+                e.to_string(),
+                "check the path and the layout the format expects (docs/data-format.md, \"Imported sets\")",
+            ))
         }
         Err(ImportError::Config(m)) => return Err(hinted(format!("config: {m}"), "fix the option named above")),
         Err(ImportError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {
@@ -70,7 +73,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         count("failed")
     );
     if s.bad_rows > 0 || count("failed") > 0 {
-        eprintln!("bad rows and failed units are listed in {}/manifest.json (inputs[].reason, inputs[].stats.bad)", a.out.display());
+        eprintln!(
+            "bad rows and failed units are listed in {}/manifest.json (inputs[].reason, inputs[].stats.bad)",
+            a.out.display()
+        );
     }
     println!("{}", a.out.display());
     Ok(())

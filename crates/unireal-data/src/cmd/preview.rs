@@ -24,13 +24,17 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     for t in &a.tasks {
-        t.parse::<unireal_core::Task>().map_err(|e| hinted(format!("--task: {e}"), "use a task name as in the shards' `task` column"))?;
+        t.parse::<unireal_core::Task>()
+            .map_err(|e| hinted(format!("--task: {e}"), "use a task name as in the shards' `task` column"))?;
     }
     let opts = PreviewOptions { per_task: a.per_task.max(1), thumb: a.thumb.clamp(32, 1024), tasks: a.tasks };
     let summary = match write_gallery(&a.dir, &a.out, &opts) {
         Ok(s) => s,
         Err(PreviewError::Shards(e)) => {
-            return Err(hinted(e.to_string(), "point preview at the `output` directory of `unireal-data build` or `import`"))
+            return Err(hinted(
+                e.to_string(),
+                "point preview at the `output` directory of `unireal-data build` or `import`",
+            ))
         }
         Err(e) => return Err(e.into()),
     };
@@ -39,7 +43,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let per: Vec<String> = summary.seen.iter().map(|(t, n)| format!("{t} {}/{n}", summary.shown[t])).collect();
     eprintln!("wrote {}: {shown} of {seen} sample(s) ({})", a.out.display(), per.join(", "));
     if summary.bad_images > 0 {
-        eprintln!("warning: {} image(s) did not decode (shown as placeholders); run `unireal-data verify`", summary.bad_images);
+        eprintln!(
+            "warning: {} image(s) did not decode (shown as placeholders); run `unireal-data verify`",
+            summary.bad_images
+        );
     }
     println!("{}", a.out.display());
     Ok(())

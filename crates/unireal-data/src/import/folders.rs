@@ -125,10 +125,14 @@ fn templates(block: &str) -> Vec<String> {
 
 impl DreamBench {
     pub fn new(root: &Path) -> Result<Self, ImportError> {
-        let dataset = if root.join("prompts_and_classes.txt").is_file() { root.to_path_buf() } else { root.join("dataset") };
+        let dataset =
+            if root.join("prompts_and_classes.txt").is_file() { root.to_path_buf() } else { root.join("dataset") };
         let file = dataset.join("prompts_and_classes.txt");
         if !file.is_file() {
-            return Err(input_err(root, "no prompts_and_classes.txt (in it or in dataset/): not the DreamBooth dataset folder"));
+            return Err(input_err(
+                root,
+                "no prompts_and_classes.txt (in it or in dataset/): not the DreamBooth dataset folder",
+            ));
         }
         let text = read_text(&file)?;
         let bad = |m: &str| input_err(&file, m.to_string());
@@ -140,7 +144,8 @@ impl DreamBench {
             .filter_map(|l| l.trim().split_once(','))
             .map(|(s, c)| (s.trim().to_string(), c.trim().to_string()))
             .collect();
-        let (object, live) = prompts.split_once("Live Subject Prompts").ok_or_else(|| bad("no `Live Subject Prompts` section"))?;
+        let (object, live) =
+            prompts.split_once("Live Subject Prompts").ok_or_else(|| bad("no `Live Subject Prompts` section"))?;
         let (object_prompts, live_prompts) = (templates(object), templates(live));
         if classes.is_empty() || object_prompts.is_empty() || live_prompts.is_empty() {
             return Err(bad("no classes or no prompts found"));
@@ -259,7 +264,9 @@ impl Importer for OmniGen {
                 let output = v["output_image"].as_str().ok_or("no \"output_image\"")?;
                 let inputs: Vec<&str> = match &v["input_images"] {
                     serde_json::Value::Null => vec![],
-                    serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().ok_or("input_images: not a path")).collect::<Result<_, _>>()?,
+                    serde_json::Value::Array(a) => {
+                        a.iter().map(|x| x.as_str().ok_or("input_images: not a path")).collect::<Result<_, _>>()?
+                    }
                     _ => return Err("input_images: not a list".into()),
                 };
                 let task_type = v["task_type"].as_str().unwrap_or("");
@@ -320,7 +327,8 @@ impl Images {
                 for (n, line) in read_text(path)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                     let v: serde_json::Value = serde_json::from_str(line)
                         .map_err(|e| input_err(path, format!("line {}: not JSON: {e}", n + 1)))?;
-                    let p = v["path"].as_str().ok_or_else(|| input_err(path, format!("line {}: no \"path\"", n + 1)))?;
+                    let p =
+                        v["path"].as_str().ok_or_else(|| input_err(path, format!("line {}: no \"path\"", n + 1)))?;
                     items.push((dir.join(p), v["caption"].as_str().map(String::from), format!("line {}", n + 1)));
                 }
             }
@@ -333,10 +341,19 @@ impl Images {
                 for (n, rec) in r.records().enumerate() {
                     let rec = rec.map_err(|e| input_err(path, format!("line {}: {e}", n + 2)))?;
                     let p = rec.get(pc).unwrap_or("").trim().to_string();
-                    items.push((dir.join(p), cc.and_then(|c| rec.get(c)).map(|s| s.trim().to_string()), format!("line {}", n + 2)));
+                    items.push((
+                        dir.join(p),
+                        cc.and_then(|c| rec.get(c)).map(|s| s.trim().to_string()),
+                        format!("line {}", n + 2),
+                    ));
                 }
             }
-            _ => return Err(input_err(path, "expected a folder of images, or a .csv/.jsonl list of images with captions")),
+            _ => {
+                return Err(input_err(
+                    path,
+                    "expected a folder of images, or a .csv/.jsonl list of images with captions",
+                ))
+            }
         }
         let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
         Ok(Images { items, label, unit_rows })
@@ -362,7 +379,14 @@ impl Importer for Images {
                     let id = ctx.id(Task::TextToImage, &[&rel]);
                     let base = format!("Generate {}: {cap}", result_word(1));
                     let meta = json!({"path": rel});
-                    out.samples.push(ctx.sample(Task::TextToImage, id.clone(), ctx.hashed_split(&id), base, vec![img], meta));
+                    out.samples.push(ctx.sample(
+                        Task::TextToImage,
+                        id.clone(),
+                        ctx.hashed_split(&id),
+                        base,
+                        vec![img],
+                        meta,
+                    ));
                 }
                 Err(e) => out.bad(rid.as_str(), e),
             }

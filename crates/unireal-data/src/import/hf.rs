@@ -22,7 +22,8 @@ pub(crate) struct HfParquet {
 impl HfParquet {
     pub fn new(format: Format, path: &Path) -> Result<Self, ImportError> {
         let files = if path.is_dir() { files_with(path, &["parquet"])? } else { vec![path.to_path_buf()] };
-        let root = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
+        let root =
+            if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
         Ok(HfParquet { format, root, files })
     }
 }
@@ -88,7 +89,11 @@ fn image_at(batch: &RecordBatch, col: &str, row: usize, dir: &Path) -> Result<Op
         if let Some(b) = s.column_by_name("bytes").and_then(|b| binary(b, row)) {
             return Ok(Some(b));
         }
-        if let Some(p) = s.column_by_name("path").filter(|p| !p.is_null(row)).and_then(|p| p.as_string_opt::<i32>().map(|p| p.value(row).to_string())) {
+        if let Some(p) = s
+            .column_by_name("path")
+            .filter(|p| !p.is_null(row))
+            .and_then(|p| p.as_string_opt::<i32>().map(|p| p.value(row).to_string()))
+        {
             let full = dir.join(&p);
             return std::fs::read(&full).map(Some).map_err(|e| format!("`{col}`: {}: {e}", full.display()));
         }
@@ -113,7 +118,8 @@ impl Importer for HfParquet {
         let mut out = Vec::new();
         for f in &self.files {
             let file = File::open(f).map_err(|e| input_err(f, e.to_string()))?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| input_err(f, format!("not Parquet: {e}")))?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| input_err(f, format!("not Parquet: {e}")))?;
             let schema = b.schema().clone();
             if let Some(c) = required(self.format).iter().find(|c| schema.column_with_name(c).is_none()) {
                 return Err(input_err(
@@ -190,11 +196,13 @@ impl HfParquet {
             ctx.image(role, bytes).map_err(|e| format!("`{c}`: {e}"))
         };
         let rowid = row.to_string();
-        let edit = |instruction: &str| format!("Turn {} into {}: {}", index_word(1), result_word(1), instruction.trim());
+        let edit =
+            |instruction: &str| format!("Turn {} into {}: {}", index_word(1), result_word(1), instruction.trim());
         match self.format {
             Format::Instructpix2pix => {
                 let instruction = need_str("edit_prompt")?;
-                let images = vec![need_img("original_image", ImageRole::Canvas)?, need_img("edited_image", ImageRole::Output)?];
+                let images =
+                    vec![need_img("original_image", ImageRole::Canvas)?, need_img("edited_image", ImageRole::Output)?];
                 let id = ctx.id(Task::Edit, &[file, &rowid]);
                 let meta = json!({
                     "file": file, "row": row,
@@ -204,7 +212,8 @@ impl HfParquet {
             }
             Format::Ultraedit => {
                 let instruction = need_str("edit_prompt")?;
-                let images = vec![need_img("source_image", ImageRole::Canvas)?, need_img("edited_image", ImageRole::Output)?];
+                let images =
+                    vec![need_img("source_image", ImageRole::Canvas)?, need_img("edited_image", ImageRole::Output)?];
                 let id = ctx.id(Task::Edit, &[file, &rowid]);
                 let has_mask = image_at(b, "mask_image", r, dir).ok().flatten().is_some();
                 let meta = json!({
@@ -218,13 +227,15 @@ impl HfParquet {
             }
             Format::Magicbrush => {
                 let instruction = need_str("instruction")?;
-                let images = vec![need_img("source_img", ImageRole::Canvas)?, need_img("target_img", ImageRole::Output)?];
+                let images =
+                    vec![need_img("source_img", ImageRole::Canvas)?, need_img("target_img", ImageRole::Output)?];
                 let img_id = str_at(b, "img_id", r)?.unwrap_or_default();
                 let turn = num_at(b, "turn_index", r);
                 let id = ctx.id(Task::Edit, &[&img_id, &turn.to_string(), file, &rowid]);
                 let meta = json!({"file": file, "row": row, "img_id": img_id, "turn_index": turn});
                 // MagicBrush's own split is its file (train/dev); dev rows are validation.
-                let split = if file.contains("dev") || file.contains("valid") { Split::Val } else { ctx.hashed_split(&id) };
+                let split =
+                    if file.contains("dev") || file.contains("valid") { Split::Val } else { ctx.hashed_split(&id) };
                 Ok(ctx.sample(Task::Edit, id, split, edit(&instruction), images, meta))
             }
             Format::EmuEdit => {

@@ -91,10 +91,7 @@ impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Format::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
-            format!(
-                "unknown format `{s}` (expected one of: {})",
-                Format::ALL.map(|f| f.as_str()).join(", ")
-            )
+            format!("unknown format `{s}` (expected one of: {})", Format::ALL.map(|f| f.as_str()).join(", "))
         })
     }
 }
@@ -154,7 +151,10 @@ impl ImportConfig {
             ((1..=100).contains(&self.jpeg_quality), "jpeg_quality: must lie in 1..=100"),
             ((0.0..=1.0).contains(&self.val_fraction), "val_fraction: must lie in [0, 1]"),
             (self.unit_rows >= 1, "unit_rows: must be at least 1"),
-            (self.target_size_mb > 0.0 && (1..=22).contains(&self.zstd_level), "target_size_mb / zstd_level: must be positive / 1..=22"),
+            (
+                self.target_size_mb > 0.0 && (1..=22).contains(&self.zstd_level),
+                "target_size_mb / zstd_level: must be positive / 1..=22",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, m)) => Err(m.to_string()),
@@ -388,7 +388,11 @@ pub fn run_import(
     if already_done > 0 {
         eprintln!("resuming: {already_done} of {} unit(s) already done in {}", units.len(), out.display());
     }
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(todo.len() as u64), ProgressDrawTarget::stderr()) };
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(todo.len() as u64), ProgressDrawTarget::stderr())
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} units, {msg} {elapsed_precise} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -420,7 +424,14 @@ pub fn run_import(
         Ended::Finished(m) => m,
         Ended::Interrupted => return Err(ImportError::Interrupted),
     };
-    Ok(ImportSummary { manifest, processed: todo.len(), already_done, new_samples, bad_rows, elapsed: started.elapsed() })
+    Ok(ImportSummary {
+        manifest,
+        processed: todo.len(),
+        already_done,
+        new_samples,
+        bad_rows,
+        elapsed: started.elapsed(),
+    })
 }
 
 trait StatusWord {
@@ -448,7 +459,9 @@ fn unit_record(unit: &Unit, out: &UnitOut) -> InputRecord {
         (None, true, 0) => (InputStatus::Skipped, "no rows".to_string()),
         (None, true, n) => (InputStatus::Failed, format!("all {n} row(s) bad; first: {}", out.bad[0].1)),
         (None, false, 0) => (InputStatus::Ok, String::new()),
-        (None, false, n) => (InputStatus::Ok, format!("{n} bad row(s) skipped; first: {}: {}", out.bad[0].0, out.bad[0].1)),
+        (None, false, n) => {
+            (InputStatus::Ok, format!("{n} bad row(s) skipped; first: {}: {}", out.bad[0].0, out.bad[0].1))
+        }
     };
     InputRecord { path: unit.key.clone(), status, reason, samples: 0, stats }
 }
@@ -467,10 +480,7 @@ pub(crate) fn files_with(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, Impo
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|x| exts.iter().any(|e| x.to_string_lossy().eq_ignore_ascii_case(e)))
-            {
+            } else if p.extension().is_some_and(|x| exts.iter().any(|e| x.to_string_lossy().eq_ignore_ascii_case(e))) {
                 out.push(p);
             }
         }
@@ -484,7 +494,12 @@ pub(crate) fn chunk_units(label: &str, file: &Path, total: usize, n: usize) -> V
     (0..total.div_ceil(n))
         .map(|k| {
             let (a, b) = (k * n, ((k + 1) * n).min(total));
-            Unit { key: format!("{label}#{a}-{}", b.saturating_sub(1)), file: file.to_path_buf(), part: k, rows: (a, b) }
+            Unit {
+                key: format!("{label}#{a}-{}", b.saturating_sub(1)),
+                file: file.to_path_buf(),
+                part: k,
+                rows: (a, b),
+            }
         })
         .collect()
 }

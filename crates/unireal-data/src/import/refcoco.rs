@@ -73,15 +73,21 @@ impl RefCoco {
         let inst: Instances = serde_json::from_slice(&text).map_err(|e| input_err(&inst_path, e.to_string()))?;
         let file = std::fs::File::open(&refs_file).map_err(|e| input_err(&refs_file, e.to_string()))?;
         // REFER's pickles come from Python 2: its `str` values are decoded as UTF-8.
-        let refs: Vec<Ref> = serde_pickle::from_reader(std::io::BufReader::new(file), serde_pickle::DeOptions::new().decode_strings())
-            .map_err(|e| input_err(&refs_file, format!("not a REFER references pickle: {e}")))?;
-        let candidates: Vec<PathBuf> = cfg.images_dir.iter().cloned().chain([
-            root.join("images"),
-            root.join("train2014"),
-            root.join("../coco/train2014"),
-            root.join("../images/train2014"),
-            root.join("../images/mscoco/images/train2014"),
-        ]).collect();
+        let refs: Vec<Ref> =
+            serde_pickle::from_reader(std::io::BufReader::new(file), serde_pickle::DeOptions::new().decode_strings())
+                .map_err(|e| input_err(&refs_file, format!("not a REFER references pickle: {e}")))?;
+        let candidates: Vec<PathBuf> = cfg
+            .images_dir
+            .iter()
+            .cloned()
+            .chain([
+                root.join("images"),
+                root.join("train2014"),
+                root.join("../coco/train2014"),
+                root.join("../images/train2014"),
+                root.join("../images/mscoco/images/train2014"),
+            ])
+            .collect();
         let images_dir = candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
             input_err(root, "no COCO image folder found: set it with `--set images_dir=PATH/TO/train2014`")
         })?;
@@ -119,7 +125,9 @@ impl RefCoco {
                 let [rh, rw] = size[..] else { return Err("RLE without [height, width] size".into()) };
                 let counts: Vec<u64> = match rle.get("counts") {
                     Some(Value::String(s)) => rle_from_string(s)?,
-                    Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().ok_or("RLE count is not a number")).collect::<Result<_, _>>()?,
+                    Some(Value::Array(a)) => {
+                        a.iter().map(|v| v.as_u64().ok_or("RLE count is not a number")).collect::<Result<_, _>>()?
+                    }
                     _ => return Err("RLE without counts".into()),
                 };
                 let m = rle_decode(&counts, rw, rh)?;
@@ -145,7 +153,10 @@ pub fn rasterize_polygons(polys: &[Vec<f64>], w: u32, h: u32) -> Result<GrayImag
     let mut m = GrayImage::new(w, h);
     for (k, p) in polys.iter().enumerate() {
         if p.len() < 6 || p.len() % 2 != 0 || p.iter().any(|v| !v.is_finite()) {
-            return Err(format!("polygon {k} is broken: {} coordinates (need an even number, at least 6, all finite)", p.len()));
+            return Err(format!(
+                "polygon {k} is broken: {} coordinates (need an even number, at least 6, all finite)",
+                p.len()
+            ));
         }
         let pts: Vec<(f64, f64)> = p.chunks(2).map(|c| (c[0], c[1])).collect();
         let mut xs = Vec::new();
@@ -247,8 +258,10 @@ impl Importer for RefCoco {
             };
             // The image and mask are shared by the reference's sentences.
             let made = (|| -> Result<_, String> {
-                let img = self.images.get(&r.image_id).ok_or(format!("image {} is not in instances.json", r.image_id))?;
-                let ann = self.anns.get(&r.ann_id).ok_or(format!("annotation {} is not in instances.json", r.ann_id))?;
+                let img =
+                    self.images.get(&r.image_id).ok_or(format!("image {} is not in instances.json", r.image_id))?;
+                let ann =
+                    self.anns.get(&r.ann_id).ok_or(format!("annotation {} is not in instances.json", r.ann_id))?;
                 let mask = self.mask(ann, img.width, img.height).map_err(|e| format!("annotation {}: {e}", ann.id))?;
                 let canvas = ctx.image_file(ImageRole::Canvas, &self.images_dir.join(&img.file_name))?;
                 let mask = unireal_vision::mask::resize_mask(&mask, canvas.width, canvas.height);
@@ -271,7 +284,14 @@ impl Importer for RefCoco {
                             "ref_id": r.ref_id, "ann_id": r.ann_id, "image_id": r.image_id, "file_name": img.file_name,
                             "refcoco_split": r.split, "sentence": k, "coco_area": ann.area, "mask_pixels": area,
                         });
-                        out.samples.push(ctx.sample(Task::Seg, id, split, base, vec![canvas.clone(), mask.clone()], meta));
+                        out.samples.push(ctx.sample(
+                            Task::Seg,
+                            id,
+                            split,
+                            base,
+                            vec![canvas.clone(), mask.clone()],
+                            meta,
+                        ));
                     }
                     Err(e) => out.bad(rid, e.clone()),
                 }
