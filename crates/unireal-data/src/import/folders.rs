@@ -199,19 +199,49 @@ impl Importer for DreamBench {
 // relative to the file; `<img><|image_k|></img>` in the instruction is input k.
 
 pub(crate) struct OmniGen {
-    files: Vec<(PathBuf, usize)>,
+    /// Per file: its path, its line count and the byte offset where each unit's lines start
+    /// (so that a unit reads its own lines, not the whole file).
+    files: Vec<(PathBuf, usize, Vec<u64>)>,
     unit_rows: usize,
 }
 
 impl OmniGen {
     pub fn new(path: &Path, unit_rows: usize) -> Result<Self, ImportError> {
+        use std::io::BufRead;
         let files = if path.is_dir() { files_with(path, &["jsonl"])? } else { vec![path.to_path_buf()] };
         let mut out = Vec::new();
         for f in files {
-            let n = read_text(&f)?.lines().count();
-            out.push((f, n));
+            let file = std::fs::File::open(&f).map_err(|e| input_err(&f, e.to_string()))?;
+            let mut reader = std::io::BufReader::new(file);
+            let (mut lines, mut offset, mut starts, mut buf) = (0usize, 0u64, Vec::new(), Vec::new());
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(|e| input_err(&f, e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                if lines % unit_rows == 0 {
+                    starts.push(offset);
+                }
+                lines += 1;
+                offset += n as u64;
+            }
+            out.push((f, lines, starts));
         }
         Ok(OmniGen { files: out, unit_rows })
+    }
+
+    /// The lines of one unit, numbered from 0 in the file.
+    fn unit_lines(&self, unit: &Unit) -> Result<Vec<(usize, String)>, String> {
+        use std::io::{BufRead, Seek};
+        let (_, _, starts) = self.files.iter().find(|(f, _, _)| *f == unit.file).ok_or("unknown file")?;
+        let mut file = std::fs::File::open(&unit.file).map_err(|e| e.to_string())?;
+        file.seek(std::io::SeekFrom::Start(starts[unit.part])).map_err(|e| e.to_string())?;
+        let mut lines = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().take(unit.rows.1 - unit.rows.0).enumerate() {
+            lines.push((unit.rows.0 + i, line.map_err(|e| format!("line {}: {e}", unit.rows.0 + i + 1))?));
+        }
+        Ok(lines)
     }
 }
 
@@ -237,7 +267,7 @@ fn omnigen_task(task_type: &str, inputs: usize) -> (Task, ImageRole) {
 impl Importer for OmniGen {
     fn units(&self) -> Result<Vec<Unit>, ImportError> {
         let mut out = Vec::new();
-        for (f, n) in &self.files {
+        for (f, n, _) in &self.files {
             let label = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             out.extend(chunk_units(&label, f, *n, self.unit_rows));
         }
@@ -245,14 +275,15 @@ impl Importer for OmniGen {
     }
 
     fn process(&self, unit: &Unit, ctx: &Ctx) -> UnitOut {
-        let text = match std::fs::read_to_string(&unit.file) {
-            Ok(t) => t,
+        let lines = match self.unit_lines(unit) {
+            Ok(l) => l,
             Err(e) => return UnitOut::fatal(format!("{}: {e}", unit.key)),
         };
         let dir = unit.file.parent().unwrap_or(Path::new(".")).to_path_buf();
         let file = ctx.rel(&unit.file);
         let mut out = UnitOut::default();
-        for (n, line) in text.lines().enumerate().skip(unit.rows.0).take(unit.rows.1 - unit.rows.0) {
+        for (n, line) in &lines {
+            let (n, line) = (*n, line.as_str());
             if line.trim().is_empty() {
                 continue;
             }
@@ -301,8 +332,10 @@ impl Importer for OmniGen {
 // a `.csv` (header with `path`, `caption`) / `.jsonl` ({"path", "caption"}) list.
 
 pub(crate) struct Images {
-    /// (image path, caption if known, list file + line for messages)
+    /// (image path, caption from the list, list line or relative path for messages)
     items: Vec<(PathBuf, Option<String>, String)>,
+    /// A folder: captions are the `.txt` files beside the images, read by the unit's worker.
+    sidecar_captions: bool,
     label: String,
     unit_rows: usize,
 }
@@ -317,10 +350,8 @@ impl Images {
         match (path.is_dir(), ext.as_deref()) {
             (true, _) => {
                 for p in files_with(path, IMAGE_EXTS)? {
-                    let txt = p.with_extension("txt");
-                    let cap = std::fs::read_to_string(&txt).ok().map(|s| s.trim().to_string());
                     let id = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().replace('\\', "/");
-                    items.push((p, cap, id));
+                    items.push((p, None, id));
                 }
             }
             (false, Some("jsonl")) => {
@@ -356,7 +387,7 @@ impl Images {
             }
         }
         let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
-        Ok(Images { items, label, unit_rows })
+        Ok(Images { items, sidecar_captions: path.is_dir(), label, unit_rows })
     }
 }
 
@@ -370,7 +401,11 @@ impl Importer for Images {
         for (p, cap, rid) in &self.items[unit.rows.0..unit.rows.1] {
             out.rows += 1;
             let rel = ctx.rel(p);
-            let Some(cap) = cap.as_deref().filter(|c| !c.is_empty()) else {
+            let sidecar = match self.sidecar_captions {
+                true => std::fs::read_to_string(p.with_extension("txt")).ok().map(|s| s.trim().to_string()),
+                false => None,
+            };
+            let Some(cap) = sidecar.as_deref().or(cap.as_deref()).filter(|c| !c.is_empty()) else {
                 out.bad(rid.as_str(), format!("{rel}: no caption (a .txt next to it, or a `caption` in the list)"));
                 continue;
             };
