@@ -77,9 +77,7 @@ impl Partition {
 
     /// Whether this partition builds the input with this key.
     pub fn owns(&self, key: &str) -> bool {
-        let h = blake3::hash(format!("partition:{key}").as_bytes());
-        let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-        (v % self.count as u64) as usize == self.index
+        (crate::encode::stable_u64(&format!("partition:{key}")) % self.count as u64) as usize == self.index
     }
 
     pub fn dir(&self, output: &std::path::Path) -> std::path::PathBuf {

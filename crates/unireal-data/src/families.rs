@@ -10,7 +10,9 @@
 //! | seg          | A (canvas) → the object's mask                 | realistic, perception                          |
 //! | control      | A (canvas) → map, or map (control) → A         | realistic, [perception,] <map> control          |
 
-use image::{GrayImage, RgbImage};
+use std::cell::OnceCell;
+
+use image::RgbImage;
 use serde_json::json;
 use unireal_annotate::{object_noun, object_place, DescribeRequest, SegFrame};
 use unireal_core::{
@@ -20,7 +22,8 @@ use unireal_vision::mask::{self, Mask};
 use unireal_vision::{condition_map, Background, ConditionKind, ConditionMap, ObjectStats};
 
 use crate::config::ControlDirections;
-use crate::frame2frame::{encode_jpeg, round3, split_for, unit_hash};
+use crate::encode::{self, png_gray, unit_hash};
+use crate::frame2frame::{round3, split_for};
 use crate::objects::{ObjectStage, PairFrame};
 
 /// An object that passed the filters in A, B or both (masks at `mask_side`).
@@ -32,6 +35,8 @@ pub(crate) struct TrackedObject {
     pub mask_b: Option<Mask>,
     pub stats_a: Option<ObjectStats>,
     pub stats_b: Option<ObjectStats>,
+    /// `mask_a` at the stored frame size, made once when a family first needs it.
+    pub full_a: OnceCell<Mask>,
 }
 
 impl TrackedObject {
@@ -66,6 +71,9 @@ pub(crate) struct PairContext<'s, 'a> {
     pub shot: u64,
     pub bg_b: Option<&'s Background>,
     pub objects: Vec<TrackedObject>,
+    /// Frames A and B as JPEG, encoded once for every family that stores them.
+    a_jpeg: OnceCell<Vec<u8>>,
+    b_jpeg: OnceCell<Vec<u8>>,
 }
 
 /// What one pair gave.
@@ -85,25 +93,42 @@ fn a_or_an(noun: &str) -> &'static str {
     }
 }
 
-fn png_gray(img: &GrayImage) -> Result<Vec<u8>, String> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| e.to_string())?;
-    Ok(buf.into_inner())
-}
-
-fn jpeg_gray(img: &GrayImage, quality: u8) -> Result<Vec<u8>, String> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(img)
-        .map_err(|e| e.to_string())?;
-    Ok(buf.into_inner())
-}
-
 fn image(role: ImageRole, encoding: &str, bytes: Vec<u8>, (width, height): (u32, u32)) -> SampleImage {
     SampleImage { role, encoding: encoding.into(), bytes, width, height }
 }
 
-impl PairContext<'_, '_> {
+impl<'s, 'a> PairContext<'s, 'a> {
+    pub fn new(
+        stage: &'s ObjectStage<'a>,
+        (a, b): (&'s PairFrame, &'s PairFrame),
+        shot: u64,
+        bg_b: Option<&'s Background>,
+        objects: Vec<TrackedObject>,
+    ) -> Self {
+        PairContext { stage, a, b, shot, bg_b, objects, a_jpeg: OnceCell::new(), b_jpeg: OnceCell::new() }
+    }
+
+    /// Frame A (`a = true`) or B at the stored size, as JPEG bytes.
+    fn frame_jpeg(&self, a: bool) -> Result<Vec<u8>, String> {
+        let (cell, frame) = if a { (&self.a_jpeg, self.a) } else { (&self.b_jpeg, self.b) };
+        if let Some(j) = cell.get() {
+            return Ok(j.clone());
+        }
+        let j = self.jpeg(&frame.full)?;
+        Ok(cell.get_or_init(|| j).clone())
+    }
+
+    /// An object of A cropped onto white (the asset image of multi_object and insertion).
+    fn object_crop(&self, o: &TrackedObject) -> Option<RgbImage> {
+        mask::crop_on_white(&self.a.full, self.full_a(o)?, self.cfg().objects.crop_margin)
+    }
+
+    /// An object's mask in A at the stored size.
+    fn full_a<'o>(&self, o: &'o TrackedObject) -> Option<&'o Mask> {
+        let m = o.mask_a.as_ref()?;
+        Some(o.full_a.get_or_init(|| self.full_mask(m)))
+    }
+
     fn cfg(&self) -> &crate::config::BuildConfig {
         self.stage.cfg
     }
@@ -129,7 +154,7 @@ impl PairContext<'_, '_> {
     }
 
     fn jpeg(&self, img: &RgbImage) -> Result<Vec<u8>, String> {
-        encode_jpeg(img, self.cfg().frames.jpeg_quality)
+        encode::jpeg(img, self.cfg().frames.jpeg_quality)
     }
 
     /// A mask at `mask_side` scaled to the stored frame size.
@@ -199,23 +224,18 @@ fn seg(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
         return Ok(());
     }
     let size = ctx.stage.out_size();
-    let mut frame_jpeg = None;
     for (k, o) in ctx.objects.iter().filter(|o| o.mask_a.is_some()).take(ctx.cfg().objects.max_seg).enumerate() {
         let id = ctx.id(Task::Seg, &[&k.to_string()]);
         if !ctx.keep(Task::Seg, &id) {
             continue;
         }
-        let (m, st) = (o.mask_a.as_ref().expect("filtered"), o.stats_a.as_ref().expect("with mask"));
-        let full = ctx.full_mask(m);
-        if frame_jpeg.is_none() {
-            frame_jpeg = Some(ctx.jpeg(&ctx.a.full)?);
-        }
+        let (full, st) = (ctx.full_a(o).expect("filtered"), o.stats_a.as_ref().expect("with mask"));
         let images = vec![
-            image(ImageRole::Canvas, "jpeg", frame_jpeg.clone().expect("set"), size),
-            image(ImageRole::Output, "png", png_gray(&full)?, size),
+            image(ImageRole::Canvas, "jpeg", ctx.frame_jpeg(true)?, size),
+            image(ImageRole::Output, "png", png_gray(full)?, size),
         ];
         let base = format!("Segment {} in {} and give its mask as {}.", o.named(st), index_word(1), result_word(1));
-        let meta = json!({"object": o.meta(), "mask_area": round3(mask::area_fraction(&full))});
+        let meta = json!({"object": o.meta(), "mask_area": round3(mask::area_fraction(full))});
         out.samples.push(ctx.sample(
             Task::Seg,
             id,
@@ -248,15 +268,10 @@ fn multi_object(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String
         }
         let mut images = Vec::new();
         for o in chosen {
-            let crop = mask::crop_on_white(
-                &ctx.a.full,
-                &ctx.full_mask(o.mask_a.as_ref().expect("both")),
-                ctx.cfg().objects.crop_margin,
-            )
-            .ok_or("empty mask after scaling")?;
+            let crop = ctx.object_crop(o).ok_or("empty mask after scaling")?;
             images.push(image(ImageRole::Asset, "jpeg", ctx.jpeg(&crop)?, crop.dimensions()));
         }
-        images.push(image(ImageRole::Output, "jpeg", ctx.jpeg(&ctx.b.full)?, ctx.stage.out_size()));
+        images.push(image(ImageRole::Output, "jpeg", ctx.frame_jpeg(false)?, ctx.stage.out_size()));
         let words: Vec<String> = (1..=k).map(index_word).collect();
         let names: Vec<String> = chosen.iter().map(|o| o.named(o.stats_b.as_ref().expect("both"))).collect();
         let base =
@@ -325,7 +340,7 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
     let fill = unireal_vision::resize_rgb(&bg.image, w, h);
     let canvas = mask::fill_masked(&ctx.b.full, &fill, &hole, 3);
     let canvas_jpeg = ctx.jpeg(&canvas)?;
-    let out_jpeg = ctx.jpeg(&ctx.b.full)?;
+    let out_jpeg = ctx.frame_jpeg(false)?;
     let meta = json!({"object": o.meta(), "background_support": round3(support), "background_frames": bg.frames});
     let noun = o.noun(sb);
     let place = object_place(sb);
@@ -342,9 +357,8 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
     }
 
     let id = ctx.id(Task::Insertion, &[]);
-    if let (Some(ma), true) = (&o.mask_a, ctx.keep(Task::Insertion, &id)) {
-        let crop = mask::crop_on_white(&ctx.a.full, &ctx.full_mask(ma), ctx.cfg().objects.crop_margin)
-            .ok_or("empty mask after scaling")?;
+    if o.mask_a.is_some() && ctx.keep(Task::Insertion, &id) {
+        let crop = ctx.object_crop(o).ok_or("empty mask after scaling")?;
         let images = vec![
             image(ImageRole::Asset, "jpeg", ctx.jpeg(&crop)?, crop.dimensions()),
             image(ImageRole::Canvas, "jpeg", canvas_jpeg, (w, h)),
@@ -407,7 +421,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
     if matches!(ctx.cfg().objects.segmenter, unireal_annotate::SegmenterConfig::Command(_)) {
         kinds.extend(c.external.iter().cloned().map(MapKind::External));
     }
-    let masks_a: Vec<Mask> = ctx.objects.iter().filter_map(|o| o.mask_a.as_ref()).map(|m| ctx.full_mask(m)).collect();
+    let masks_a: Vec<&Mask> = ctx.objects.iter().filter_map(|o| ctx.full_a(o)).collect();
     // Take kinds in turn by a hash of the pair; the mask map needs objects.
     let start = (PairContext::seed(&ctx.id(Task::Control, &["kind"])) % kinds.len().max(1) as u64) as usize;
     let Some(kind) = (0..kinds.len())
@@ -419,14 +433,11 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
     let size = ctx.stage.out_size();
     let q = ctx.cfg().frames.jpeg_quality;
     let (map_bytes, encoding) = match &kind {
-        MapKind::Builtin(k) => {
-            let refs: Vec<&Mask> = masks_a.iter().collect();
-            match condition_map(*k, &ctx.a.full, &refs).ok_or("no masks for the mask map")? {
-                ConditionMap::Binary(g) => (png_gray(&g)?, "png"),
-                ConditionMap::Gray(g) => (jpeg_gray(&g, q)?, "jpeg"),
-                ConditionMap::Rgb(m) => (encode_jpeg(&m, q)?, "jpeg"),
-            }
-        }
+        MapKind::Builtin(k) => match condition_map(*k, &ctx.a.full, &masks_a).ok_or("no masks for the mask map")? {
+            ConditionMap::Binary(g) => (png_gray(&g)?, "png"),
+            ConditionMap::Gray(g) => (encode::jpeg_gray(&g, q)?, "jpeg"),
+            ConditionMap::Rgb(m) => (encode::jpeg(&m, q)?, "jpeg"),
+        },
         MapKind::External(name) => {
             let f = SegFrame { index: ctx.a.index, time_s: ctx.a.time_s, image: &ctx.a.full, background: None };
             match ctx.stage.segmenter.condition(name, ctx.key(), &f) {
@@ -436,7 +447,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
             }
         }
     };
-    let frame_jpeg = ctx.jpeg(&ctx.a.full)?;
+    let frame_jpeg = ctx.frame_jpeg(true)?;
     let meta = json!({"control": kind.name()});
     let (perception, generation) = match c.directions {
         ControlDirections::Perception => (true, false),

@@ -8,7 +8,6 @@
 //! by the video's length.
 
 use std::collections::VecDeque;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::{GrayImage, RgbImage};
@@ -22,6 +21,7 @@ use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, 
 use unireal_vision::{fit_long_side, fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
 
 use crate::config::{BuildConfig, SplitBy};
+use crate::encode::{self, unit_hash};
 use crate::inputs::InputItem;
 use crate::objects::ObjectStage;
 
@@ -63,12 +63,6 @@ struct Tally {
     last_caption_error: String,
 }
 
-/// A stable number in [0, 1) from a string.
-pub(crate) fn unit_hash(s: &str) -> f64 {
-    let h = blake3::hash(s.as_bytes());
-    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) as f64 / (u64::MAX as f64 + 1.0)
-}
-
 pub(crate) fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
     let u = match cfg.split.by {
         SplitBy::Video => unit_hash(&format!("split:{video_key}")),
@@ -79,14 +73,6 @@ pub(crate) fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
     } else {
         Split::Train
     }
-}
-
-pub(crate) fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
-    let mut buf = Cursor::new(Vec::with_capacity(img.len() / 8));
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(img)
-        .map_err(|e| e.to_string())?;
-    Ok(buf.into_inner())
 }
 
 pub(crate) fn round3(x: f64) -> f64 {
@@ -412,7 +398,7 @@ impl<'a> Run<'a> {
             .map_err(|e| format!("frame {ia}: {e}"))?;
         let full_b = self.convert(&b.frame, self.out_size)?;
         let q = self.cfg.frames.jpeg_quality;
-        let (ja, jb) = (encode_jpeg(&full_a, q)?, encode_jpeg(&full_b, q)?);
+        let (ja, jb) = (encode::jpeg(&full_a, q)?, encode::jpeg(&full_b, q)?);
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
         let req = CaptionRequest {
             input: &self.item.key,

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod config;
+mod encode;
 mod families;
 pub mod frame2frame;
 pub mod import;

@@ -8,6 +8,7 @@
 //! pair is processed: background model aligned to A and to B, segmentation, the toolkit's
 //! mask filters, tracking A → B, and the families.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use image::RgbImage;
@@ -61,10 +62,8 @@ struct Job {
 pub struct ObjectTally {
     pub pairs: u64,
     pub pairs_with_objects: u64,
-    /// Frames A and B of the segmented pairs, and those with at least one kept object.
-    pub frames_analysed: u64,
-    pub frames_with_objects: u64,
-    /// Per analysed frame: index, objects kept, the largest one's area.
+    /// Per analysed frame (A and B of every segmented pair): index, objects kept, the largest
+    /// one's area.
     pub per_frame: Vec<(u64, usize, f64)>,
     pub objects: u64,
     pub tracked: u64,
@@ -247,24 +246,22 @@ impl<'a> ObjectStage<'a> {
         let mut frames = Vec::with_capacity(take);
         for j in 0..take {
             let r = window[if take == 1 { 0 } else { j * (n - 1) / (take - 1) }];
-            if r.index == target.index {
-                frames.push((r.seg.clone(), None));
-                continue;
+            if r.index != target.index {
+                let m = estimate_motion(&r.small, &target.small).global;
+                if m.dx.abs() > b.max_camera_shift
+                    || m.dy.abs() > b.max_camera_shift
+                    || (m.zoom - 1.0).abs() > b.max_zoom_change
+                {
+                    continue;
+                }
+                if !negligible(&m, w, h) {
+                    let (img, valid) = warp_to_target(&r.seg, &m);
+                    let full = valid.as_raw().iter().all(|&v| v != 0);
+                    frames.push((Cow::Owned(img), (!full).then_some(valid)));
+                    continue;
+                }
             }
-            let m = estimate_motion(&r.small, &target.small).global;
-            if m.dx.abs() > b.max_camera_shift
-                || m.dy.abs() > b.max_camera_shift
-                || (m.zoom - 1.0).abs() > b.max_zoom_change
-            {
-                continue;
-            }
-            if negligible(&m, w, h) {
-                frames.push((r.seg.clone(), None));
-                continue;
-            }
-            let (img, valid) = warp_to_target(&r.seg, &m);
-            let full = valid.as_raw().iter().all(|&v| v != 0);
-            frames.push((img, (!full).then_some(valid)));
+            frames.push((Cow::Borrowed(&r.seg), None));
         }
         if frames.len() < b.min_frames {
             return Err(format!("{} of {} window frames align with frame {}", frames.len(), n, target.index));
@@ -305,7 +302,7 @@ impl<'a> ObjectStage<'a> {
         if bg_a.is_none() && self.cfg.objects.segmenter.needs_background() {
             // Without a background the motion segmenter finds nothing; control samples need
             // no objects and are still made.
-            let ctx = PairContext { stage: self, a: &a, b: &b, shot: job.shot, bg_b: None, objects: vec![] };
+            let ctx = PairContext::new(self, (&a, &b), job.shot, None, vec![]);
             let out = families::build(&ctx);
             self.take(out);
             return;
@@ -328,7 +325,7 @@ impl<'a> ObjectStage<'a> {
         }
         self.tally.objects += objects.iter().filter(|o| o.mask_a.is_some()).count() as u64;
         self.tally.tracked += objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).count() as u64;
-        let ctx = PairContext { stage: self, a: &a, b: &b, shot: job.shot, bg_b: bg_b.as_ref(), objects };
+        let ctx = PairContext::new(self, (&a, &b), job.shot, bg_b.as_ref(), objects);
         let out = families::build(&ctx);
         self.take(out);
     }
@@ -369,8 +366,6 @@ impl<'a> ObjectStage<'a> {
                 }
             }
         }
-        self.tally.frames_analysed += 2;
-        self.tally.frames_with_objects += (0..2).filter(|&k| kept.iter().any(|m| m[k].is_some())).count() as u64;
         for (k, index) in [a.index, b.index].into_iter().enumerate() {
             let areas: Vec<f64> = kept.iter().filter_map(|m| m[k].as_ref()).map(mask::area_fraction).collect();
             self.tally.per_frame.push((index, areas.len(), areas.iter().cloned().fold(0.0, f64::max)));
@@ -384,7 +379,15 @@ impl<'a> ObjectStage<'a> {
             let stats_b = mb.as_ref().map(|m| object_stats(&b.seg, m));
             let named: &ObjectStats = stats_a.as_ref().or(stats_b.as_ref()).expect("one of them");
             let phrase = t.phrase.clone().unwrap_or_else(|| object_phrase(named));
-            out.push(TrackedObject { phrase, given_phrase: t.phrase, mask_a: ma, mask_b: mb, stats_a, stats_b });
+            out.push(TrackedObject {
+                phrase,
+                given_phrase: t.phrase,
+                mask_a: ma,
+                mask_b: mb,
+                stats_a,
+                stats_b,
+                full_a: Default::default(),
+            });
         }
         out
     }
@@ -399,7 +402,8 @@ impl<'a> ObjectStage<'a> {
         json!({
             "segmenter": self.segmenter.name(),
             "pairs": t.pairs, "pairs_with_objects": t.pairs_with_objects,
-            "frames_analysed": t.frames_analysed, "frames_with_objects": t.frames_with_objects,
+            "frames_analysed": t.per_frame.len(),
+            "frames_with_objects": t.per_frame.iter().filter(|f| f.1 > 0).count(),
             "frames": t.per_frame.iter().map(|(i, n, a)| json!({"frame": i, "objects": n, "largest_area": (a * 1e4).round() / 1e4})).collect::<Vec<_>>(),
             "objects": t.objects, "tracked": t.tracked,
             "rejected_masks": t.rejected, "skipped_pairs": t.skipped,

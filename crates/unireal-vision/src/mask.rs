@@ -159,17 +159,21 @@ pub fn overlap(a: &Mask, b: &Mask) -> f64 {
     }
 }
 
-/// The 8-connected components of a mask, largest first, each as its own mask.
-pub fn components(m: &Mask) -> Vec<Mask> {
+/// 8-connected component labels (0 = background) and the pixel count of each label.
+fn labelled(m: &Mask) -> (image::ImageBuffer<Luma<u32>, Vec<u32>>, Vec<u64>) {
     let labels = connected_components(m, Connectivity::Eight, Luma([0u8]));
     let n = labels.as_raw().iter().copied().max().unwrap_or(0) as usize;
-    if n == 0 {
-        return vec![];
-    }
     let mut sizes = vec![0u64; n + 1];
     for &l in labels.as_raw() {
         sizes[l as usize] += 1;
     }
+    (labels, sizes)
+}
+
+/// The 8-connected components of a mask, largest first, each as its own mask.
+pub fn components(m: &Mask) -> Vec<Mask> {
+    let (labels, sizes) = labelled(m);
+    let n = sizes.len() - 1;
     let mut order: Vec<usize> = (1..=n).collect();
     order.sort_by_key(|&l| (std::cmp::Reverse(sizes[l]), l));
     order
@@ -183,12 +187,7 @@ pub fn components(m: &Mask) -> Vec<Mask> {
 
 /// The mask without its 8-connected components smaller than `min_pixels`.
 pub fn remove_small_components(m: &Mask, min_pixels: u64) -> Mask {
-    let labels = connected_components(m, Connectivity::Eight, Luma([0u8]));
-    let n = labels.as_raw().iter().copied().max().unwrap_or(0) as usize;
-    let mut sizes = vec![0u64; n + 1];
-    for &l in labels.as_raw() {
-        sizes[l as usize] += 1;
-    }
+    let (labels, sizes) = labelled(m);
     let raw =
         labels.as_raw().iter().map(|&l| if l != 0 && sizes[l as usize] >= min_pixels { 255 } else { 0 }).collect();
     GrayImage::from_raw(m.width(), m.height(), raw).expect("same size")

@@ -13,6 +13,8 @@
 //!    holes are filled, and each connected component is one moving object.
 //! 4. Objects of frame A are matched to objects of frame B by position, size and colour.
 
+use std::borrow::Cow;
+
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
@@ -69,9 +71,9 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
 }
 
 /// The per-pixel temporal median of aligned frames (with their validity masks; None means
-/// wholly valid). `agree`: a frame agrees with the median at a pixel when no channel differs
-/// by more than this.
-pub fn median_background(frames: &[(RgbImage, Option<Mask>)], agree: u8) -> Background {
+/// wholly valid); frames that needed no warp are borrowed. `agree`: a frame agrees with the
+/// median at a pixel when no channel differs by more than this.
+pub fn median_background(frames: &[(Cow<'_, RgbImage>, Option<Mask>)], agree: u8) -> Background {
     assert!(!frames.is_empty(), "median_background needs at least one frame");
     let (w, h) = frames[0].0.dimensions();
     assert!(frames.iter().all(|(f, _)| f.dimensions() == (w, h)), "frames of one size");
@@ -234,7 +236,7 @@ mod tests {
 
     #[test]
     fn median_removes_a_moving_object_and_segments_it() {
-        let frames: Vec<_> = (0..7).map(|k| (scene(10 + 14 * k, 40), None)).collect();
+        let frames: Vec<_> = (0..7).map(|k| (Cow::Owned(scene(10 + 14 * k, 40)), None)).collect();
         let bg = median_background(&frames, 12);
         // The square never stays anywhere for more than 2 of 7 frames: the median is clean.
         assert_eq!(bg.image, scene(200, 200));

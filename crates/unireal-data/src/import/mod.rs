@@ -238,9 +238,7 @@ impl Ctx {
 
     /// The split for sets without their own.
     pub fn hashed_split(&self, id: &str) -> Split {
-        let h = blake3::hash(format!("split:{id}").as_bytes());
-        let u = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) as f64 / (u64::MAX as f64 + 1.0);
-        if u < self.cfg.val_fraction {
+        if crate::encode::unit_hash(&format!("split:{id}")) < self.cfg.val_fraction {
             Split::Val
         } else {
             Split::Train
@@ -268,18 +266,16 @@ impl Ctx {
         }
         let (nw, nh) = unireal_vision::fit_long_side(w, h, self.cfg.max_side);
         let rgb = unireal_vision::resize_rgb(&img.to_rgb8(), nw, nh);
-        let jpeg = crate::frame2frame::encode_jpeg(&rgb, self.cfg.jpeg_quality)?;
+        let jpeg = crate::encode::jpeg(&rgb, self.cfg.jpeg_quality)?;
         Ok(SampleImage { role, encoding: "jpeg".into(), bytes: jpeg, width: nw, height: nh })
     }
 
     /// A gray mask stored as PNG.
     pub fn mask_image(&self, m: &image::GrayImage) -> Result<SampleImage, String> {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        m.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| e.to_string())?;
         Ok(SampleImage {
             role: ImageRole::Output,
             encoding: "png".into(),
-            bytes: buf.into_inner(),
+            bytes: crate::encode::png_gray(m)?,
             width: m.width(),
             height: m.height(),
         })
