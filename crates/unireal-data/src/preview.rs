@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use unireal_core::{index_word, result_word, ImageRole, Sample};
-use unireal_shards::ShardReader;
+use unireal_shards::{Manifest, ShardError};
 
 #[derive(Debug, Clone)]
 pub struct PreviewOptions {
@@ -66,9 +66,8 @@ fn thumbnail(bytes: &[u8], long: u32) -> Option<String> {
     let img = image::load_from_memory(bytes).ok()?.to_rgb8();
     let (w, h) = unireal_vision::fit_long_side(img.width(), img.height(), long);
     let t = unireal_vision::resize_rgb(&img, w, h);
-    let mut buf = std::io::Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 82).encode_image(&t).ok()?;
-    Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(buf.into_inner())))
+    let jpeg = crate::encode::jpeg(&t, 82).ok()?;
+    Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg)))
 }
 
 fn card(s: &Sample, thumb: u32, bad: &mut usize) -> String {
@@ -148,17 +147,28 @@ if(location.hash.startsWith('#task='))show(decodeURIComponent(location.hash.slic
 pub fn render_gallery(dir: &Path, opts: &PreviewOptions) -> Result<(String, PreviewSummary), PreviewError> {
     let mut summary = PreviewSummary::default();
     let mut cards: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in ShardReader::open_dir(dir)? {
-        let s = s?;
-        let task = s.task.as_str().to_string();
-        if !opts.tasks.is_empty() && !opts.tasks.contains(&task) {
-            continue;
+    let manifest = Manifest::load_dataset(dir)?.ok_or_else(|| ShardError::Manifest {
+        path: dir.join(unireal_shards::MANIFEST_NAME),
+        message: "no manifest: not a shard directory, or a build that never started".into(),
+    })?;
+    for shard in &manifest.shards {
+        // Rows are chosen from the metadata columns; only the shown ones are read whole.
+        let file = dir.join(&shard.file);
+        let mut pick = Vec::new();
+        for r in unireal_shards::index_rows(&file)? {
+            let task = r.task.as_str();
+            if !opts.tasks.is_empty() && !opts.tasks.iter().any(|t| t == task) {
+                continue;
+            }
+            *summary.seen.entry(task.to_string()).or_default() += 1;
+            let shown = summary.shown.entry(task.to_string()).or_default();
+            if *shown < opts.per_task {
+                *shown += 1;
+                pick.push(r.row);
+            }
         }
-        *summary.seen.entry(task.clone()).or_default() += 1;
-        let list = cards.entry(task.clone()).or_default();
-        if list.len() < opts.per_task {
-            list.push(card(&s, opts.thumb, &mut summary.bad_images));
-            *summary.shown.entry(task).or_default() += 1;
+        for s in unireal_shards::read_rows(&file, &pick)? {
+            cards.entry(s.task.as_str().to_string()).or_default().push(card(&s, opts.thumb, &mut summary.bad_images));
         }
     }
     let mut h = String::from("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
