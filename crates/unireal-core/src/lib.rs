@@ -4,10 +4,12 @@
 
 pub mod config;
 pub mod fsutil;
+pub mod hint;
 pub mod prompt;
 pub mod sample;
 
 pub use config::{apply_override, load_config, parse_config_str, ConfigError};
 pub use fsutil::write_atomic;
-pub use prompt::{context_prompt, index_word, result_word, ContextTag};
+pub use hint::{Hinted, WithHint};
+pub use prompt::{context_prompt, index_word, result_word, task_context, ContextTag, ControlContext, Style};
 pub use sample::{sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Task;
+
 /// The index word of input image `k` (1-based): `IMG1`, `IMG2`, …
 pub fn index_word(k: usize) -> String {
     format!("IMG{k}")
@@ -63,6 +65,67 @@ impl ContextTag {
     }
 }
 
+/// Where a sample's images come from, as the context prompt states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// Real photographs or video frames (`realistic style`).
+    Realistic,
+    /// Rendered or generated images (`synthetic style`).
+    Synthetic,
+    /// Mixed or unknown: no style phrase (OmniGen's X1).
+    Unstated,
+}
+
+/// The condition map of a control sample and which way it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlContext {
+    /// One of the `*Control` tags (`CannyControl`, …, `OtherControl`).
+    pub map: ContextTag,
+    /// Frame → map (perception) rather than map → frame (generation).
+    pub perception: bool,
+}
+
+/// The context tags of a sample of `task`: the one table every producer of samples (the video
+/// families, the importers) and every consumer (inference defaults) reads, so that the model
+/// sees at inference the words it was trained with. `control` applies to `Task::Control` only.
+///
+/// | task | tags |
+/// |---|---|
+/// | frame2frame | style, dynamic scene |
+/// | multi_object | style, dynamic scene, with reference object |
+/// | insertion | style, static scene, with reference object |
+/// | object_add, edit | style, static scene |
+/// | seg | style, perception task |
+/// | control (perception) | style, perception task, map |
+/// | control (generation) | style, map |
+/// | try_on | style, with reference object |
+/// | t2i | style |
+pub fn task_context(task: Task, style: Style, control: Option<ControlContext>) -> Vec<ContextTag> {
+    use ContextTag::*;
+    let mut tags = match style {
+        Style::Realistic => vec![Realistic],
+        Style::Synthetic => vec![Synthetic],
+        Style::Unstated => vec![],
+    };
+    tags.extend_from_slice(match task {
+        Task::Frame2Frame => &[DynamicScene][..],
+        Task::MultiObject => &[DynamicScene, WithReferenceObject],
+        Task::Insertion => &[StaticScene, WithReferenceObject],
+        Task::ObjectAdd | Task::Edit => &[StaticScene],
+        Task::Seg => &[Perception],
+        Task::TryOn => &[WithReferenceObject],
+        Task::Control | Task::TextToImage => &[],
+    });
+    if let (Task::Control, Some(c)) = (task, control) {
+        if c.perception {
+            tags.push(Perception);
+        }
+        tags.push(c.map);
+    }
+    tags
+}
+
 /// Joins tags into the context prompt: `"realistic style, dynamic scene."`.
 pub fn context_prompt(tags: &[ContextTag]) -> String {
     if tags.is_empty() {
@@ -86,5 +149,30 @@ mod tests {
             "realistic style, dynamic scene."
         );
         assert_eq!(context_prompt(&[]), "");
+    }
+
+    #[test]
+    fn task_contexts_follow_the_table() {
+        use ContextTag::*;
+        let ctx = |t, s, c| context_prompt(&task_context(t, s, c));
+        assert_eq!(ctx(Task::Frame2Frame, Style::Realistic, None), "realistic style, dynamic scene.");
+        assert_eq!(
+            ctx(Task::MultiObject, Style::Realistic, None),
+            "realistic style, dynamic scene, with reference object."
+        );
+        assert_eq!(
+            ctx(Task::Insertion, Style::Realistic, None),
+            "realistic style, static scene, with reference object."
+        );
+        assert_eq!(ctx(Task::Edit, Style::Synthetic, None), "synthetic style, static scene.");
+        assert_eq!(ctx(Task::Seg, Style::Realistic, None), "realistic style, perception task.");
+        let canny = |perception| Some(ControlContext { map: CannyControl, perception });
+        assert_eq!(
+            ctx(Task::Control, Style::Realistic, canny(true)),
+            "realistic style, perception task, canny edge control."
+        );
+        assert_eq!(ctx(Task::Control, Style::Realistic, canny(false)), "realistic style, canny edge control.");
+        // A control map on another task is ignored; an unstated style adds no phrase.
+        assert_eq!(ctx(Task::TextToImage, Style::Unstated, canny(true)), "");
     }
 }
