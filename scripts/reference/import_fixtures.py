@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Writes small fixtures of each expert dataset's native layout, for the importer tests
-(crates/unireal-data/tests/import.rs), from the bundled sample images.
+(crates/unireal-import/tests/import.rs), from the bundled sample images.
 
     .venv/bin/python scripts/reference/import_fixtures.py   # needs pyarrow (scripts/setup.sh)
 
-Output: crates/unireal-data/tests/fixtures/import/<format>/… Each layout follows the public
+Output: crates/unireal-import/tests/fixtures/import/<format>/… Each layout follows the public
 release of the set (column names, folder names, pickle structure); a few rows are broken on
 purpose (undecodable image, missing file, broken polygon, missing caption) and the tests
 expect them recorded and skipped. Also writes expected.json with the counts and areas the
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLES = os.path.join(ROOT, "datasets", "samples", "images")
-OUT = os.path.join(ROOT, "crates", "unireal-data", "tests", "fixtures", "import")
+OUT = os.path.join(ROOT, "crates", "unireal-import", "tests", "fixtures", "import")
 
 
 def small(name, size, fmt):

@@ -1,17 +1,17 @@
 //! `unireal-data build`: inputs → samples of every enabled family → shards, across videos in parallel.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use unireal_annotate::{build_captioner, build_segmenter};
-use unireal_shards::{DatasetWriter, InputStatus, Manifest};
+use unireal_shards::driver::{drive, writer_options, Bars, RunSpec};
+use unireal_shards::Manifest;
 
 use crate::config::BuildConfig;
-use crate::frame2frame::{process_video, Annotators, Progress, VideoOutcome};
+use crate::frame2frame::{process_video, Annotators, Progress};
 use crate::inputs::expand_inputs;
-use crate::pipeline::{run_to_writer, thread_pool, writer_options, Ended};
 
 /// Why a build stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ impl Partition {
 
     /// Whether this partition builds the input with this key.
     pub fn owns(&self, key: &str) -> bool {
-        (crate::encode::stable_u64(&format!("partition:{key}")) % self.count as u64) as usize == self.index
+        (unireal_shards::stable_u64(&format!("partition:{key}")) % self.count as u64) as usize == self.index
     }
 
     pub fn dir(&self, output: &std::path::Path) -> std::path::PathBuf {
@@ -99,13 +99,12 @@ pub struct BuildSummary {
     pub elapsed: Duration,
 }
 
-struct Bars {
-    frames: ProgressBar,
-}
+/// Frames decoded, on the run's `frames` counter.
+struct FramesBar(ProgressBar);
 
-impl Progress for Bars {
+impl Progress for FramesBar {
     fn frames(&self, n: u64) {
-        self.frames.inc(n);
+        self.0.inc(n);
     }
 }
 
@@ -129,80 +128,43 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
         true => Some(build_segmenter(&cfg.objects.segmenter)?),
         false => None,
     };
-    let wopts = writer_options(
-        cfg.shards.target_size_mb,
-        cfg.shards.zstd_level,
-        cfg.fingerprint(),
-        format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
-    );
-    let writer = DatasetWriter::open(&out_dir, wopts, opts.force)?;
-    let todo: Vec<_> = items.iter().filter(|i| !writer.is_done(&i.key)).cloned().collect();
-    let already_done = items.len() - todo.len();
-    if already_done > 0 {
-        eprintln!("resuming: {already_done} of {} input(s) already done in {}", items.len(), out_dir.display());
-    }
-    let (multi, frames_bar, videos_bar, samples_bar) = progress_bars(todo.len() as u64, opts.quiet);
-    let pool = thread_pool(cfg.workers, "unireal-video").map_err(BuildError::Config)?;
-    let bars = Bars { frames: frames_bar.clone() };
-    let total_frames = AtomicU64::new(0);
-    let mut new_samples = 0u64;
-    let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
-    let ended = run_to_writer(
-        &todo,
-        pool,
-        &stop,
-        writer,
-        |item| process_video(item, cfg, ann, &bars, &stop),
-        |out: &VideoOutcome| {
-            total_frames.fetch_add(out.frames, Ordering::Relaxed);
-            videos_bar.inc(1);
-        },
-        |writer, out| {
-            let rec = &out.record;
-            match rec.status {
-                InputStatus::Ok if !rec.reason.is_empty() => {
-                    multi.println(format!("warning: {}: {}", rec.path, rec.reason)).ok()
-                }
-                InputStatus::Ok => None,
-                InputStatus::Skipped => multi.println(format!("skipped {}: {}", rec.path, rec.reason)).ok(),
-                InputStatus::Failed => multi.println(format!("failed {}: {}", rec.path, rec.reason)).ok(),
-            };
-            let n = writer.add(out.record, out.samples)?;
-            new_samples += n;
-            samples_bar.inc(n);
-            Ok(())
-        },
-    );
-    frames_bar.finish_and_clear();
-    videos_bar.finish_and_clear();
-    samples_bar.finish_and_clear();
-    let manifest = match ended? {
-        Ended::Finished(m) => m,
-        Ended::Interrupted => return Err(BuildError::Interrupted),
+    let spec = RunSpec {
+        out: &out_dir,
+        writer: writer_options(
+            cfg.shards.target_size_mb,
+            cfg.shards.zstd_level,
+            cfg.fingerprint(),
+            format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
+        ),
+        force: opts.force,
+        workers: cfg.workers,
+        thread_name: "unireal-video",
+        noun: "input",
     };
+    let mut bars = Bars::new(opts.quiet, "videos");
+    let frames_bar = FramesBar(bars.counter("frames"));
+    let mut frames = 0u64;
+    let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
+    let done = drive(
+        &spec,
+        &items,
+        |i| &i.key,
+        &stop,
+        &bars,
+        |item| process_video(item, cfg, ann, &frames_bar, &stop),
+        |out| {
+            frames += out.frames;
+            (out.record, out.samples)
+        },
+    )
+    .map_err(|e| e.into_error(BuildError::Config, BuildError::Shards, BuildError::Interrupted))?;
     Ok(BuildSummary {
         output: out_dir,
-        manifest,
-        processed: todo.len(),
-        already_done,
-        new_samples,
-        frames: total_frames.load(Ordering::Relaxed),
+        manifest: done.manifest,
+        processed: done.processed,
+        already_done: done.already_done,
+        new_samples: done.new_samples,
+        frames,
         elapsed: started.elapsed(),
     })
-}
-
-fn progress_bars(videos: u64, quiet: bool) -> (MultiProgress, ProgressBar, ProgressBar, ProgressBar) {
-    let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-    let multi = MultiProgress::with_draw_target(target);
-    let style = |t: &str| ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar());
-    let v = multi.add(
-        ProgressBar::new(videos)
-            .with_style(style("{prefix:>8} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}").progress_chars("=> ")),
-    );
-    v.set_prefix("videos");
-    let f = multi.add(ProgressBar::no_length().with_style(style("{prefix:>8} {pos} ({per_sec})")));
-    f.set_prefix("frames");
-    let s = multi.add(ProgressBar::no_length().with_style(style("{prefix:>8} {pos}")));
-    s.set_prefix("samples");
-    (multi, f, v, s)
 }

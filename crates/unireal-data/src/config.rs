@@ -428,7 +428,7 @@ impl BuildConfig {
             "captioner": self.captioner, "split": self.split,
             "families": self.families, "objects": self.objects, "control": self.control,
         });
-        blake3::hash(v.to_string().as_bytes()).to_hex()[..16].to_string()
+        unireal_shards::fingerprint(&v)
     }
 }
 

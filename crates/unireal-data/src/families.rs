@@ -1,71 +1,35 @@
 //! The object families built from one analysed pair (frames A and B of a shot, their
-//! tracked objects and B's background model). Roles, prompts and context tags are the
-//! reference in docs/data-format.md ("Task families").
+//! tracked objects and B's background model). Roles and prompts are the reference in
+//! docs/data-format.md ("Task families"); context tags are `unireal_core::task_context`'s
+//! (realistic style).
 //!
-//! | family       | images (inputs → output)                        | context tags                                   |
-//! |--------------|-------------------------------------------------|------------------------------------------------|
-//! | multi_object | 1…K objects of A on white (asset) → B          | realistic, dynamic scene, with reference object |
-//! | insertion    | object of A (asset), B without it (canvas) → B | realistic, static scene, with reference object  |
-//! | object_add   | B without the object (canvas) → B              | realistic, static scene                        |
-//! | seg          | A (canvas) → the object's mask                 | realistic, perception                          |
-//! | control      | A (canvas) → map, or map (control) → A         | realistic, [perception,] <map> control          |
+//! | family       | images (inputs → output)                        |
+//! |--------------|-------------------------------------------------|
+//! | multi_object | 1…K objects of A on white (asset) → B          |
+//! | insertion    | object of A (asset), B without it (canvas) → B |
+//! | object_add   | B without the object (canvas) → B              |
+//! | seg          | A (canvas) → the object's mask                 |
+//! | control      | A (canvas) → map, or map (control) → A         |
 
 use std::cell::OnceCell;
 
 use image::RgbImage;
 use serde_json::json;
-use unireal_annotate::{object_noun, object_place, DescribeRequest, SegFrame};
+use unireal_annotate::{object_place, DescribeRequest, SegFrame, Segmenter};
 use unireal_core::{
-    context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Task,
+    index_word, result_word, sample_id, ContextTag, ControlContext, ImageRole, Sample, SampleImage, Task,
 };
+use unireal_shards::unit_hash;
+use unireal_vision::encode::{self, png_gray};
 use unireal_vision::mask::{self, Mask};
-use unireal_vision::{condition_map, Background, ConditionKind, ConditionMap, ObjectStats};
+use unireal_vision::{condition_map, Background, ConditionKind, ConditionMap};
 
 use crate::config::ControlDirections;
-use crate::encode::{self, png_gray, unit_hash};
-use crate::frame2frame::{round3, split_for};
-use crate::objects::{ObjectStage, PairFrame};
-
-/// An object that passed the filters in A, B or both (masks at `mask_side`).
-pub(crate) struct TrackedObject {
-    /// The segmenter's phrase, or one from what is measured.
-    pub phrase: String,
-    pub given_phrase: Option<String>,
-    pub mask_a: Option<Mask>,
-    pub mask_b: Option<Mask>,
-    pub stats_a: Option<ObjectStats>,
-    pub stats_b: Option<ObjectStats>,
-    /// `mask_a` at the stored frame size, made once when a family first needs it.
-    pub full_a: OnceCell<Mask>,
-}
-
-impl TrackedObject {
-    /// "yellow object" (measured) or the segmenter's phrase without its article.
-    fn noun(&self, stats: &ObjectStats) -> String {
-        match &self.given_phrase {
-            Some(p) => {
-                let p = p.trim();
-                ["the ", "a ", "an "].iter().find_map(|a| p.strip_prefix(a)).unwrap_or(p).to_string()
-            }
-            None => object_noun(stats),
-        }
-    }
-
-    /// "the yellow object on the right", placed where it is in the given frame.
-    fn named(&self, stats: &ObjectStats) -> String {
-        format!("the {} {}", self.noun(stats), object_place(stats))
-    }
-
-    fn meta(&self) -> serde_json::Value {
-        let s = |o: &Option<ObjectStats>| {
-            o.map(|o| json!({"bbox": o.bbox.map(round3), "area": round3(o.area), "color": unireal_vision::color_name(o.color)}))
-        };
-        json!({"phrase": self.phrase, "a": s(&self.stats_a), "b": s(&self.stats_b)})
-    }
-}
+use crate::context::{round3, PairFrame, Seen, TrackedObject, VideoContext};
 
 pub(crate) struct PairContext<'s, 'a> {
-    pub stage: &'s ObjectStage<'a>,
+    pub video: &'s VideoContext<'a>,
+    pub segmenter: &'s dyn Segmenter,
     pub a: &'s PairFrame,
     pub b: &'s PairFrame,
     pub shot: u64,
@@ -99,13 +63,13 @@ fn image(role: ImageRole, encoding: &str, bytes: Vec<u8>, (width, height): (u32,
 
 impl<'s, 'a> PairContext<'s, 'a> {
     pub fn new(
-        stage: &'s ObjectStage<'a>,
+        (video, segmenter): (&'s VideoContext<'a>, &'s dyn Segmenter),
         (a, b): (&'s PairFrame, &'s PairFrame),
         shot: u64,
         bg_b: Option<&'s Background>,
         objects: Vec<TrackedObject>,
     ) -> Self {
-        PairContext { stage, a, b, shot, bg_b, objects, a_jpeg: OnceCell::new(), b_jpeg: OnceCell::new() }
+        PairContext { video, segmenter, a, b, shot, bg_b, objects, a_jpeg: OnceCell::new(), b_jpeg: OnceCell::new() }
     }
 
     /// Frame A (`a = true`) or B at the stored size, as JPEG bytes.
@@ -119,22 +83,21 @@ impl<'s, 'a> PairContext<'s, 'a> {
     }
 
     /// An object of A cropped onto white (the asset image of multi_object and insertion).
-    fn object_crop(&self, o: &TrackedObject) -> Option<RgbImage> {
-        mask::crop_on_white(&self.a.full, self.full_a(o)?, self.cfg().objects.crop_margin)
+    fn object_crop(&self, a: &Seen) -> Option<RgbImage> {
+        mask::crop_on_white(&self.a.full, self.full(a), self.cfg().objects.crop_margin)
     }
 
-    /// An object's mask in A at the stored size.
-    fn full_a<'o>(&self, o: &'o TrackedObject) -> Option<&'o Mask> {
-        let m = o.mask_a.as_ref()?;
-        Some(o.full_a.get_or_init(|| self.full_mask(m)))
+    /// An object's mask at the stored size.
+    fn full<'o>(&self, seen: &'o Seen) -> &'o Mask {
+        seen.full.get_or_init(|| self.full_mask(&seen.mask))
     }
 
     fn cfg(&self) -> &crate::config::BuildConfig {
-        self.stage.cfg
+        self.video.cfg
     }
 
     fn key(&self) -> &str {
-        &self.stage.item.key
+        self.video.key()
     }
 
     fn id(&self, task: Task, parts: &[&str]) -> String {
@@ -154,17 +117,17 @@ impl<'s, 'a> PairContext<'s, 'a> {
     }
 
     fn jpeg(&self, img: &RgbImage) -> Result<Vec<u8>, String> {
-        encode::jpeg(img, self.cfg().frames.jpeg_quality)
+        self.video.jpeg(img)
     }
 
     /// A mask at `mask_side` scaled to the stored frame size.
     fn full_mask(&self, m: &Mask) -> Mask {
-        let (w, h) = self.stage.out_size();
+        let (w, h) = self.video.out_size;
         mask::resize_mask(m, w, h)
     }
 
     fn meta(&self, extra: serde_json::Value) -> serde_json::Value {
-        let info = self.stage.info;
+        let info = self.video.info;
         let mut m = json!({
             "video": self.key(),
             "shot": self.shot,
@@ -173,7 +136,7 @@ impl<'s, 'a> PairContext<'s, 'a> {
             "fps": round3(info.fps),
             "source_size": [info.width, info.height],
             "rotation": info.rotation,
-            "segmenter": self.stage.segmenter.name(),
+            "segmenter": self.segmenter.name(),
         });
         if let (Some(o), serde_json::Value::Object(e)) = (m.as_object_mut(), extra) {
             o.extend(e);
@@ -181,22 +144,22 @@ impl<'s, 'a> PairContext<'s, 'a> {
         m
     }
 
+    /// A sample of `task`; `control` (the map and its direction) for `Task::Control` only.
     fn sample(
         &self,
-        task: Task,
+        (task, control): (Task, Option<ControlContext>),
         id: String,
         base: String,
-        tags: &[ContextTag],
         images: Vec<SampleImage>,
         meta: serde_json::Value,
     ) -> Sample {
         Sample {
-            split: split_for(self.cfg(), self.key(), &id),
+            split: self.video.split(&id),
             sample_id: id,
             task,
             source: "video".into(),
             base_prompt: base,
-            context_prompt: context_prompt(tags),
+            context_prompt: self.video.context_prompt(task, control),
             images,
             meta: self.meta(meta),
         }
@@ -223,27 +186,21 @@ fn seg(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
     if !ctx.cfg().families.enabled(Task::Seg) {
         return Ok(());
     }
-    let size = ctx.stage.out_size();
-    for (k, o) in ctx.objects.iter().filter(|o| o.mask_a.is_some()).take(ctx.cfg().objects.max_seg).enumerate() {
+    let size = ctx.video.out_size;
+    let in_a = ctx.objects.iter().filter_map(|o| Some((o, o.a.as_ref()?)));
+    for (k, (o, a)) in in_a.take(ctx.cfg().objects.max_seg).enumerate() {
         let id = ctx.id(Task::Seg, &[&k.to_string()]);
         if !ctx.keep(Task::Seg, &id) {
             continue;
         }
-        let (full, st) = (ctx.full_a(o).expect("filtered"), o.stats_a.as_ref().expect("with mask"));
+        let (full, st) = (ctx.full(a), &a.stats);
         let images = vec![
             image(ImageRole::Canvas, "jpeg", ctx.frame_jpeg(true)?, size),
             image(ImageRole::Output, "png", png_gray(full)?, size),
         ];
         let base = format!("Segment {} in {} and give its mask as {}.", o.named(st), index_word(1), result_word(1));
         let meta = json!({"object": o.meta(), "mask_area": round3(mask::area_fraction(full))});
-        out.samples.push(ctx.sample(
-            Task::Seg,
-            id,
-            base,
-            &[ContextTag::Realistic, ContextTag::Perception],
-            images,
-            meta,
-        ));
+        out.samples.push(ctx.sample((Task::Seg, None), id, base, images, meta));
     }
     Ok(())
 }
@@ -253,8 +210,8 @@ fn multi_object(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String
         if !ctx.cfg().families.enabled(Task::MultiObject) {
             return Ok(());
         }
-        let both: Vec<&TrackedObject> =
-            ctx.objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).collect();
+        let both: Vec<(&TrackedObject, &Seen, &Seen)> =
+            ctx.objects.iter().filter_map(|o| Some((o, o.a.as_ref()?, o.b.as_ref()?))).collect();
         let n = both.len().min(ctx.cfg().objects.max_assets);
         if n == 0 {
             return Ok(());
@@ -267,18 +224,17 @@ fn multi_object(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String
             return Ok(());
         }
         let mut images = Vec::new();
-        for o in chosen {
-            let crop = ctx.object_crop(o).ok_or("empty mask after scaling")?;
+        for (_, a, _) in chosen {
+            let crop = ctx.object_crop(a).ok_or("empty mask after scaling")?;
             images.push(image(ImageRole::Asset, "jpeg", ctx.jpeg(&crop)?, crop.dimensions()));
         }
-        images.push(image(ImageRole::Output, "jpeg", ctx.frame_jpeg(false)?, ctx.stage.out_size()));
+        images.push(image(ImageRole::Output, "jpeg", ctx.frame_jpeg(false)?, ctx.video.out_size));
         let words: Vec<String> = (1..=k).map(index_word).collect();
-        let names: Vec<String> = chosen.iter().map(|o| o.named(o.stats_b.as_ref().expect("both"))).collect();
+        let names: Vec<String> = chosen.iter().map(|(o, _, b)| o.named(&b.stats)).collect();
         let base =
             format!("Put {} together in one scene as {}, with {}.", join_and(&words), result_word(1), join_and(&names));
-        let meta = json!({"objects": chosen.iter().map(|o| o.meta()).collect::<Vec<_>>()});
-        let tags = [ContextTag::Realistic, ContextTag::DynamicScene, ContextTag::WithReferenceObject];
-        out.samples.push(ctx.sample(Task::MultiObject, id, base, &tags, images, meta));
+        let meta = json!({"objects": chosen.iter().map(|(o, _, _)| o.meta()).collect::<Vec<_>>()});
+        out.samples.push(ctx.sample((Task::MultiObject, None), id, base, images, meta));
         Ok(())
     }
 }
@@ -313,7 +269,7 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
         return Ok(());
     }
     let Some(bg) = ctx.bg_b else { return Ok(()) };
-    let b_objects: Vec<&TrackedObject> = ctx.objects.iter().filter(|o| o.mask_b.is_some()).collect();
+    let b_objects: Vec<(&TrackedObject, &Seen)> = ctx.objects.iter().filter_map(|o| Some((o, o.b.as_ref()?))).collect();
     if b_objects.is_empty() {
         return Ok(());
     }
@@ -321,20 +277,16 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
     let dilate = ctx.cfg().objects.background.fill_dilate;
     // The largest object of B with a clean background behind it; the other objects of B
     // stay in the canvas.
-    let Some((o, support)) = b_objects
+    let Some((o, b, support)) = b_objects
         .iter()
-        .map(|o| {
-            let grown = mask::dilate(o.mask_b.as_ref().expect("filtered"), 1);
-            (*o, support_under(bg, &grown))
-        })
-        .find(|(_, s)| *s >= min_clean)
+        .map(|&(o, b)| (o, b, support_under(bg, &mask::dilate(&b.mask, 1))))
+        .find(|(_, _, s)| *s >= min_clean)
     else {
         out.skipped.push("no_clean_background");
         return Ok(());
     };
-    let (w, h) = ctx.stage.out_size();
-    let mb = o.mask_b.as_ref().expect("filtered");
-    let sb = o.stats_b.as_ref().expect("with mask");
+    let (w, h) = ctx.video.out_size;
+    let (mb, sb) = (&b.mask, &b.stats);
     // Grow the mask a little at mask_side so that the object's soft edge goes too.
     let hole = ctx.full_mask(&mask::dilate(mb, dilate));
     let fill = unireal_vision::resize_rgb(&bg.image, w, h);
@@ -352,13 +304,12 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
             image(ImageRole::Output, "jpeg", out_jpeg.clone(), (w, h)),
         ];
         let base = format!("Add {} {noun} {place} to {} to make {}.", a_or_an(&noun), index_word(1), result_word(1));
-        let tags = [ContextTag::Realistic, ContextTag::StaticScene];
-        out.samples.push(ctx.sample(Task::ObjectAdd, id, base, &tags, images, meta.clone()));
+        out.samples.push(ctx.sample((Task::ObjectAdd, None), id, base, images, meta.clone()));
     }
 
     let id = ctx.id(Task::Insertion, &[]);
-    if o.mask_a.is_some() && ctx.keep(Task::Insertion, &id) {
-        let crop = ctx.object_crop(o).ok_or("empty mask after scaling")?;
+    if let (Some(a), true) = (&o.a, ctx.keep(Task::Insertion, &id)) {
+        let crop = ctx.object_crop(a).ok_or("empty mask after scaling")?;
         let images = vec![
             image(ImageRole::Asset, "jpeg", ctx.jpeg(&crop)?, crop.dimensions()),
             image(ImageRole::Canvas, "jpeg", canvas_jpeg, (w, h)),
@@ -370,8 +321,7 @@ fn insertion_and_add(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), S
             index_word(2),
             result_word(1)
         );
-        let tags = [ContextTag::Realistic, ContextTag::StaticScene, ContextTag::WithReferenceObject];
-        out.samples.push(ctx.sample(Task::Insertion, id, base, &tags, images, meta));
+        out.samples.push(ctx.sample((Task::Insertion, None), id, base, images, meta));
     }
     Ok(())
 }
@@ -421,7 +371,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
     if matches!(ctx.cfg().objects.segmenter, unireal_annotate::SegmenterConfig::Command(_)) {
         kinds.extend(c.external.iter().cloned().map(MapKind::External));
     }
-    let masks_a: Vec<&Mask> = ctx.objects.iter().filter_map(|o| ctx.full_a(o)).collect();
+    let masks_a: Vec<&Mask> = ctx.objects.iter().filter_map(|o| Some(ctx.full(o.a.as_ref()?))).collect();
     // Take kinds in turn by a hash of the pair; the mask map needs objects.
     let start = (PairContext::seed(&ctx.id(Task::Control, &["kind"])) % kinds.len().max(1) as u64) as usize;
     let Some(kind) = (0..kinds.len())
@@ -430,7 +380,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let size = ctx.stage.out_size();
+    let size = ctx.video.out_size;
     let q = ctx.cfg().frames.jpeg_quality;
     let (map_bytes, encoding) = match &kind {
         MapKind::Builtin(k) => match condition_map(*k, &ctx.a.full, &masks_a).ok_or("no masks for the mask map")? {
@@ -440,7 +390,7 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
         },
         MapKind::External(name) => {
             let f = SegFrame { index: ctx.a.index, time_s: ctx.a.time_s, image: &ctx.a.full, background: None };
-            match ctx.stage.segmenter.condition(name, ctx.key(), &f) {
+            match ctx.segmenter.condition(name, ctx.key(), &f) {
                 Some(Ok(g)) => (png_gray(&g)?, "png"),
                 Some(Err(e)) => return Err(format!("external {name} map: {e}")),
                 None => return Ok(()),
@@ -463,37 +413,37 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
                 image(ImageRole::Output, encoding, map_bytes.clone(), size),
             ];
             let base = format!("Produce the {phrase} of {} as {}.", index_word(1), result_word(1));
-            let tags = [ContextTag::Realistic, ContextTag::Perception, kind.tag()];
             let mut m = meta.clone();
             m["direction"] = "perception".into();
-            out.samples.push(ctx.sample(Task::Control, id, base, &tags, images, m));
+            let control = ControlContext { map: kind.tag(), perception: true };
+            out.samples.push(ctx.sample((Task::Control, Some(control)), id, base, images, m));
         }
     }
     if generation {
         let id = ctx.id(Task::Control, &[kind.name(), "generation"]);
         if ctx.keep(Task::Control, &id) {
             let phrases: Vec<String> =
-                ctx.objects.iter().filter_map(|o| o.stats_a.as_ref().map(|s| o.named(s))).take(2).collect();
+                ctx.objects.iter().filter_map(|o| o.a.as_ref().map(|a| o.named(&a.stats))).take(2).collect();
             let req = DescribeRequest {
                 input: ctx.key(),
                 jpeg: &frame_jpeg,
                 mean_rgb: unireal_vision::mean_rgb(&ctx.a.small),
                 objects: &phrases,
-                sidecar: ctx.stage.item.caption.as_deref(),
+                sidecar: ctx.video.item.caption.as_deref(),
                 seed: PairContext::seed(&id),
             };
-            match ctx.stage.captioner.describe(&req) {
+            match ctx.video.captioner.describe(&req) {
                 Ok(caption) => {
                     let images = vec![
                         image(ImageRole::Control, encoding, map_bytes, size),
                         image(ImageRole::Output, "jpeg", frame_jpeg, size),
                     ];
                     let base = format!("Generate {} from the {phrase} {}: {caption}", result_word(1), index_word(1));
-                    let tags = [ContextTag::Realistic, kind.tag()];
                     let mut m = meta;
                     m["direction"] = "generation".into();
-                    m["caption_source"] = ctx.stage.captioner.name().into();
-                    out.samples.push(ctx.sample(Task::Control, id, base, &tags, images, m));
+                    m["caption_source"] = ctx.video.captioner.name().into();
+                    let control = ControlContext { map: kind.tag(), perception: false };
+                    out.samples.push(ctx.sample((Task::Control, Some(control)), id, base, images, m));
                 }
                 Err(_) => out.caption_errors += 1,
             }

@@ -13,15 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use image::{GrayImage, RgbImage};
 use serde_json::json;
 use unireal_annotate::{CaptionRequest, Captioner, Segmenter};
-use unireal_core::{
-    context_prompt, index_word, result_word, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task,
-};
+use unireal_core::{index_word, result_word, sample_id, ImageRole, Sample, SampleImage, Task};
 use unireal_shards::{InputRecord, InputStatus};
-use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoInfo, VideoReader};
-use unireal_vision::{fit_long_side, fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
+use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoReader};
+use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
 
-use crate::config::{BuildConfig, SplitBy};
-use crate::encode::{self, unit_hash};
+use crate::config::BuildConfig;
+use crate::context::{round3, VideoContext};
 use crate::inputs::InputItem;
 use crate::objects::ObjectStage;
 
@@ -61,22 +59,6 @@ struct Tally {
     too_still: u64,
     caption_errors: u64,
     last_caption_error: String,
-}
-
-pub(crate) fn split_for(cfg: &BuildConfig, video_key: &str, id: &str) -> Split {
-    let u = match cfg.split.by {
-        SplitBy::Video => unit_hash(&format!("split:{video_key}")),
-        SplitBy::Sample => unit_hash(&format!("split:{id}")),
-    };
-    if u < cfg.split.val_fraction {
-        Split::Val
-    } else {
-        Split::Train
-    }
-}
-
-pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stats: serde_json::Value) -> InputRecord {
@@ -126,9 +108,10 @@ pub fn process_video(
             frames: 0,
         };
     }
-    let mut run = Run::new(item, cfg, ann.captioner, &info);
+    let video = VideoContext::new(item, cfg, ann.captioner, &info);
+    let mut run = Run::new(&video);
     if let (true, Some(seg)) = (cfg.families.needs_objects(), ann.segmenter) {
-        run.objects = Some(ObjectStage::new(item, cfg, seg, ann.captioner, &info, run.out_size));
+        run.objects = Some(ObjectStage::new(&video, seg));
     }
     let result = run.decode_all(&mut reader, progress, stop);
     if let Some(o) = &mut run.objects {
@@ -202,15 +185,12 @@ pub fn process_video(
 }
 
 struct Run<'a> {
-    item: &'a InputItem,
+    video: &'a VideoContext<'a>,
     cfg: &'a BuildConfig,
-    captioner: &'a dyn Captioner,
-    info: &'a VideoInfo,
     conv: FrameConverter,
     detector: ContentDetector,
     analysis: (u32, u32),
     gray_size: (u32, u32),
-    pub(crate) out_size: (u32, u32),
     buffer: VecDeque<Candidate>,
     objects: Option<ObjectStage<'a>>,
     shot: u64,
@@ -227,22 +207,20 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(item: &'a InputItem, cfg: &'a BuildConfig, captioner: &'a dyn Captioner, info: &'a VideoInfo) -> Self {
+    fn new(video: &'a VideoContext<'a>) -> Self {
+        let (cfg, info) = (video.cfg, video.info);
         let opts = ShotOptions {
             threshold: cfg.shots.threshold,
             min_shot_frames: cfg.shots.min_shot_frames,
             analysis_width: cfg.shots.analysis_width,
         };
         Run {
-            item,
+            video,
             cfg,
-            captioner,
-            info,
             conv: FrameConverter::new(info),
             detector: ContentDetector::new(opts),
             analysis: unireal_video::analysis_size(info.width, info.height, cfg.shots.analysis_width),
             gray_size: fit_short_side(info.width, info.height, cfg.pairs.ssim_short_side),
-            out_size: fit_long_side(info.width, info.height, cfg.frames.max_side),
             buffer: VecDeque::new(),
             objects: None,
             shot: 0,
@@ -391,24 +369,22 @@ impl<'a> Run<'a> {
     ) -> Result<bool, String> {
         let a_frame = &self.buffer[ai].frame;
         let (ia, ta) = (a_frame.index, a_frame.time_s);
-        let id = sample_id(Task::Frame2Frame, "video", &[&self.item.key, &ia.to_string(), &b.frame.index.to_string()]);
-        let full_a = self
-            .conv
-            .rgb(&self.buffer[ai].frame, self.out_size.0, self.out_size.1)
-            .map_err(|e| format!("frame {ia}: {e}"))?;
-        let full_b = self.convert(&b.frame, self.out_size)?;
-        let q = self.cfg.frames.jpeg_quality;
-        let (ja, jb) = (encode::jpeg(&full_a, q)?, encode::jpeg(&full_b, q)?);
+        let video = self.video;
+        let id = sample_id(Task::Frame2Frame, "video", &[video.key(), &ia.to_string(), &b.frame.index.to_string()]);
+        let (w, h) = video.out_size;
+        let full_a = self.conv.rgb(&self.buffer[ai].frame, w, h).map_err(|e| format!("frame {ia}: {e}"))?;
+        let full_b = self.convert(&b.frame, video.out_size)?;
+        let (ja, jb) = (video.jpeg(&full_a)?, video.jpeg(&full_b)?);
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
         let req = CaptionRequest {
-            input: &self.item.key,
+            input: video.key(),
             first_jpeg: &ja,
             second_jpeg: &jb,
             change: &change,
-            sidecar: self.item.caption.as_deref(),
+            sidecar: video.item.caption.as_deref(),
             seed,
         };
-        let instruction = match self.captioner.caption(&req) {
+        let instruction = match video.captioner.caption(&req) {
             Ok(c) => c,
             Err(e) => {
                 self.tally.caption_errors += 1;
@@ -418,15 +394,15 @@ impl<'a> Run<'a> {
         };
         let g = change.motion.global;
         let meta = json!({
-            "video": self.item.key,
+            "video": video.key(),
             "shot": self.shot,
             "shot_start_frame": self.shot_start.0,
             "frames": [ia, b.frame.index],
             "times_s": [round3(ta), round3(b.frame.time_s)],
             "interval_s": interval,
-            "fps": round3(self.info.fps),
-            "source_size": [self.info.width, self.info.height],
-            "rotation": self.info.rotation,
+            "fps": round3(video.info.fps),
+            "source_size": [video.info.width, video.info.height],
+            "rotation": video.info.rotation,
             "ssim": round3(change.ssim),
             "black_fraction": [round3(change.black_a), round3(change.black_b)],
             "motion_score": round3(change.motion_score),
@@ -437,19 +413,19 @@ impl<'a> Run<'a> {
             })),
             "brightness_delta": round3(change.brightness_delta),
             "warmth_delta": round3(change.warmth_delta),
-            "caption_source": match (self.captioner.name(), self.item.caption.is_some()) {
+            "caption_source": match (video.captioner.name(), video.item.caption.is_some()) {
                 ("sidecar", false) => "builtin",
                 (name, _) => name,
             },
         });
         let (w, h) = full_a.dimensions();
         let sample = Sample {
-            split: split_for(self.cfg, &self.item.key, &id),
+            split: video.split(&id),
             sample_id: id,
             task: Task::Frame2Frame,
             source: "video".into(),
             base_prompt: format!("Turn {} into {}: {}", index_word(1), result_word(1), instruction),
-            context_prompt: context_prompt(&[ContextTag::Realistic, ContextTag::DynamicScene]),
+            context_prompt: video.context_prompt(Task::Frame2Frame, None),
             images: vec![
                 SampleImage { role: ImageRole::Canvas, encoding: "jpeg".into(), bytes: ja, width: w, height: h },
                 SampleImage { role: ImageRole::Output, encoding: "jpeg".into(), bytes: jb, width: w, height: h },

@@ -1,18 +1,21 @@
 //! The UniReal data-construction pipeline: videos → shots → frame pairs and analysed object
 //! pairs → samples of the six video task families (Frame2Frame, multi_object, insertion,
 //! object_add, seg, control) → Parquet shards (docs/data-format.md).
+//!
+//! The video modules form a chain, each using only those after it: `build` (the run, on
+//! `unireal_shards::driver`) → `frame2frame` (one pass over a video) → `objects` (analysed
+//! pairs) → `families` (their samples) → `context` (what one video's stages share). The
+//! expert-set importers are another crate, unireal-import (no FFmpeg); the `unireal-data`
+//! binary runs both.
 
 pub mod build;
 pub mod config;
-mod encode;
+mod context;
 mod families;
 pub mod frame2frame;
-pub mod import;
 pub mod inputs;
 pub mod objects;
-mod pipeline;
 pub mod preview;
-pub mod verify;
 
 pub use build::{run_build, BuildError, BuildOptions, BuildSummary, Partition};
 pub use config::BuildConfig;

@@ -13,16 +13,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 use image::RgbImage;
 use serde_json::json;
-use unireal_annotate::{object_phrase, Captioner, SegFrame, SegmentRequest, Segmenter};
-use unireal_video::{DecodedFrame, FrameConverter, VideoInfo};
+use unireal_annotate::{object_phrase, SegFrame, SegmentRequest, Segmenter};
+use unireal_core::Sample;
+use unireal_video::{DecodedFrame, FrameConverter};
 use unireal_vision::mask::{self, Mask};
 use unireal_vision::segment::{median_background, object_stats, warp_to_target};
-use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion, ObjectStats};
+use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion};
 
-use crate::config::BuildConfig;
-use crate::families::{self, PairContext, TrackedObject};
-use crate::inputs::InputItem;
-use unireal_core::Sample;
+use crate::context::{PairFrame, Seen, TrackedObject, VideoContext};
+use crate::families::{self, PairContext};
 
 /// A frame of the background ring.
 struct RingFrame {
@@ -38,16 +37,6 @@ struct RingFrame {
 fn negligible(m: &GlobalMotion, w: u32, h: u32) -> bool {
     let corner = (w.max(h) as f64 / 2.0) * (m.zoom - 1.0).abs();
     (m.dx * w as f64).abs() + corner < 0.5 && (m.dy * h as f64).abs() + corner < 0.5
-}
-
-/// Frame A or B of an analysed pair.
-pub(crate) struct PairFrame {
-    pub index: u64,
-    pub time_s: f64,
-    /// At the stored size (`frames.max_side`).
-    pub full: RgbImage,
-    pub seg: RgbImage,
-    pub small: RgbImage,
 }
 
 struct Job {
@@ -75,13 +64,9 @@ pub struct ObjectTally {
 }
 
 pub struct ObjectStage<'a> {
-    pub(crate) item: &'a InputItem,
-    pub(crate) cfg: &'a BuildConfig,
-    pub(crate) segmenter: &'a dyn Segmenter,
-    pub(crate) captioner: &'a dyn Captioner,
-    pub(crate) info: &'a VideoInfo,
+    video: &'a VideoContext<'a>,
+    segmenter: &'a dyn Segmenter,
     seg_size: (u32, u32),
-    out_size: (u32, u32),
     ring: VecDeque<RingFrame>,
     next_ring: f64,
     shot: u64,
@@ -97,22 +82,12 @@ pub struct ObjectStage<'a> {
 }
 
 impl<'a> ObjectStage<'a> {
-    pub fn new(
-        item: &'a InputItem,
-        cfg: &'a BuildConfig,
-        segmenter: &'a dyn Segmenter,
-        captioner: &'a dyn Captioner,
-        info: &'a VideoInfo,
-        out_size: (u32, u32),
-    ) -> Self {
+    pub(crate) fn new(video: &'a VideoContext<'a>, segmenter: &'a dyn Segmenter) -> Self {
+        let info = video.info;
         ObjectStage {
-            item,
-            cfg,
+            video,
             segmenter,
-            captioner,
-            info,
-            seg_size: fit_long_side(info.width, info.height, cfg.objects.mask_side),
-            out_size,
+            seg_size: fit_long_side(info.width, info.height, video.cfg.objects.mask_side),
             ring: VecDeque::new(),
             next_ring: 0.0,
             shot: 0,
@@ -129,7 +104,7 @@ impl<'a> ObjectStage<'a> {
 
     /// Whether this stage wants no more frames.
     pub fn done(&self) -> bool {
-        self.error.is_some() || (self.jobs >= self.cfg.objects.max_per_video && self.pending.is_empty())
+        self.error.is_some() || (self.jobs >= self.video.cfg.objects.max_per_video && self.pending.is_empty())
     }
 
     /// Takes one decoded frame (`small`: its analysis-size RGB). `new_shot` at the first
@@ -145,7 +120,7 @@ impl<'a> ObjectStage<'a> {
         if self.error.is_some() {
             return Ok(());
         }
-        let o = &self.cfg.objects;
+        let o = &self.video.cfg.objects;
         let bgc = &o.background;
         let t = frame.time_s;
         if new_shot {
@@ -176,8 +151,8 @@ impl<'a> ObjectStage<'a> {
         }
         self.ring.push_back(RingFrame { index: frame.index, time_s: t, small: small.clone(), seg: seg.clone() });
         if want_a || !want_b.is_empty() {
-            let full =
-                conv.rgb(frame, self.out_size.0, self.out_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+            let (w, h) = self.video.out_size;
+            let full = conv.rgb(frame, w, h).map_err(|e| format!("frame {}: {e}", frame.index))?;
             let pf = || PairFrame {
                 index: frame.index,
                 time_s: t,
@@ -208,7 +183,7 @@ impl<'a> ObjectStage<'a> {
 
     /// Processes pairs whose background window has been decoded.
     fn process_ready(&mut self, t: f64) {
-        let w = self.cfg.objects.background.window_s;
+        let w = self.video.cfg.objects.background.window_s;
         let mut i = 0;
         while i < self.pending.len() {
             let ready = self.pending[i].b.as_ref().is_some_and(|b| t >= b.time_s + w);
@@ -237,7 +212,7 @@ impl<'a> ObjectStage<'a> {
     /// pair's window, each aligned to the target by its camera motion to it (estimated at
     /// analysis size; not warped when it moves no pixel by half a pixel).
     fn background(&self, target: &PairFrame, lo: f64, hi: f64) -> Result<Background, String> {
-        let b = &self.cfg.objects.background;
+        let b = &self.video.cfg.objects.background;
         let (w, h) = self.seg_size;
         let window: Vec<&RingFrame> =
             self.ring.iter().filter(|r| r.time_s >= lo - 1e-6 && r.time_s <= hi + 1e-6).collect();
@@ -284,11 +259,11 @@ impl<'a> ObjectStage<'a> {
         }
         let Some(b) = job.b else { return };
         let a = job.a;
-        let w = self.cfg.objects.background.window_s;
+        let w = self.video.cfg.objects.background.window_s;
         let (lo, hi) = (a.time_s - w, b.time_s + w);
-        let needs_bg = self.cfg.objects.segmenter.needs_background()
-            || self.cfg.families.enabled(unireal_core::Task::Insertion)
-            || self.cfg.families.enabled(unireal_core::Task::ObjectAdd);
+        let needs_bg = self.video.cfg.objects.segmenter.needs_background()
+            || self.video.cfg.families.enabled(unireal_core::Task::Insertion)
+            || self.video.cfg.families.enabled(unireal_core::Task::ObjectAdd);
         let (bg_a, bg_b) = match needs_bg {
             true => match self.backgrounds(&a, &b, lo, hi) {
                 Ok((x, y)) => (Some(x), Some(y)),
@@ -299,10 +274,10 @@ impl<'a> ObjectStage<'a> {
             },
             false => (None, None),
         };
-        if bg_a.is_none() && self.cfg.objects.segmenter.needs_background() {
+        if bg_a.is_none() && self.video.cfg.objects.segmenter.needs_background() {
             // Without a background the motion segmenter finds nothing; control samples need
             // no objects and are still made.
-            let ctx = PairContext::new(self, (&a, &b), job.shot, None, vec![]);
+            let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), job.shot, None, vec![]);
             let out = families::build(&ctx);
             self.take(out);
             return;
@@ -311,7 +286,7 @@ impl<'a> ObjectStage<'a> {
             SegFrame { index: a.index, time_s: a.time_s, image: &a.seg, background: bg_a.as_ref() },
             SegFrame { index: b.index, time_s: b.time_s, image: &b.seg, background: bg_b.as_ref() },
         ];
-        let tracks = match self.segmenter.segment(&SegmentRequest { input: &self.item.key, frames: &frames }) {
+        let tracks = match self.segmenter.segment(&SegmentRequest { input: self.video.key(), frames: &frames }) {
             Ok(t) => t,
             Err(e) => {
                 self.tally.segment_errors += 1;
@@ -323,9 +298,9 @@ impl<'a> ObjectStage<'a> {
         if !objects.is_empty() {
             self.tally.pairs_with_objects += 1;
         }
-        self.tally.objects += objects.iter().filter(|o| o.mask_a.is_some()).count() as u64;
-        self.tally.tracked += objects.iter().filter(|o| o.mask_a.is_some() && o.mask_b.is_some()).count() as u64;
-        let ctx = PairContext::new(self, (&a, &b), job.shot, bg_b.as_ref(), objects);
+        self.tally.objects += objects.iter().filter(|o| o.a.is_some()).count() as u64;
+        self.tally.tracked += objects.iter().filter(|o| o.a.is_some() && o.b.is_some()).count() as u64;
+        let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), job.shot, bg_b.as_ref(), objects);
         let out = families::build(&ctx);
         self.take(out);
     }
@@ -353,12 +328,11 @@ impl<'a> ObjectStage<'a> {
         a: &PairFrame,
         b: &PairFrame,
     ) -> Vec<TrackedObject> {
-        let f = &self.cfg.objects.filters;
+        let f = &self.video.cfg.objects.filters;
         let mut kept: Vec<[Option<Mask>; 2]> = vec![[None, None]; tracks.len()];
         for k in 0..2 {
-            let idx: Vec<usize> =
-                (0..tracks.len()).filter(|&i| tracks[i].masks.get(k).is_some_and(Option::is_some)).collect();
-            let cands: Vec<Mask> = idx.iter().map(|&i| tracks[i].masks[k].clone().expect("filtered")).collect();
+            let (idx, cands): (Vec<usize>, Vec<Mask>) =
+                tracks.iter().enumerate().filter_map(|(i, t)| Some((i, t.masks.get(k)?.clone()?))).unzip();
             for (i, r) in idx.into_iter().zip(mask::filter_masks(&cands, f)) {
                 match r {
                     Ok(m) => kept[i][k] = Some(m),
@@ -372,28 +346,13 @@ impl<'a> ObjectStage<'a> {
         }
         let mut out = Vec::new();
         for (t, [ma, mb]) in tracks.into_iter().zip(kept) {
-            if ma.is_none() && mb.is_none() {
-                continue;
-            }
-            let stats_a = ma.as_ref().map(|m| object_stats(&a.seg, m));
-            let stats_b = mb.as_ref().map(|m| object_stats(&b.seg, m));
-            let named: &ObjectStats = stats_a.as_ref().or(stats_b.as_ref()).expect("one of them");
+            let seen_a = ma.map(|m| Seen::new(object_stats(&a.seg, &m), m));
+            let seen_b = mb.map(|m| Seen::new(object_stats(&b.seg, &m), m));
+            let Some(named) = seen_a.as_ref().or(seen_b.as_ref()).map(|s| &s.stats) else { continue };
             let phrase = t.phrase.clone().unwrap_or_else(|| object_phrase(named));
-            out.push(TrackedObject {
-                phrase,
-                given_phrase: t.phrase,
-                mask_a: ma,
-                mask_b: mb,
-                stats_a,
-                stats_b,
-                full_a: Default::default(),
-            });
+            out.push(TrackedObject { phrase, given_phrase: t.phrase, a: seen_a, b: seen_b });
         }
         out
-    }
-
-    pub(crate) fn out_size(&self) -> (u32, u32) {
-        self.out_size
     }
 
     /// `stats.objects` of the input's record.

@@ -66,7 +66,7 @@ fn thumbnail(bytes: &[u8], long: u32) -> Option<String> {
     let img = image::load_from_memory(bytes).ok()?.to_rgb8();
     let (w, h) = unireal_vision::fit_long_side(img.width(), img.height(), long);
     let t = unireal_vision::resize_rgb(&img, w, h);
-    let jpeg = crate::encode::jpeg(&t, 82).ok()?;
+    let jpeg = unireal_vision::encode::jpeg(&t, 82).ok()?;
     Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg)))
 }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,19 +15,14 @@ use unireal_data::{run_build, BuildConfig, BuildOptions};
 use unireal_shards::{InputStatus, Manifest, ShardReader};
 
 /// A Frame2Frame-only build (the object families have their own tests in objects.rs).
-fn config(inputs: Vec<String>, output: &Path) -> BuildConfig {
-    let mut cfg = BuildConfig { inputs, output: output.to_path_buf(), workers: 2, ..Default::default() };
-    let f = &mut cfg.families;
-    for fam in [&mut f.multi_object, &mut f.insertion, &mut f.object_add, &mut f.seg, &mut f.control] {
-        fam.enabled = false;
-    }
-    cfg
+fn config(inputs: Vec<PathBuf>, output: &Path) -> BuildConfig {
+    sample_build_config(output, &SampleShards { inputs, ..SampleShards::frame2frame() })
 }
 
 #[test]
 fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
     let out = tempfile::tempdir().unwrap();
-    let cfg = config(vec![sample_videos().to_string_lossy().into_owned()], out.path());
+    let cfg = config(vec![sample_videos()], out.path());
     let summary = run_build(
         &cfg,
         &BuildOptions { force: false, quiet: true, ..Default::default() },
@@ -69,7 +64,7 @@ fn build_over_the_samples_gives_frame2frame_rows_from_every_clip() {
     }
     assert_eq!(per_video.len(), 5, "{per_video:?}");
     assert!(captions.len() >= 5, "captions vary with the change: {captions:?}");
-    let rep = unireal_data::verify::verify_dir(out.path()).unwrap();
+    let rep = unireal_shards::verify_dir(out.path()).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 
     // bikes.mp4 has 5 cuts (frames 30, 76, 137, 187, 242): no pair may straddle one.
@@ -130,7 +125,7 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     ]);
 
     let out = work.path().join("out");
-    let cfg = config(vec![v.to_string_lossy().into_owned(), s("missing.mp4")], &out);
+    let cfg = config(vec![v.clone(), v.join("missing.mp4")], &out);
     let summary = run_build(
         &cfg,
         &BuildOptions { force: false, quiet: true, ..Default::default() },
@@ -205,9 +200,9 @@ fn run_and_kill(config: &Path, out: &Path, kill_after: usize, signal: &str) -> b
 fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
     let work = tempfile::tempdir().unwrap();
     // Small shards so that a build commits many of them.
-    let extra = "workers: 1\nshards:\n  target_size_mb: 0.25\n";
+    let small = SampleShards { workers: 1, set: vec!["shards.target_size_mb=0.25".into()], ..Default::default() };
     let full = work.path().join("full");
-    let cfg_full = write_config(work.path(), &[sample_videos()], &full, extra);
+    let cfg_full = write_build_config(work.path(), &full, &small);
     let status = Command::new(bin()).args(["build", "-q"]).arg(&cfg_full).status().unwrap();
     assert!(status.success());
     let expected = sample_ids(&full);
@@ -216,7 +211,7 @@ fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
     assert!(n_shards >= 3, "{n_shards} shards");
 
     let part = work.path().join("part");
-    let cfg_part = write_config(work.path(), &[sample_videos()], &part, extra);
+    let cfg_part = write_build_config(work.path(), &part, &small);
     let killed = run_and_kill(&cfg_part, &part, 1, "-KILL");
     // A SIGTERM'd run cleans its temporary shard itself.
     let killed2 = run_and_kill(&cfg_part, &part, n_shards.min(2), "-TERM");
@@ -234,7 +229,7 @@ fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
     let m = Manifest::load(&part).unwrap().unwrap();
     assert_eq!(m.inputs.len(), 5);
     assert_eq!(m.totals.rows as usize, expected.len());
-    let rep = unireal_data::verify::verify_dir(&part).unwrap();
+    let rep = unireal_shards::verify_dir(&part).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 
     // A finished build run again does nothing; --force rebuilds the same ids.

@@ -1,4 +1,5 @@
-//! The `unireal-data` binary: messages, exit codes, JSON output.
+//! The `unireal-data` binary: messages, exit codes, JSON output; `import`'s errors (the
+//! importers themselves are tested in unireal-import).
 
 mod common;
 
@@ -51,7 +52,8 @@ fn config_errors_name_the_key_and_line_and_hint() {
 fn pyarrow_reads_the_shards() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shards");
-    let cfg = write_config(dir.path(), &[sample_videos().join("bikes.mp4"), sample_videos().join("box.mp4")], &out, "");
+    let two = vec![sample_videos().join("bikes.mp4"), sample_videos().join("box.mp4")];
+    let cfg = write_build_config(dir.path(), &out, &SampleShards { inputs: two, ..Default::default() });
     assert!(Command::new(bin()).args(["build", "-q"]).arg(&cfg).status().unwrap().success());
     let inspect = Command::new(bin()).arg("inspect").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&inspect.stdout);
@@ -59,9 +61,7 @@ fn pyarrow_reads_the_shards() {
     let verify = Command::new(bin()).arg("verify").arg(&out).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 
-    let python = std::env::var("UNIREAL_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo().join(".venv/bin/python"));
+    let python = python();
     let res = Command::new(&python).arg(repo().join("scripts/check_shards.py")).arg(&out).output();
     let res = res.unwrap_or_else(|e| {
         panic!(
@@ -119,4 +119,41 @@ fn pyarrow_reads_the_shards() {
     let bad = Command::new(bin()).args(["preview", "/nonexistent/shards"]).output().unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("/nonexistent/shards") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn cli_errors_name_the_format_path_or_column_with_a_hint() {
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(bin()).arg("import").args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let out = work.path().join("o");
+    let out = out.to_str().unwrap();
+    let (ok, err) = run(&["laion", "x", "--out", out]);
+    assert!(
+        !ok && err.contains("unknown format `laion`") && err.contains("instructpix2pix") && err.contains("hint:"),
+        "{err}"
+    );
+    let (ok, err) = run(&["images", "/nonexistent/set", "--out", out]);
+    assert!(!ok && err.contains("/nonexistent/set") && err.contains("hint:"), "{err}");
+    // MagicBrush's files are not InstructPix2Pix's layout: the missing column is named.
+    let mb = import_fixtures().join("magicbrush");
+    let (ok, err) = run(&["instructpix2pix", mb.to_str().unwrap(), "--out", out]);
+    assert!(!ok && err.contains("no column `edit_prompt`") && err.contains("source_img"), "{err}");
+    // RefCOCO without its COCO images.
+    let tmp = work.path().join("refcoco");
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["instances.json", "refs(unc).p"] {
+        std::fs::copy(import_fixtures().join("refcoco").join(f), tmp.join(f)).unwrap();
+    }
+    let (ok, err) = run(&["refcoco", tmp.to_str().unwrap(), "--out", out]);
+    assert!(!ok && err.contains("images_dir"), "{err}");
+    let images = import_fixtures().join("images");
+    let (ok, err) = run(&["images", images.to_str().unwrap(), "--out", out, "--set", "max_side=3"]);
+    assert!(!ok && err.contains("max_side"), "{err}");
+    // And a good run prints the shard directory on stdout.
+    let o = Command::new(bin()).args(["import", "images"]).arg(&images).args(["--out", out, "-q"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), out);
 }

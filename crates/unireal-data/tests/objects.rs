@@ -17,11 +17,13 @@ use unireal_vision::mask;
 
 /// configs/video.yaml, as a user runs it, into `out` over `inputs`.
 fn repo_config(inputs: &[&Path], out: &Path, set: &[&str]) -> BuildConfig {
-    let mut sets: Vec<String> = vec![format!("output={}", out.display()), "workers=2".into()];
-    sets.extend(set.iter().map(|s| s.to_string()));
-    let mut cfg: BuildConfig = unireal_core::load_config(&repo().join("configs/video.yaml"), &sets).unwrap();
-    cfg.inputs = inputs.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    cfg
+    let opts = SampleShards {
+        inputs: inputs.iter().map(|p| p.to_path_buf()).collect(),
+        config: Some("configs/video.yaml".into()),
+        set: set.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    sample_build_config(out, &opts)
 }
 
 fn build(cfg: &BuildConfig) -> BuildSummary {
@@ -140,7 +142,7 @@ fn every_family_is_built_from_the_sample_clips_with_documented_roles_and_prompts
     let dirs: BTreeSet<&str> = control_dirs.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(dirs.len(), 2, "{control_dirs:?}");
     assert!(control_dirs.iter().map(|(k, _)| k).collect::<BTreeSet<_>>().len() >= 3, "{control_dirs:?}");
-    let rep = unireal_data::verify::verify_dir(dir.path()).unwrap();
+    let rep = unireal_shards::verify_dir(dir.path()).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 

@@ -22,10 +22,7 @@ fn the_union_of_three_partitions_is_the_single_build() {
     let single = work.path().join("single");
     let parts = work.path().join("parts");
     let cfg = |out: &std::path::Path| -> BuildConfig {
-        let sets = [format!("output={}", out.display()), "workers=2".to_string()];
-        let mut c: BuildConfig = unireal_core::load_config(&repo().join("configs/video.yaml"), &sets).unwrap();
-        c.inputs = vec![sample_videos().to_string_lossy().into_owned()];
-        c
+        sample_build_config(out, &SampleShards { config: Some("configs/video.yaml".into()), ..Default::default() })
     };
     let stop = || Arc::new(AtomicBool::new(false));
     run_build(&cfg(&single), &BuildOptions { quiet: true, ..Default::default() }, stop()).unwrap();
@@ -53,7 +50,7 @@ fn the_union_of_three_partitions_is_the_single_build() {
     assert_eq!(union.totals.rows, one.totals.rows);
     assert_eq!(union.totals.tasks, one.totals.tasks);
     assert_eq!(union.inputs.len(), 5);
-    let rep = unireal_data::verify::verify_dir(&parts).unwrap();
+    let rep = unireal_shards::verify_dir(&parts).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
     // The assignment does not depend on the listing order.
     let p = Partition::new(1, 3).unwrap();
@@ -64,7 +61,7 @@ fn the_union_of_three_partitions_is_the_single_build() {
 
     // A missing partition is reported by verify; a single build cannot write over partitions.
     std::fs::remove_dir_all(parts.join("partition-0002-of-0003")).unwrap();
-    let rep = unireal_data::verify::verify_dir(&parts).unwrap();
+    let rep = unireal_shards::verify_dir(&parts).unwrap();
     assert!(rep.problems.iter().any(|p| p.contains("partition 2 of 3 is missing")), "{:?}", rep.problems);
     let err = run_build(&cfg(&parts), &BuildOptions { quiet: true, ..Default::default() }, stop()).unwrap_err();
     assert!(err.to_string().contains("partitioned build"), "{err}");
@@ -94,7 +91,8 @@ fn slurm_array_variables_choose_the_partition() {
     // The CLI takes them from the environment (as an array task does) and from flags.
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("shards");
-    let cfg = write_config(work.path(), &[sample_videos().join("bikes.mp4"), sample_videos().join("box.mp4")], &out, "families: {multi_object: {enabled: false}, insertion: {enabled: false}, object_add: {enabled: false}, seg: {enabled: false}, control: {enabled: false}}\n");
+    let two = vec![sample_videos().join("bikes.mp4"), sample_videos().join("box.mp4")];
+    let cfg = write_build_config(work.path(), &out, &SampleShards { inputs: two, ..SampleShards::frame2frame() });
     for i in 0..2 {
         let o = Command::new(bin())
             .args(["build", "-q"])

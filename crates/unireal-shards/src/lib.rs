@@ -2,18 +2,23 @@
 //! task. A [`DatasetWriter`] rolls shards by size, writes each under a temporary name and
 //! renames it when closed, then commits it to `manifest.json` together with the inputs whose
 //! samples it completes, so a build can stop anywhere and resume without losing or
-//! duplicating a sample. [`ShardReader`] streams samples back.
+//! duplicating a sample. [`ShardReader`] streams samples back. [`driver`] runs a resumable
+//! build or import into a writer; [`verify`] checks a directory against its manifest.
 
+pub mod driver;
 mod manifest;
 mod reader;
 mod schema;
+pub mod verify;
 mod writer;
 
+pub use driver::{fingerprint, stable_u64, unit_hash};
 pub use manifest::{
     partition_dirs, partition_name, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
 };
 pub use reader::{count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader};
 pub use schema::{batch_to_samples, samples_to_batch, shard_schema};
+pub use verify::{verify_dir, VerifyReport};
 pub use writer::{DatasetWriter, WriterOptions};
 
 use std::path::PathBuf;

@@ -2,12 +2,13 @@
 //! definition), near-black fraction, HSV frame difference (PySceneDetect's content score),
 //! global motion (pan/tilt/zoom), the moving region, colour shifts and colour names; masks
 //! and the toolkit's mask filters, motion segmentation over a background model, and the
-//! condition maps of the control family.
+//! condition maps of the control family; the encoders of stored images.
 //!
 //! Images are `image::RgbImage` / `image::GrayImage`; everything here is deterministic.
 
 pub mod color;
 pub mod condition;
+pub mod encode;
 pub mod mask;
 pub mod motion;
 pub mod segment;

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use unireal_data::import::{run_import, Format, ImportConfig, ImportError, ImportOptions};
+use unireal_import::{run_import, Format, ImportConfig, ImportError, ImportOptions};
 
 use super::hinted;
 

@@ -12,10 +12,10 @@ pub struct Args {
     #[arg(long, default_value = "gallery.html")]
     out: PathBuf,
     /// At most this many samples per task.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = PreviewOptions::default().per_task)]
     per_task: usize,
     /// Long side of the thumbnails, pixels.
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = PreviewOptions::default().thumb)]
     thumb: u32,
     /// Only this task (repeatable), e.g. `--task seg`.
     #[arg(long = "task")]

@@ -9,7 +9,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let rep = unireal_data::verify::verify_dir(&a.dir)
+    let rep = unireal_shards::verify_dir(&a.dir)
         .map_err(|e| hinted(e, "point verify at the `output` directory of a build"))?;
     for p in &rep.problems {
         println!("problem: {p}");

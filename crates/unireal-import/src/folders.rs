@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use unireal_core::{index_word, result_word, ImageRole, SampleImage, Split, Task};
 
-use super::{chunk_units, files_with, input_err, Ctx, ImportError, Importer, Unit, UnitOut};
+use crate::{chunk_units, files_with, input_err, Ctx, ImportError, Importer, Unit, UnitOut};
 
 fn read_text(p: &Path) -> Result<String, ImportError> {
     std::fs::read_to_string(p).map_err(|e| input_err(p, e.to_string()))

@@ -1,9 +1,9 @@
-//! `unireal-data verify`: the manifest against the shards, row by row.
+//! A shard directory checked against its manifest, row by row (`unireal-data verify`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use unireal_shards::{Manifest, ShardReader, MANIFEST_NAME};
+use crate::{Manifest, ShardReader, MANIFEST_NAME};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
@@ -78,7 +78,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
     // The dataset's own directory, or each partition's of a partitioned build.
     let mut dirs: Vec<(String, std::path::PathBuf)> = vec![(String::new(), dir.to_path_buf())];
     if !dir.join(MANIFEST_NAME).exists() {
-        dirs = unireal_shards::partition_dirs(dir)
+        dirs = crate::partition_dirs(dir)
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|(n, p)| (format!("{n}/"), p))
@@ -90,7 +90,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
         if let [count] = counts.iter().collect::<Vec<_>>()[..] {
             let n: usize = count.parse().unwrap_or(0);
             for i in 0..n {
-                let name = format!("{}/", unireal_shards::partition_name(i, n));
+                let name = format!("{}/", crate::partition_name(i, n));
                 if !dirs.iter().any(|(d, p)| *d == name && p.join(MANIFEST_NAME).exists()) {
                     rep.problems
                         .push(format!("{name}: partition {i} of {n} is missing (its array task has not finished)"));

@@ -1,24 +1,18 @@
 //! Expert-set importers on fixtures in each set's native layout
 //! (`scripts/reference/import_fixtures.py`, from the bundled sample images): row counts, bad
 //! rows recorded and skipped, images decode, roles / prompts / contexts / splits as
-//! documented, RefCOCO masks with the polygon's area, resume, and CLI errors.
-
-mod common;
+//! documented, RefCOCO masks with the polygon's area, and resume. The CLI's errors are
+//! tested with the binary, in unireal-data's tests/cli.rs.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use common::*;
 use unireal_core::{ImageRole, Sample, Split, Task};
-use unireal_data::import::{run_import, Format, ImportConfig, ImportOptions, ImportSummary};
+use unireal_import::{run_import, Format, ImportConfig, ImportOptions, ImportSummary};
 use unireal_shards::ShardReader;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
-}
+use unireal_testkit::{import_fixtures as fixtures, sample_ids};
 
 fn expected() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap()
@@ -67,7 +61,7 @@ fn every_format_imports_its_fixture_as_documented() {
                 assert!(!b["row"].as_str().unwrap().is_empty() && !b["reason"].as_str().unwrap().is_empty(), "{b}");
             }
         }
-        let rep = unireal_data::verify::verify_dir(&out).unwrap();
+        let rep = unireal_shards::verify_dir(&out).unwrap();
         assert!(rep.problems.is_empty(), "{name}: {:?}", rep.problems);
         let samples = read(&out);
         for s in &samples {
@@ -223,45 +217,4 @@ fn an_import_resumes_and_a_forced_one_gives_the_same_ids() {
     let forced = import(Format::Instructpix2pix, &out, true);
     assert_eq!(forced.new_samples, 3);
     assert_eq!(sample_ids(&out), ids);
-}
-
-#[test]
-fn cli_errors_name_the_format_path_or_column_with_a_hint() {
-    let work = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let o = Command::new(bin()).arg("import").args(args).output().unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
-    };
-    let out = work.path().join("o");
-    let out = out.to_str().unwrap();
-    let (ok, err) = run(&["laion", "x", "--out", out]);
-    assert!(
-        !ok && err.contains("unknown format `laion`") && err.contains("instructpix2pix") && err.contains("hint:"),
-        "{err}"
-    );
-    let (ok, err) = run(&["images", "/nonexistent/set", "--out", out]);
-    assert!(!ok && err.contains("/nonexistent/set") && err.contains("hint:"), "{err}");
-    // MagicBrush's files are not InstructPix2Pix's layout: the missing column is named.
-    let mb = fixtures().join("magicbrush");
-    let (ok, err) = run(&["instructpix2pix", mb.to_str().unwrap(), "--out", out]);
-    assert!(!ok && err.contains("no column `edit_prompt`") && err.contains("source_img"), "{err}");
-    // RefCOCO without its COCO images.
-    let tmp = work.path().join("refcoco");
-    std::fs::create_dir_all(&tmp).unwrap();
-    for f in ["instances.json", "refs(unc).p"] {
-        std::fs::copy(fixtures().join("refcoco").join(f), tmp.join(f)).unwrap();
-    }
-    let (ok, err) = run(&["refcoco", tmp.to_str().unwrap(), "--out", out]);
-    assert!(!ok && err.contains("images_dir"), "{err}");
-    let (ok, err) = run(&["images", fixtures().join("images").to_str().unwrap(), "--out", out, "--set", "max_side=3"]);
-    assert!(!ok && err.contains("max_side"), "{err}");
-    // And a good run prints the shard directory on stdout.
-    let o = Command::new(bin())
-        .args(["import", "images"])
-        .arg(fixtures().join("images"))
-        .args(["--out", out, "-q"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), out);
 }

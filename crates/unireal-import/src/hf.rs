@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 use unireal_core::{index_word, result_word, ImageRole, Split, Task};
 
-use super::{files_with, input_err, Ctx, Format, ImportError, Importer, Unit, UnitOut};
+use crate::{files_with, input_err, Ctx, Format, ImportError, Importer, Unit, UnitOut};
 
 pub(crate) struct HfParquet {
     format: Format,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use unireal_core::{index_word, result_word, ImageRole, Split, Task};
 
-use super::{chunk_units, input_err, Ctx, ImportConfig, ImportError, Importer, Unit, UnitOut};
+use crate::{chunk_units, input_err, Ctx, ImportConfig, ImportError, Importer, Unit, UnitOut};
 
 #[derive(Deserialize)]
 struct Instances {

@@ -1,5 +1,6 @@
-//! `unireal-data import FORMAT PATH --out DIR`: expert datasets, from the files a user
-//! downloaded in their native layout, into shards of the same contract as the video build.
+//! Expert datasets, from the files a user downloaded in their native layout, into shards of
+//! the same contract as the video build (`unireal-data import FORMAT PATH --out DIR` calls
+//! [`run_import`]). No FFmpeg: this crate links no video code.
 //!
 //! Every format is split into *units* (a Parquet row group, a chunk of lines of a list, a
 //! subject folder, a chunk of references): units are processed in parallel, each unit's rows
@@ -8,7 +9,8 @@
 //! (undecodable image, missing file, broken polygon, malformed line) is recorded in its
 //! unit's `stats.bad` and skipped; a unit that cannot be read at all is `failed`.
 //!
-//! Roles, prompts and context tags of each format: docs/data-format.md ("Imported sets").
+//! Roles, prompts and context tags of each format: docs/data-format.md ("Imported sets"); the
+//! driver (resume, workers, progress, Ctrl-C) is the video build's, `unireal_shards::driver`.
 
 mod folders;
 mod hf;
@@ -20,13 +22,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use unireal_core::{context_prompt, sample_id, ContextTag, ImageRole, Sample, SampleImage, Split, Task};
-use unireal_shards::{DatasetWriter, InputRecord, InputStatus, Manifest};
-
-use crate::pipeline::{run_to_writer, thread_pool, writer_options, Ended};
+use unireal_core::{
+    context_prompt, sample_id, task_context, ContextTag, ImageRole, Sample, SampleImage, Split, Style, Task,
+};
+use unireal_shards::driver::{drive, writer_options, Bars, RunSpec};
+use unireal_shards::{InputRecord, InputStatus, Manifest};
 
 pub use refcoco::{polygon_area, rasterize_polygons, rle_decode, rle_from_string};
 
@@ -72,18 +74,28 @@ impl Format {
         }
     }
 
+    /// The style of the set's images and the task whose row of [`task_context`] gives its
+    /// context tags (unless `context` overrides them).
+    fn context(self) -> (Style, Task) {
+        match self {
+            Format::Instructpix2pix | Format::Ultraedit => (Style::Synthetic, Task::Edit),
+            Format::Magicbrush | Format::EmuEdit => (Style::Realistic, Task::Edit),
+            Format::Vitonhd => (Style::Realistic, Task::TryOn),
+            // A subject to reuse, no scene claimed: try-on's row ("with reference object"),
+            // not multi_object's, whose frames come from one dynamic scene.
+            Format::Dreambench => (Style::Realistic, Task::TryOn),
+            Format::Refcoco => (Style::Realistic, Task::Seg),
+            Format::Images => (Style::Realistic, Task::TextToImage),
+            // OmniGen's X1 mixes generated and real images and every task: neither a style nor
+            // a task phrase is claimed (t2i's row adds none).
+            Format::Omnigen => (Style::Unstated, Task::TextToImage),
+        }
+    }
+
     /// The context tags of the set's images unless `context` overrides them.
     fn default_context(self) -> Vec<ContextTag> {
-        use ContextTag::*;
-        match self {
-            Format::Instructpix2pix | Format::Ultraedit => vec![Synthetic, StaticScene],
-            Format::Magicbrush | Format::EmuEdit => vec![Realistic, StaticScene],
-            Format::Vitonhd | Format::Dreambench => vec![Realistic, WithReferenceObject],
-            Format::Refcoco => vec![Realistic, Perception],
-            Format::Images => vec![Realistic],
-            // OmniGen's X1 mixes generated and real images: no style is claimed.
-            Format::Omnigen => vec![],
-        }
+        let (style, task) = self.context();
+        task_context(task, style, None)
     }
 }
 
@@ -238,7 +250,7 @@ impl Ctx {
 
     /// The split for sets without their own.
     pub fn hashed_split(&self, id: &str) -> Split {
-        if crate::encode::unit_hash(&format!("split:{id}")) < self.cfg.val_fraction {
+        if unireal_shards::unit_hash(&format!("split:{id}")) < self.cfg.val_fraction {
             Split::Val
         } else {
             Split::Train
@@ -266,7 +278,7 @@ impl Ctx {
         }
         let (nw, nh) = unireal_vision::fit_long_side(w, h, self.cfg.max_side);
         let rgb = unireal_vision::resize_rgb(&img.to_rgb8(), nw, nh);
-        let jpeg = crate::encode::jpeg(&rgb, self.cfg.jpeg_quality)?;
+        let jpeg = unireal_vision::encode::jpeg(&rgb, self.cfg.jpeg_quality)?;
         Ok(SampleImage { role, encoding: "jpeg".into(), bytes: jpeg, width: nw, height: nh })
     }
 
@@ -275,7 +287,7 @@ impl Ctx {
         Ok(SampleImage {
             role: ImageRole::Output,
             encoding: "png".into(),
-            bytes: crate::encode::png_gray(m)?,
+            bytes: unireal_vision::encode::png_gray(m)?,
             width: m.width(),
             height: m.height(),
         })
@@ -372,76 +384,45 @@ pub fn run_import(
     };
     let fp = json!({"format": format.as_str(), "source": ctx.source, "context": cfg.context, "max_side": cfg.max_side,
                     "jpeg_quality": cfg.jpeg_quality, "val_fraction": cfg.val_fraction, "unit_rows": cfg.unit_rows, "refs": cfg.refs});
-    let wopts = writer_options(
-        cfg.target_size_mb,
-        cfg.zstd_level,
-        blake3::hash(fp.to_string().as_bytes()).to_hex()[..16].to_string(),
-        format!("unireal-data {} import {}", env!("CARGO_PKG_VERSION"), format.as_str()),
-    );
-    let writer = DatasetWriter::open(out, wopts, opts.force)?;
-    let todo: Vec<Unit> = units.iter().filter(|u| !writer.is_done(&u.key)).cloned().collect();
-    let already_done = units.len() - todo.len();
-    if already_done > 0 {
-        eprintln!("resuming: {already_done} of {} unit(s) already done in {}", units.len(), out.display());
-    }
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(todo.len() as u64), ProgressDrawTarget::stderr())
+    let spec = RunSpec {
+        out,
+        writer: writer_options(
+            cfg.target_size_mb,
+            cfg.zstd_level,
+            unireal_shards::fingerprint(&fp),
+            format!("unireal-data {} import {}", env!("CARGO_PKG_VERSION"), format.as_str()),
+        ),
+        force: opts.force,
+        workers: cfg.workers,
+        thread_name: "unireal-import",
+        noun: "unit",
     };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} units, {msg} {elapsed_precise} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format.as_str());
-    let pool = thread_pool(cfg.workers, "unireal-import").map_err(ImportError::Config)?;
-    let (mut new_samples, mut bad_rows) = (0u64, 0u64);
-    let ended = run_to_writer(
-        &todo,
-        pool,
+    let bars = Bars::new(opts.quiet, format.as_str());
+    let mut bad_rows = 0u64;
+    let done = drive(
+        &spec,
+        &units,
+        |u| &u.key,
         &stop,
-        writer,
-        |u| (u.clone(), imp.process(u, &ctx)),
-        |_| bar.inc(1),
-        |writer, (unit, out)| {
-            bad_rows += out.bad.len() as u64;
-            let record = unit_record(&unit, &out);
-            if !record.reason.is_empty() {
-                bar.println(format!("{} {}: {}", record.status_word(), unit.key, record.reason));
-            }
-            new_samples += writer.add(record, out.samples)?;
-            bar.set_message(format!("{new_samples} samples"));
-            Ok(())
+        &bars,
+        |u| {
+            let out = imp.process(u, &ctx);
+            (unit_record(u, &out), out)
         },
-    );
-    bar.finish_and_clear();
-    let manifest = match ended? {
-        Ended::Finished(m) => m,
-        Ended::Interrupted => return Err(ImportError::Interrupted),
-    };
+        |(record, out)| {
+            bad_rows += out.bad.len() as u64;
+            (record, out.samples)
+        },
+    )
+    .map_err(|e| e.into_error(ImportError::Config, ImportError::Shards, ImportError::Interrupted))?;
     Ok(ImportSummary {
-        manifest,
-        processed: todo.len(),
-        already_done,
-        new_samples,
+        manifest: done.manifest,
+        processed: done.processed,
+        already_done: done.already_done,
+        new_samples: done.new_samples,
         bad_rows,
         elapsed: started.elapsed(),
     })
-}
-
-trait StatusWord {
-    fn status_word(&self) -> &'static str;
-}
-
-impl StatusWord for InputRecord {
-    fn status_word(&self) -> &'static str {
-        match self.status {
-            InputStatus::Ok => "warning",
-            InputStatus::Skipped => "skipped",
-            InputStatus::Failed => "failed",
-        }
-    }
 }
 
 fn unit_record(unit: &Unit, out: &UnitOut) -> InputRecord {
