@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use unireal_core::{context_prompt, ContextTag, ImageRole, Task};
+use unireal_core::{Hinted, ImageRole, Task, WithHint};
 use unireal_flow::Guidance;
-use unireal_train::data::{cover_crop, full_prompt_parts, image_to_chw, role_index, Bucket};
-use unireal_train::generate::{chw_to_image, generate, save_png, Request};
-use unireal_train::TrainConfig;
+use unireal_pipeline::image::{chw_to_image, cover_crop, image_to_chw, open_rgb, save_png};
+use unireal_pipeline::prompt::{default_context, default_roles, full_prompt_parts, role_index};
+use unireal_pipeline::{generate_pixels, Bucket, Checkpoint, PipelineError, Request};
 
 #[cfg(feature = "cuda")]
 type Backend = burn::backend::Cuda;
@@ -39,7 +39,8 @@ struct Args {
     /// Task family: frame2frame, edit, multi_object, insertion, object_add, seg, control, try_on, t2i.
     #[arg(long, default_value = "frame2frame")]
     task: String,
-    /// The context prompt; defaults follow --task (e.g. "realistic style, dynamic scene.").
+    /// The context prompt; default: the one the task's training samples have
+    /// (`unireal_core::task_context`, e.g. "realistic style, dynamic scene.").
     #[arg(long)]
     context: Option<String>,
     /// Output PNG; with --outputs above 1, `-2`, `-3`, … are added before the extension.
@@ -51,13 +52,14 @@ struct Args {
     size: Option<String>,
     #[arg(long, default_value_t = 1)]
     outputs: usize,
-    #[arg(long, default_value_t = 28)]
+    /// Sampling steps (default: what the trainer's sample grids use).
+    #[arg(long, default_value_t = unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS)]
     steps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = Guidance::default().text)]
     text_guidance: f64,
-    #[arg(long, default_value_t = 1.6)]
+    #[arg(long, default_value_t = Guidance::default().image)]
     image_guidance: f64,
     /// Use the raw weights instead of the EMA weights.
     #[arg(long)]
@@ -65,112 +67,65 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((e, hint)) => {
-            eprintln!("error: {e}");
-            if let Some(h) = hint {
-                eprintln!("hint: {h}");
-            }
-            ExitCode::FAILURE
-        }
+    unireal_core::hint::exit(run(Args::parse()))
+}
+
+/// `WxH`, e.g. `64x64`.
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    s.split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--size {s}: expected WxH"))
+        .hint("e.g. --size 64x64 (rounded up to the model's multiple)")
+        .map_err(Into::into)
+}
+
+fn roles(task: Task, args: &Args) -> anyhow::Result<Vec<ImageRole>> {
+    if args.roles.is_empty() {
+        return Ok(default_roles(task, args.images.len()));
     }
-}
-
-type Failure = (String, Option<String>);
-
-fn fail(e: impl ToString) -> Failure {
-    (e.to_string(), None)
-}
-
-fn default_roles(task: Task, n: usize) -> Vec<ImageRole> {
-    (0..n)
-        .map(|i| match task {
-            Task::Control => ImageRole::Control,
-            Task::MultiObject => ImageRole::Asset,
-            Task::Insertion | Task::TryOn if i == 0 => ImageRole::Asset,
-            _ if i == 0 => ImageRole::Canvas,
-            _ => ImageRole::Asset,
-        })
-        .collect()
-}
-
-fn default_context(task: Task) -> String {
-    use ContextTag::*;
-    context_prompt(match task {
-        Task::Frame2Frame => &[Realistic, DynamicScene],
-        Task::Edit | Task::ObjectAdd => &[Realistic, StaticScene],
-        Task::Seg => &[Realistic, Perception],
-        Task::MultiObject | Task::Insertion | Task::TryOn => &[Realistic, WithReferenceObject],
-        _ => &[Realistic],
-    })
-}
-
-fn run(args: Args) -> Result<(), Failure> {
-    let ckpt = if args.checkpoint.join("state.json").is_file() {
-        args.checkpoint.clone()
-    } else {
-        unireal_train::checkpoint::latest(&args.checkpoint).map(|c| c.1).ok_or_else(|| {
-            (
-                format!("{}: not a checkpoint directory, and no checkpoints under it", args.checkpoint.display()),
-                Some("point --checkpoint at RUN/checkpoints/step-N or at the run directory".into()),
-            )
-        })?
-    };
-    let cfg_path = ckpt.join("config.yaml");
-    let cfg: TrainConfig = unireal_core::load_config(&cfg_path, &[]).map_err(fail)?;
-    let task: Task = args.task.parse().map_err(|e| (format!("--task: {e}"), None))?;
-    let roles: Vec<ImageRole> = if args.roles.is_empty() {
-        default_roles(task, args.images.len())
-    } else {
-        if args.roles.len() != args.images.len() {
-            return Err((format!("{} --role for {} --image", args.roles.len(), args.images.len()), None));
-        }
-        args.roles
-            .iter()
-            .map(|r| r.parse::<ImageRole>().map_err(|e| (format!("--role: {e}"), None)))
-            .collect::<Result<_, _>>()?
-    };
-    if roles.contains(&ImageRole::Output) {
-        return Err(("--role output: inputs are asset, canvas or control".into(), None));
+    if args.roles.len() != args.images.len() {
+        return Err(Hinted::new(
+            format!("{} --role for {} --image", args.roles.len(), args.images.len()),
+            "give one --role per --image, in order, or none for the task's defaults",
+        )
+        .into());
     }
-    let device = Default::default();
-    let mut model = cfg.model.init::<Backend>(&device).map_err(fail)?;
-    let weights =
-        if !args.no_ema && ckpt.join("ema.safetensors").is_file() { "ema.safetensors" } else { "model.safetensors" };
-    unireal_model::load_safetensors(&mut model, &ckpt.join(weights), &[], unireal_model::LoadOptions { strict: true })
-        .map_err(fail)?;
-    let frozen = cfg.model.frozen::<Backend>(&device).map_err(fail)?;
-
-    let images: Vec<image::RgbImage> = args
-        .images
+    let roles: Vec<ImageRole> = args
+        .roles
         .iter()
-        .map(|p| image::open(p).map(|i| i.to_rgb8()).map_err(|e| (format!("{}: {e}", p.display()), None)))
-        .collect::<Result<_, _>>()?;
-    let patch = cfg.model.dit_config().map_err(fail)?.patch;
-    let align = (frozen.latent.factor() * patch) as u32;
-    let snap = |x: u32| (x.div_ceil(align).max(1)) * align;
+        .map(|r| r.parse::<ImageRole>().map_err(|e| anyhow::anyhow!("--role: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    if roles.contains(&ImageRole::Output) {
+        return Err(Hinted::new("--role output: inputs are asset, canvas or control", "drop the output role").into());
+    }
+    Ok(roles)
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::open(&args.checkpoint).map_err(|e| match e {
+        PipelineError::NotACheckpoint(_) => {
+            Hinted::new(e, "point --checkpoint at RUN/checkpoints/step-N or at the run directory").into()
+        }
+        e => anyhow::Error::new(e),
+    })?;
+    let task: Task = args.task.parse().map_err(|e| anyhow::anyhow!("--task: {e}"))?;
+    let roles = roles(task, &args)?;
+    let device = Default::default();
+    let ema = !args.no_ema;
+    let model = ckpt.load_model::<Backend>(ema, &device)?;
+    let frozen = ckpt.config.model.frozen::<Backend>(&device)?;
+    let images: Vec<image::RgbImage> = args.images.iter().map(|p| open_rgb(p)).collect::<Result<_, _>>()?;
     let bucket = match &args.size {
         Some(s) => {
-            let (w, h) = s
-                .split_once('x')
-                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-                .ok_or_else(|| (format!("--size {s}: expected WxH, e.g. 64x64"), None))?;
+            let (w, h) = parse_size(s)?;
+            let align = ckpt.config.model.pixel_align()?;
+            let snap = |x: u32| (x.div_ceil(align).max(1)) * align;
             Bucket { width: snap(w), height: snap(h) }
         }
-        None => {
-            let buckets = unireal_train::data::buckets(cfg.data.resolution, &cfg.data.aspect_ratios, align);
-            match images.first() {
-                Some(i) => buckets[unireal_train::data::nearest_bucket(&buckets, i.width(), i.height())],
-                None => buckets[0],
-            }
-        }
+        None => ckpt.bucket_for(images.first().map(|i| i.dimensions()))?,
     };
     let context = args.context.clone().unwrap_or_else(|| default_context(task));
-    let mut inputs = Vec::new();
-    for img in &images {
-        inputs.extend(image_to_chw(&cover_crop(img, bucket)));
-    }
+    let inputs: Vec<f32> = images.iter().flat_map(|img| image_to_chw(&cover_crop(img, bucket))).collect();
     let req = Request {
         prompts: vec![full_prompt_parts(&context, &args.prompt)],
         inputs,
@@ -179,24 +134,22 @@ fn run(args: Args) -> Result<(), Failure> {
         n_outputs: args.outputs.max(1),
         bucket,
         steps: args.steps,
-        shift: unireal_train::trainer::shift_for(
-            &cfg,
-            unireal_train::trainer::tokens_per_frame(bucket, frozen.latent.factor(), patch),
-        ),
+        shift: ckpt.shift(bucket)?,
         guidance: Guidance { text: args.text_guidance, image: args.image_guidance },
         seed: args.seed,
     };
+    let weights = ckpt.weights(ema);
     eprintln!(
-        "unireal-infer: {} ({weights}), task {}, {} input(s), {}x{}, {} steps",
-        ckpt.display(),
+        "unireal-infer: {} ({}), task {}, {} input(s), {}x{}, {} steps",
+        ckpt.dir.display(),
+        weights.file_name().unwrap_or_default().to_string_lossy(),
         task.as_str(),
         images.len(),
         bucket.width,
         bucket.height,
         args.steps
     );
-    let out = generate(&model, &frozen, &cfg.model, &req, &device, |_, _| {}).map_err(fail)?;
-    let px: Vec<f32> = out.into_data().convert::<f32>().to_vec().map_err(|e| fail(format!("{e:?}")))?;
+    let px = generate_pixels(&model, &frozen, &ckpt.config.model, &req, &device, |_, _| {})?;
     let plane = (3 * bucket.width * bucket.height) as usize;
     for k in 0..req.n_outputs {
         let path = if k == 0 {
@@ -205,7 +158,7 @@ fn run(args: Args) -> Result<(), Failure> {
             let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
             args.out.with_file_name(format!("{stem}-{}.png", k + 1))
         };
-        save_png(&chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height), &path).map_err(fail)?;
+        save_png(&chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height), &path)?;
         println!("{}", path.display());
     }
     Ok(())

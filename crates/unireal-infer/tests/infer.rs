@@ -1,41 +1,35 @@
-//! unireal-infer on a checkpoint trained (briefly) on shards of the real sample clips.
+//! unireal-infer on a checkpoint in the trainer's layout (tiny model, seeded weights, the
+//! trainer's config keys), so that inference is tested without linking the trainer; the
+//! trainer's tests check that its checkpoints open with the same reader.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use burn::backend::{Autodiff, NdArray};
+type NdArray = burn::backend::NdArray<f32>;
+use burn::prelude::Backend;
+use unireal_pipeline::checkpoint::{checkpoint_name, checkpoints_dir, CONFIG, EMA_WEIGHTS, MODEL_WEIGHTS, STATE};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// A run directory with one checkpoint (step 2) of the tiny preset at 32 px.
 fn checkpoint(dir: &Path) -> PathBuf {
-    let shards = dir.join("shards");
-    let yaml = format!(
-        "inputs: [{:?}]\noutput: {:?}\nworkers: 2\nframes: {{max_side: 256}}\n",
-        repo().join("datasets/samples/videos").to_string_lossy(),
-        shards.to_string_lossy()
-    );
-    std::fs::write(dir.join("build.yaml"), yaml).unwrap();
-    let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
-    unireal_data::run_build(
-        &cfg,
-        &unireal_data::BuildOptions { force: false, quiet: true, ..Default::default() },
-        Arc::new(false.into()),
-    )
-    .unwrap();
-    let train = format!(
-        "model: {{preset: tiny, text: {{kind: bytes, width: 32, layers: 1, max_len: 48}}}}\n\
-         data: {{sources: [{{path: {:?}}}], resolution: 32, batch_size: 2}}\n\
-         train: {{steps: 2, ema_decay: 0.5}}\nlog: {{val_every: 0, sample_every: 0}}\n",
-        shards.to_string_lossy()
-    );
-    std::fs::write(dir.join("train.yaml"), train).unwrap();
-    let cfg: unireal_train::TrainConfig = unireal_core::load_config(&dir.join("train.yaml"), &[]).unwrap();
+    let yaml = "model: {preset: tiny, latent: {kind: space_to_depth, factor: 2}, text: {kind: bytes, width: 32, layers: 1, max_len: 48}}\n\
+                data: {sources: [{path: shards, weight: 1.0}], resolution: 32, batch_size: 2}\n\
+                train: {steps: 2, ema_decay: 0.5, shift: 1.0}\nlog: {val_every: 0, sample_every: 0}\n";
+    let cfg: unireal_pipeline::checkpoint::RunConfig = serde_yaml::from_str(yaml).unwrap();
     let run = dir.join("run");
-    let opts = unireal_train::RunOptions { run_dir: run.clone(), resume: false, quiet: true };
-    unireal_train::run::<Autodiff<NdArray>>(&cfg, &opts, &Default::default()).unwrap();
+    let ckpt = checkpoints_dir(&run).join(checkpoint_name(2));
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let device = Default::default();
+    for (seed, name) in [(1, MODEL_WEIGHTS), (2, EMA_WEIGHTS)] {
+        <NdArray as Backend>::seed(&device, seed);
+        let model = cfg.model.init::<NdArray>(&device).unwrap();
+        unireal_model::save_safetensors(&model, &ckpt.join(name)).unwrap();
+    }
+    std::fs::write(ckpt.join(CONFIG), yaml).unwrap();
+    std::fs::write(ckpt.join(STATE), "{}").unwrap();
     run
 }
 

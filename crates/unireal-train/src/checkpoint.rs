@@ -1,5 +1,6 @@
 //! Checkpoints: `RUN/checkpoints/step-NNNNNNNN/` holding
-//! - `model.safetensors`, `ema.safetensors`: weights in PyTorch's layout (any safetensors reader);
+//! - `model.safetensors`, `ema.safetensors`: weights in PyTorch's layout (any safetensors reader;
+//!   `unireal_pipeline::Checkpoint` reads them for inference);
 //! - `model.mpk`, `optim.mpk`: Burn records (parameter ids, AdamW moments) for exact resume;
 //! - `state.json`: step, loader position, RNG state;
 //! - `config.yaml`: the resolved configuration.
@@ -9,8 +10,17 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use unireal_flow::Rng;
+pub use unireal_pipeline::checkpoint::{checkpoint_name, checkpoints_dir, latest, list};
+use unireal_pipeline::checkpoint::{CONFIG, EMA_WEIGHTS, MODEL_WEIGHTS, STATE};
+use unireal_pipeline::UniReal;
+
+use crate::optim::Optim;
 
 /// The small state next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,40 +34,64 @@ pub struct TrainState {
     /// Wall-clock seconds of training so far.
     pub elapsed_s: f64,
     /// Data-parallel processes the run was trained with (a resume must use as many).
-    #[serde(default = "one")]
+    #[serde(default = "TrainState::single")]
     pub world_size: usize,
 }
 
-fn one() -> usize {
-    1
+impl TrainState {
+    fn single() -> usize {
+        1
+    }
+
+    /// The state of a run that has not started.
+    pub fn fresh(seed: u64, world_size: usize) -> TrainState {
+        TrainState { step: 0, loader_batches: 0, rng: Rng::new(seed), elapsed_s: 0.0, world_size }
+    }
 }
 
-pub fn checkpoints_dir(run: &Path) -> PathBuf {
-    run.join("checkpoints")
+/// A checkpoint that cannot be written or read back, with the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Burn record (`model.mpk`, `optim.mpk`) that does not load or save.
+    #[error("checkpoint {path}: {message}")]
+    Record { path: PathBuf, message: String },
+    #[error("checkpoint {path}")]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: unireal_model::ModelError,
+    },
+    #[error("checkpoint {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-pub fn checkpoint_name(step: usize) -> String {
-    format!("step-{step:08}")
+impl CheckpointError {
+    /// The checkpoint directory the failing file is in.
+    pub fn checkpoint_dir(&self) -> Option<&Path> {
+        let p = match self {
+            CheckpointError::Io { path, .. }
+            | CheckpointError::Record { path, .. }
+            | CheckpointError::Weights { path, .. }
+            | CheckpointError::State { path, .. } => path,
+        };
+        p.parent().filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+    }
 }
 
-/// Finished checkpoints of a run, oldest first.
-pub fn list(run: &Path) -> Vec<(usize, PathBuf)> {
-    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(checkpoints_dir(run))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse().ok()?;
-            e.path().join("state.json").is_file().then(|| (step, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
-}
+type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
-pub fn latest(run: &Path) -> Option<(usize, PathBuf)> {
-    list(run).pop()
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
 }
 
 /// Removes unfinished (`.tmp`) checkpoint directories, e.g. after a kill.
@@ -75,20 +109,20 @@ pub fn write(
     run: &Path,
     step: usize,
     keep: usize,
-    write: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<PathBuf, String> {
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let dir = checkpoints_dir(run);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let name = checkpoint_name(step);
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     write(&tmp)?;
     let fin = dir.join(&name);
     if fin.exists() {
-        std::fs::remove_dir_all(&fin).map_err(|e| format!("{}: {e}", fin.display()))?;
+        std::fs::remove_dir_all(&fin).map_err(io(&fin))?;
     }
-    std::fs::rename(&tmp, &fin).map_err(|e| format!("rename {} -> {}: {e}", tmp.display(), fin.display()))?;
+    std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
     let all = list(run);
     if keep > 0 && all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {
@@ -96,4 +130,83 @@ pub fn write(
         }
     }
     Ok(fin)
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// What a checkpoint holds, borrowed from the trainer for [`save`].
+pub struct Snapshot<'a, B: AutodiffBackend> {
+    pub model: &'a UniReal<B>,
+    pub optim: &'a Optim<B>,
+    pub ema: Option<&'a UniReal<B::InnerBackend>>,
+    pub state: &'a TrainState,
+    /// The resolved config, as written to `RUN/config.yaml`.
+    pub config_yaml: &'a str,
+}
+
+/// Writes checkpoint `state.step` of `run` atomically; returns its directory.
+pub fn save<B: AutodiffBackend>(run: &Path, keep: usize, snap: &Snapshot<'_, B>) -> Result<PathBuf> {
+    write(run, snap.state.step, keep, |tmp| {
+        let weights = |m: &UniReal<B::InnerBackend>, name: &str| {
+            let path = tmp.join(name);
+            unireal_model::save_safetensors(m, &path).map_err(|source| CheckpointError::Weights { path, source })
+        };
+        weights(&snap.model.valid(), MODEL_WEIGHTS)?;
+        if let Some(e) = snap.ema {
+            weights(e, EMA_WEIGHTS)?;
+        }
+        let record_err = |name: &str| {
+            let path = tmp.join(name);
+            move |e: burn::record::RecorderError| CheckpointError::Record { path, message: e.to_string() }
+        };
+        snap.model.clone().save_file(tmp.join("model"), &recorder()).map_err(record_err("model.mpk"))?;
+        recorder().record(snap.optim.to_record(), tmp.join("optim")).map_err(record_err("optim.mpk"))?;
+        let state = tmp.join(STATE);
+        let json = serde_json::to_string_pretty(snap.state)
+            .map_err(|source| CheckpointError::State { path: state.clone(), source })?;
+        std::fs::write(&state, json).map_err(io(&state))?;
+        let cfg = tmp.join(CONFIG);
+        std::fs::write(&cfg, snap.config_yaml).map_err(io(&cfg))
+    })
+}
+
+/// What [`load`] restores.
+pub struct Restored<B: AutodiffBackend> {
+    pub model: UniReal<B>,
+    pub optim: Optim<B>,
+    pub ema: Option<UniReal<B::InnerBackend>>,
+    pub state: TrainState,
+}
+
+/// Restores the model, optimizer, EMA and state of checkpoint `dir` into freshly built ones
+/// (the records carry the parameter ids the optimizer state is keyed by).
+pub fn load<B: AutodiffBackend>(
+    dir: &Path,
+    model: UniReal<B>,
+    optim: Optim<B>,
+    ema: Option<UniReal<B::InnerBackend>>,
+    device: &B::Device,
+) -> Result<Restored<B>> {
+    let record_err = |name: &str| {
+        let path = dir.join(name);
+        move |e: burn::record::RecorderError| CheckpointError::Record { path, message: e.to_string() }
+    };
+    let model = model.load_file(dir.join("model"), &recorder(), device).map_err(record_err("model.mpk"))?;
+    let rec = recorder().load(dir.join("optim"), device).map_err(record_err("optim.mpk"))?;
+    let optim = optim.load_record(rec);
+    let ema = match ema {
+        Some(mut m) => {
+            let path = dir.join(EMA_WEIGHTS);
+            unireal_model::load_safetensors(&mut m, &path, &[], unireal_model::LoadOptions { strict: true })
+                .map_err(|source| CheckpointError::Weights { path, source })?;
+            Some(m)
+        }
+        None => None,
+    };
+    let path = dir.join(STATE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let state = serde_json::from_str(&text).map_err(|source| CheckpointError::State { path, source })?;
+    Ok(Restored { model, optim, ema, state })
 }

@@ -10,14 +10,24 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+/// A failed transfer around a collective operation. (MPI itself aborts the job on a failed
+/// operation: rsmpi's default error handler.)
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    #[error("moving {what} to the host: {message}")]
+    ToHost { what: &'static str, message: String },
+}
+
+type Result<T, E = CollectiveError> = std::result::Result<T, E>;
+
 /// What data-parallel training needs from a communication library.
 pub trait Collective {
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
     /// Element-wise sum over all ranks, in place; every rank gets the same result.
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String>;
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
     /// Rank `root`'s buffer copied into every rank's.
-    fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), String>;
+    fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()>;
     /// A short name for logs (`single`, `mpi`).
     fn name(&self) -> &'static str;
 }
@@ -33,10 +43,10 @@ impl Collective for SingleProcess {
     fn world_size(&self) -> usize {
         1
     }
-    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<(), String> {
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
         Ok(())
     }
-    fn broadcast(&self, _buf: &mut [f32], _root: usize) -> Result<(), String> {
+    fn broadcast(&self, _buf: &mut [f32], _root: usize) -> Result<()> {
         Ok(())
     }
     fn name(&self) -> &'static str {
@@ -82,12 +92,12 @@ mod mpi_impl {
         fn world_size(&self) -> usize {
             self.world.size() as usize
         }
-        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), String> {
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
             let send = buf.to_vec();
             self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
             Ok(())
         }
-        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), String> {
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
             self.world.process_at_rank(root as i32).broadcast_into(buf);
             Ok(())
         }
@@ -106,7 +116,7 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads: GradientsParams,
     coll: &dyn Collective,
     bucket_elems: usize,
-) -> Result<(GradientsParams, f64), String> {
+) -> Result<(GradientsParams, f64)> {
     let world = coll.world_size();
     if world == 1 {
         return Ok((grads, 0.0));
@@ -121,7 +131,7 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(p.id) {
                 match g.into_data().convert::<f32>().to_vec::<f32>() {
                     Ok(v) => self.flat.extend_from_slice(&v),
-                    Err(e) => self.err = Some(format!("{e:?}")),
+                    Err(e) => self.err = Some(e.to_string()),
                 }
             }
         }
@@ -129,7 +139,7 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut pack = Pack { grads: &grads, flat: Vec::new(), err: None };
     model.visit(&mut pack);
     if let Some(e) = pack.err {
-        return Err(format!("gradient to host: {e}"));
+        return Err(CollectiveError::ToHost { what: "gradients", message: e });
     }
     let mut flat = pack.flat;
     let t0 = std::time::Instant::now();
@@ -163,13 +173,18 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
 }
 
 /// Every rank's weights replaced by rank `root`'s (in module-visit order).
-pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collective, root: usize) -> Result<M, String> {
+pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collective, root: usize) -> Result<M> {
     if coll.world_size() == 1 {
         return Ok(model);
     }
     let mut flat = Vec::new();
     for t in crate::ema::flat_params(&model) {
-        flat.extend(t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?);
+        flat.extend(
+            t.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| CollectiveError::ToHost { what: "weights", message: e.to_string() })?,
+        );
     }
     coll.broadcast(&mut flat, root)?;
     struct Set<'a> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use unireal_flow::{Guidance, TimeSampling};
+pub use unireal_pipeline::config::{BytesText, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,144 +23,63 @@ pub struct TrainConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// DiT preset: `tiny`, `small`, `base`, `unireal`.
-    pub preset: String,
-    #[serde(default)]
-    pub latent: LatentConfig,
-    #[serde(default)]
-    pub text: TextConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LatentConfig {
-    /// Parameter-free: each factor×factor pixel block becomes 3·factor² channels.
-    SpaceToDepth { factor: usize },
-    /// A diffusers AutoencoderKL directory (config.json + diffusion_pytorch_model.safetensors), frozen.
-    Vae { path: PathBuf },
-}
-
-impl Default for LatentConfig {
-    fn default() -> Self {
-        LatentConfig::SpaceToDepth { factor: 2 }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TextConfig {
-    /// A small T5 encoder over UTF-8 bytes, trained with the DiT (no files needed).
-    Bytes {
-        #[serde(default = "default_bytes_width")]
-        width: usize,
-        #[serde(default = "default_bytes_layers")]
-        layers: usize,
-        #[serde(default = "default_max_len")]
-        max_len: usize,
-    },
-    /// A Hugging Face T5 directory (config.json, tokenizer.json, model.safetensors), frozen.
-    T5 {
-        path: PathBuf,
-        #[serde(default = "default_max_len")]
-        max_len: usize,
-    },
-}
-
-fn default_bytes_width() -> usize {
-    64
-}
-fn default_bytes_layers() -> usize {
-    2
-}
-fn default_max_len() -> usize {
-    128
-}
-
-impl Default for TextConfig {
-    fn default() -> Self {
-        TextConfig::Bytes { width: 64, layers: 2, max_len: 128 }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A shard directory (with manifest.json).
     pub path: PathBuf,
-    #[serde(default = "one")]
+    /// Relative draw probability of this source.
+    #[serde(default = "SourceConfig::default_weight")]
     pub weight: f64,
 }
 
-fn one() -> f64 {
-    1.0
+impl SourceConfig {
+    fn default_weight() -> f64 {
+        1.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
+    /// Shard directories (each with manifest.json), mixed by weight; at least one.
     pub sources: Vec<SourceConfig>,
     /// Bucket area is about `resolution²` pixels.
-    #[serde(default = "default_resolution")]
     pub resolution: u32,
     /// Width/height ratios of the buckets; each sample goes to the nearest (in log ratio).
-    #[serde(default = "default_aspects")]
     pub aspect_ratios: Vec<f64>,
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Samples with more input or output images are skipped (and counted).
-    #[serde(default = "default_max_inputs")]
     pub max_inputs: usize,
-    #[serde(default = "default_max_outputs")]
     pub max_outputs: usize,
     /// Image-decoding threads.
-    #[serde(default = "default_workers")]
     pub workers: usize,
     /// Batches decoded ahead of the trainer.
-    #[serde(default = "default_prefetch")]
     pub prefetch: usize,
     /// Classifier-free-guidance dropout: probability that a sample's prompt is replaced by "".
-    #[serde(default = "default_drop_text")]
     pub drop_text: f64,
     /// Probability that a batch's input images are dropped (the model sees outputs and text only).
-    #[serde(default = "default_drop_images")]
     pub drop_images: f64,
     /// Data-parallel rank and world size (the loader keeps every world-th draw).
-    #[serde(default)]
     pub rank: usize,
-    #[serde(default = "one_usize")]
     pub world_size: usize,
 }
 
-fn default_resolution() -> u32 {
-    256
-}
-fn default_aspects() -> Vec<f64> {
-    vec![1.0, 4.0 / 3.0, 3.0 / 4.0, 16.0 / 9.0, 9.0 / 16.0]
-}
-fn default_batch() -> usize {
-    4
-}
-fn default_max_inputs() -> usize {
-    4
-}
-fn default_max_outputs() -> usize {
-    2
-}
-fn default_workers() -> usize {
-    2
-}
-fn default_prefetch() -> usize {
-    4
-}
-fn default_drop_text() -> f64 {
-    0.1
-}
-fn default_drop_images() -> f64 {
-    0.05
-}
-fn one_usize() -> usize {
-    1
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            sources: Vec::new(),
+            resolution: unireal_pipeline::checkpoint::DEFAULT_RESOLUTION,
+            aspect_ratios: unireal_pipeline::checkpoint::default_aspect_ratios(),
+            batch_size: 4,
+            max_inputs: 4,
+            max_outputs: 2,
+            workers: 2,
+            prefetch: 4,
+            drop_text: 0.1,
+            drop_images: 0.05,
+            rank: 0,
+            world_size: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,13 +131,6 @@ pub enum Precision {
     Bf16,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Shift {
-    Fixed(f64),
-    Named(String),
-}
-
 impl Default for LoopConfig {
     fn default() -> Self {
         LoopConfig {
@@ -232,7 +145,7 @@ impl Default for LoopConfig {
             allreduce_bucket_mb: 25.0,
             ema_decay: 0.999,
             time_sampling: TimeSampling::default(),
-            shift: Shift::Fixed(1.0),
+            shift: Shift::default(),
             task_weights: BTreeMap::new(),
             precision: Precision::F32,
         }
@@ -261,7 +174,7 @@ impl Default for LogConfig {
             val_batches: 4,
             sample_every: 500,
             samples: 4,
-            sample_steps: 28,
+            sample_steps: unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS,
             guidance: Guidance::default(),
             sample_ema: true,
         }
@@ -283,47 +196,61 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// A value serde accepted but the trainer cannot use: the key and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidConfig {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> Result<(), InvalidConfig> {
+    Err(InvalidConfig { key: key.to_string(), message: message.into() })
+}
+
 impl TrainConfig {
     /// Checks values serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         let d = &self.data;
         if d.sources.is_empty() {
-            return Err("data.sources: at least one shard directory is needed".into());
+            return invalid("data.sources", "at least one shard directory is needed");
         }
         if let Some(s) = d.sources.iter().find(|s| !(s.weight > 0.0 && s.weight.is_finite())) {
-            return Err(format!("data.sources: weight of {} must be positive", s.path.display()));
+            return invalid("data.sources", format!("weight of {} must be positive", s.path.display()));
         }
-        if d.batch_size == 0 || d.prefetch == 0 || d.workers == 0 {
-            return Err("data.batch_size, data.prefetch and data.workers must be at least 1".into());
+        for (k, v) in [("data.batch_size", d.batch_size), ("data.prefetch", d.prefetch), ("data.workers", d.workers)] {
+            if v == 0 {
+                return invalid(k, "must be at least 1");
+            }
         }
         if d.aspect_ratios.is_empty() || d.aspect_ratios.iter().any(|a| a.is_nan() || *a <= 0.0) {
-            return Err("data.aspect_ratios: a non-empty list of positive width/height ratios".into());
+            return invalid("data.aspect_ratios", "a non-empty list of positive width/height ratios");
         }
         if d.world_size == 0 || d.rank >= d.world_size {
-            return Err(format!("data.rank {} must be below data.world_size {}", d.rank, d.world_size));
+            return invalid("data.rank", format!("{} must be below data.world_size {}", d.rank, d.world_size));
         }
         for (k, p) in [("data.drop_text", d.drop_text), ("data.drop_images", d.drop_images)] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("{k}: {p} is not a probability"));
+                return invalid(k, format!("{p} is not a probability"));
             }
         }
         let t = &self.train;
-        if t.steps == 0 || t.grad_accum == 0 {
-            return Err("train.steps and train.grad_accum must be at least 1".into());
-        }
-        if !(t.allreduce_bucket_mb > 0.0) {
-            return Err("train.allreduce_bucket_mb: must be positive".into());
-        }
-        if !(0.0..1.0).contains(&t.ema_decay) {
-            return Err(format!("train.ema_decay: {} must be in [0, 1)", t.ema_decay));
-        }
-        if let Shift::Named(n) = &t.shift {
-            if n != "auto" {
-                return Err(format!("train.shift: `{n}` (a number or `auto`)"));
+        for (k, v) in [("train.steps", t.steps), ("train.grad_accum", t.grad_accum)] {
+            if v == 0 {
+                return invalid(k, "must be at least 1");
             }
         }
+        if !(t.allreduce_bucket_mb > 0.0) {
+            return invalid("train.allreduce_bucket_mb", "must be positive");
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            return invalid("train.ema_decay", format!("{} must be in [0, 1)", t.ema_decay));
+        }
+        if let Err(m) = t.shift.validate() {
+            return invalid("train.shift", m);
+        }
         if unireal_model::DiTConfig::preset(&self.model.preset, 12, 64).is_none() {
-            return Err(format!("model.preset: `{}` (tiny, small, base, unireal)", self.model.preset));
+            return invalid("model.preset", format!("`{}` (tiny, small, base, unireal)", self.model.preset));
         }
         Ok(())
     }

@@ -11,12 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
-use image::imageops::FilterType;
 use rayon::prelude::*;
-use unireal_core::{ImageRole, Sample, Split, Task};
+use unireal_core::{Sample, Split, Task};
 use unireal_flow::Rng;
+use unireal_pipeline::image::{buckets, load_pixels, nearest_bucket};
+use unireal_pipeline::prompt::{full_prompt, role_index};
+pub use unireal_pipeline::Bucket;
 
-use crate::config::DataConfig;
+use crate::config::{DataConfig, TrainConfig};
 
 /// One row the loader may draw.
 #[derive(Debug, Clone)]
@@ -28,39 +30,6 @@ pub struct Entry {
     /// (inputs, outputs)
     pub signature: (usize, usize),
     pub bucket: usize,
-}
-
-/// A bucket: target size in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Bucket {
-    pub width: u32,
-    pub height: u32,
-}
-
-/// Bucket sizes for `resolution²` area at each aspect ratio, both sides multiples of `align`.
-pub fn buckets(resolution: u32, aspect_ratios: &[f64], align: u32) -> Vec<Bucket> {
-    aspect_ratios
-        .iter()
-        .map(|&a| {
-            let area = (resolution as f64).powi(2);
-            let w = (area * a).sqrt();
-            let h = w / a;
-            let snap = |x: f64| (((x / align as f64).round() as u32).max(1)) * align;
-            Bucket { width: snap(w), height: snap(h) }
-        })
-        .collect()
-}
-
-/// The bucket whose aspect ratio is nearest to `w/h` in log space.
-pub fn nearest_bucket(buckets: &[Bucket], w: u32, h: u32) -> usize {
-    let r = (w.max(1) as f64 / h.max(1) as f64).ln();
-    (0..buckets.len())
-        .min_by(|&a, &b| {
-            let da = (r - (buckets[a].width as f64 / buckets[a].height as f64).ln()).abs();
-            let db = (r - (buckets[b].width as f64 / buckets[b].height as f64).ln()).abs();
-            da.total_cmp(&db)
-        })
-        .unwrap_or(0)
 }
 
 /// What indexing found.
@@ -83,14 +52,16 @@ pub struct Index {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {message}")]
-    Source { path: String, message: String },
+    #[error("{path}: no manifest.json: not a shard directory")]
+    NotShards { path: PathBuf },
     #[error(transparent)]
     Shards(#[from] unireal_shards::ShardError),
     #[error("decoding image {image} of sample {sample_id}: {message}")]
     Image { sample_id: String, image: usize, message: String },
     #[error("loader: {0}")]
     Loader(String),
+    #[error("no training rows in {sources} (of at most {max_inputs} inputs and {max_outputs} outputs)")]
+    NoTrainingRows { sources: String, max_inputs: usize, max_outputs: usize },
 }
 
 impl Index {
@@ -100,10 +71,8 @@ impl Index {
         let mut per_source = Vec::new();
         let mut stats = IndexStats::default();
         for (si, src) in cfg.sources.iter().enumerate() {
-            let manifest = unireal_shards::Manifest::load_dataset(&src.path)?.ok_or_else(|| DataError::Source {
-                path: src.path.display().to_string(),
-                message: "no manifest.json: not a shard directory (build one with `unireal-data build`)".into(),
-            })?;
+            let manifest = unireal_shards::Manifest::load_dataset(&src.path)?
+                .ok_or_else(|| DataError::NotShards { path: src.path.clone() })?;
             let mut entries = Vec::new();
             for shard in &manifest.shards {
                 let file = Arc::new(src.path.join(&shard.file));
@@ -267,61 +236,6 @@ impl Batch {
     }
 }
 
-/// The text the DiT is conditioned on: context prompt, then base prompt.
-pub fn full_prompt(s: &Sample) -> String {
-    full_prompt_parts(&s.context_prompt, &s.base_prompt)
-}
-
-/// Joins a context prompt and a base prompt as the trainer does.
-pub fn full_prompt_parts(context: &str, base: &str) -> String {
-    match (context.trim(), base.trim()) {
-        ("", b) => b.to_string(),
-        (c, "") => c.to_string(),
-        (c, b) if c.ends_with(['.', '!', '?']) => format!("{c} {b}"),
-        (c, b) => format!("{c}. {b}"),
-    }
-}
-
-pub fn role_index(r: ImageRole) -> i64 {
-    use unireal_model::dit::*;
-    match r {
-        ImageRole::Asset => ROLE_ASSET,
-        ImageRole::Canvas => ROLE_CANVAS,
-        ImageRole::Control => ROLE_CONTROL,
-        ImageRole::Output => ROLE_OUTPUT,
-    }
-}
-
-/// Decodes an image, scales it to cover `bucket` and centre-crops, as `[3, H, W]` in [−1, 1].
-pub fn load_pixels(bytes: &[u8], bucket: Bucket) -> Result<Vec<f32>, String> {
-    let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?.to_rgb8();
-    Ok(image_to_chw(&cover_crop(&img, bucket)))
-}
-
-/// Resizes to cover the bucket (keeping aspect) and centre-crops to it.
-pub fn cover_crop(img: &image::RgbImage, bucket: Bucket) -> image::RgbImage {
-    let (w, h) = img.dimensions();
-    let scale = (bucket.width as f64 / w as f64).max(bucket.height as f64 / h as f64);
-    let (sw, sh) =
-        (((w as f64 * scale).round() as u32).max(bucket.width), ((h as f64 * scale).round() as u32).max(bucket.height));
-    let resized = image::imageops::resize(img, sw, sh, FilterType::Triangle);
-    let (x, y) = ((sw - bucket.width) / 2, (sh - bucket.height) / 2);
-    image::imageops::crop_imm(&resized, x, y, bucket.width, bucket.height).to_image()
-}
-
-/// `[H, W, 3]` u8 → `[3, H, W]` f32 in [−1, 1].
-pub fn image_to_chw(img: &image::RgbImage) -> Vec<f32> {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = p.0[c] as f32 / 127.5 - 1.0;
-        }
-    }
-    out
-}
-
 /// Reads and decodes the samples of `entries` (one signature) into a [`Batch`].
 pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, DataError> {
     // Read rows file by file, then put them back in batch order.
@@ -348,10 +262,10 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
                 .iter()
                 .enumerate()
                 .map(|(k, im)| {
-                    load_pixels(&im.bytes, bucket).map_err(|message| DataError::Image {
+                    load_pixels(&im.bytes, bucket).map_err(|e| DataError::Image {
                         sample_id: s.sample_id.clone(),
                         image: k,
-                        message,
+                        message: e.to_string(),
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -429,5 +343,46 @@ impl Loader {
     /// The next batch and the loader position after it.
     pub fn next(&self) -> Result<(u64, Batch), DataError> {
         self.rx.recv().map_err(|_| DataError::Loader("the decoding thread stopped (it panicked)".into()))?
+    }
+}
+
+/// The data side of a run: the training and validation indexes, the fixed batches that
+/// validation and sample grids use (from the `val` split, else from training rows, which
+/// the log says), and the loader started at the run's position.
+pub struct TrainData {
+    pub train: Arc<Index>,
+    pub val: Arc<Index>,
+    pub fixed: Vec<Batch>,
+    /// The fixed batches are training rows (the sources have no `val` rows).
+    pub fixed_from_train: bool,
+    pub loader: Loader,
+}
+
+impl TrainData {
+    /// Indexes the sources with bucket sides multiples of `align` and starts the loader after
+    /// `loader_batches` batches (a resumed run's position).
+    pub fn open(cfg: &TrainConfig, align: u32, loader_batches: u64) -> Result<TrainData, DataError> {
+        let d = &cfg.data;
+        let train = Arc::new(Index::build(d, Split::Train, align)?);
+        if train.is_empty() {
+            let sources = d.sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(DataError::NoTrainingRows { sources, max_inputs: d.max_inputs, max_outputs: d.max_outputs });
+        }
+        let val = Arc::new(Index::build(d, Split::Val, align)?);
+        let fixed_from_train = val.is_empty();
+        let fixed_index = if fixed_from_train { train.clone() } else { val.clone() };
+        let mut fixed = Vec::new();
+        let n_fixed = cfg.log.val_batches.max(if cfg.log.sample_every > 0 { 1 } else { 0 });
+        if (cfg.log.val_every > 0 || cfg.log.sample_every > 0) && n_fixed > 0 {
+            let mut s = Sampler::new(fixed_index.clone(), cfg.train.seed ^ 0x5eed, d.batch_size, 0, 1);
+            for _ in 0..n_fixed {
+                let b = decode_batch(&s.next_batch(), &fixed_index.buckets)?;
+                if !b.is_empty() {
+                    fixed.push(b);
+                }
+            }
+        }
+        let loader = Loader::start(train.clone(), d, cfg.train.seed, loader_batches)?;
+        Ok(TrainData { train, val, fixed, fixed_from_train, loader })
     }
 }

@@ -1,17 +1,23 @@
-//! The UniReal trainer: a streaming loader over shard directories ([`data`]), the training loop
-//! ([`trainer`]) with checkpoints ([`checkpoint`]), EMA ([`ema`]) and sample grids
-//! ([`generate`]), over the model of `unireal-model` and the flow of `unireal-flow`. It never
-//! links ffmpeg: shards hold encoded images.
+//! The UniReal trainer: a [`Trainer`] ([`trainer`]) with its components beside it — the
+//! streaming loader over shard directories ([`data`]), the objective of a batch ([`loss`]),
+//! AdamW and the LR schedule ([`optim`]), EMA ([`ema`]), metrics ([`metrics`]), checkpoints
+//! ([`checkpoint`]), sample grids ([`samples`]) and data-parallel communication
+//! ([`collective`]) — over the model and sampler of `unireal-pipeline`. It never links
+//! ffmpeg: shards hold encoded images.
 
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
 pub mod data;
 pub mod ema;
-pub mod generate;
-pub mod model;
+pub mod error;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod samples;
 pub mod trainer;
 
 pub use collective::{Collective, SingleProcess};
 pub use config::TrainConfig;
-pub use trainer::{run, run_with, RunOptions, RunSummary};
+pub use error::TrainError;
+pub use trainer::{run, run_with, RunOptions, RunSummary, Trainer};

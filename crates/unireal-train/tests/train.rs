@@ -186,6 +186,49 @@ fn python_safetensors_opens_the_checkpoint() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l.ends_with("(192, 48)")), "{stdout}");
     assert_eq!(lines[0], lines[1]);
+
+    // Inference's reader opens the trainer's checkpoints: the run directory resolves to its
+    // latest checkpoint, both weight files load strictly, buckets and shift come from the config.
+    let c = unireal_pipeline::Checkpoint::open(&run).unwrap();
+    assert_eq!(c.dir, ckpt);
+    let device = Default::default();
+    for ema in [true, false] {
+        c.load_model::<burn::backend::NdArray>(ema, &device).unwrap();
+    }
+    assert!(c.weights(true).ends_with("ema.safetensors") && c.weights(false).ends_with("model.safetensors"));
+    assert_eq!(c.bucket_for(Some((451, 300))).unwrap(), unireal_pipeline::Bucket { width: 36, height: 28 });
+    assert_eq!(c.shift(c.bucket_for(None).unwrap()).unwrap(), 1.0);
+}
+
+/// A checkpoint whose optimizer record is damaged stops --resume with the file named and a
+/// hint to fall back to the checkpoint before it.
+#[test]
+fn a_corrupt_checkpoint_is_named_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let run = dir.path().join("run");
+    ok(train(&cfg, &run, &["train.steps=2", "checkpoint.every=1", "checkpoint.keep=3"]).output().unwrap());
+    let bad = run.join("checkpoints/step-00000002");
+    std::fs::write(bad.join("optim.mpk"), b"not a record").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_unireal-train"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--resume", "-q", "--set", "train.steps=3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&bad.join("optim.mpk").display().to_string()), "{err}");
+    assert!(err.contains(&format!("\n\nhint: {} is damaged", bad.display())), "{err}");
+    // With the damaged one gone, the run resumes from the one before.
+    std::fs::remove_dir_all(&bad).unwrap();
+    let err = ok(Command::new(env!("CARGO_BIN_EXE_unireal-train"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--resume", "-q", "--set", "train.steps=3"])
+        .output()
+        .unwrap());
+    assert!(err.contains("from step 1"), "{err}");
 }
 
 #[test]

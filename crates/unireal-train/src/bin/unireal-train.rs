@@ -1,10 +1,11 @@
 //! `unireal-train --config configs/train/tiny.yaml [--set key=value]… [--run-dir DIR] [--resume]`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use unireal_train::{Collective, RunOptions, TrainConfig};
+use unireal_core::{Hinted, WithHint};
+use unireal_train::{Collective, RunOptions, RunSummary, TrainConfig, TrainError};
 
 #[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
 type Backend = burn::backend::Autodiff<burn::backend::NdArray>;
@@ -41,24 +42,46 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.0);
-            if let Some(h) = e.1 {
-                eprintln!("hint: {h}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    unireal_core::hint::exit(run(Args::parse()))
 }
 
-struct Failure(String, Option<String>);
+/// What the user can do about a training error, by its kind.
+fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
+    use unireal_train::data::DataError;
+    Some(match e {
+        TrainError::RunExists { .. } => {
+            format!("unireal-train --run-dir {} --resume continues it; or choose another --run-dir", run_dir.display())
+        }
+        TrainError::NothingToResume { .. } => "start it without --resume".into(),
+        TrainError::WorldSizeChanged { trained, .. } => {
+            format!("resume it with {trained} process(es) (mpirun -np {trained} / srun --ntasks {trained})")
+        }
+        TrainError::NotLaunchedByMpi(_) => {
+            "data-parallel training needs the `mpi` build launched by mpirun or srun (docs/cluster.md)".into()
+        }
+        TrainError::Config(_) => "every key is documented in docs/configuration.md".into(),
+        TrainError::Data(DataError::NotShards { .. } | DataError::Shards(_)) => {
+            "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)"
+                .into()
+        }
+        TrainError::Data(DataError::NoTrainingRows { .. }) => {
+            "check the sources' splits and data.max_inputs / data.max_outputs (unireal-data inspect DIR)".into()
+        }
+        TrainError::Checkpoint(c) => match c.checkpoint_dir() {
+            Some(dir) => format!(
+                "{} is damaged: delete it to resume from the checkpoint before it, or start a new --run-dir",
+                dir.display()
+            ),
+            None => "check that the run directory is writable and the disk has room".into(),
+        },
+        TrainError::Write { .. } => "check that the run directory is writable and the disk has room".into(),
+        _ => return None,
+    })
+}
 
 /// Runs on the backend this binary was built for, at the configured precision.
 #[cfg(feature = "cuda")]
-fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> Result<unireal_train::RunSummary, String> {
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyhow::Result<RunSummary> {
     use burn::backend::{Autodiff, Cuda};
     use unireal_train::config::Precision;
     // One GPU per process: the local rank picks it (CUDA_VISIBLE_DEVICES set by Slurm also works).
@@ -68,70 +91,85 @@ fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> Resu
         .unwrap_or(0);
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").map(|v| v.split(',').count()).unwrap_or(usize::MAX);
     let device = burn::backend::cuda::CudaDevice::new(if visible <= 1 { 0 } else { local });
-    match cfg.train.precision {
+    let r = match cfg.train.precision {
         Precision::F32 => unireal_train::run_with::<Autodiff<Cuda<f32>>>(cfg, opts, &device, coll),
         Precision::Bf16 => unireal_train::run_with::<Autodiff<Cuda<burn::tensor::bf16>>>(cfg, opts, &device, coll),
-    }
+    };
+    with_hint(r, &opts.run_dir)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> Result<unireal_train::RunSummary, String> {
+fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyhow::Result<RunSummary> {
     if cfg.train.precision != unireal_train::config::Precision::F32 {
-        return Err(
-            "train.precision: bf16 needs the CUDA build (cargo build --features cuda); the CPU backends train in f32"
-                .into(),
-        );
+        return Err(Hinted::new(
+            "train.precision: bf16 needs the CUDA build; the CPU backends train in f32",
+            "cargo build --release -p unireal-train --features cuda, or --set train.precision=f32",
+        )
+        .into());
     }
-    unireal_train::run_with::<Backend>(cfg, opts, &Default::default(), coll)
+    with_hint(unireal_train::run_with::<Backend>(cfg, opts, &Default::default(), coll), &opts.run_dir)
+}
+
+/// A training error with the hint its kind calls for.
+fn with_hint<T>(r: Result<T, TrainError>, run_dir: &Path) -> anyhow::Result<T> {
+    r.map_err(|e| match hint_for(&e, run_dir) {
+        Some(h) => Hinted::new(e, h).into(),
+        None => e.into(),
+    })
 }
 
 /// MPI when the process was started by mpirun/srun and the binary has the `mpi` feature;
 /// else one process.
-fn collective() -> Result<Box<dyn Collective>, Failure> {
+fn collective() -> anyhow::Result<Box<dyn Collective>> {
     #[cfg(feature = "mpi")]
     if unireal_train::collective::Mpi::launched() {
         return unireal_train::collective::Mpi::init()
             .map(|m| Box::new(m) as Box<dyn Collective>)
-            .ok_or_else(|| Failure("MPI could not be initialised".into(), None));
+            .ok_or_else(|| anyhow::anyhow!("MPI could not be initialised (it was initialised already)"));
     }
     // Started as one of several tasks by srun or mpirun, but built without MPI: each process
     // would train alone and write the same run directory.
     #[cfg(not(feature = "mpi"))]
     for v in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"] {
         if let Some(n) = std::env::var(v).ok().and_then(|s| s.parse::<usize>().ok()).filter(|&n| n > 1) {
-            return Err(Failure(
+            return Err(Hinted::new(
                 format!("started as one of {n} processes ({v}), but this unireal-train was built without MPI"),
-                Some("cargo build --release -p unireal-train --features mpi (docs/cluster.md)".into()),
-            ));
+                "cargo build --release -p unireal-train --features mpi (docs/cluster.md)",
+            )
+            .into());
         }
     }
     Ok(Box::new(unireal_train::SingleProcess))
 }
 
-fn run(args: Args) -> Result<(), Failure> {
+fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = match (&args.run_dir, &args.config) {
         (Some(d), _) => d.clone(),
         (None, Some(c)) => PathBuf::from("runs").join(c.file_stem().unwrap_or_default()),
         (None, None) => {
-            return Err(Failure(
-                "no --config given".into(),
-                Some("unireal-train --config configs/train/tiny.yaml (or --run-dir DIR --resume)".into()),
-            ))
+            return Err(Hinted::new(
+                "no --config given",
+                "unireal-train --config configs/train/tiny.yaml (or --run-dir DIR --resume)",
+            )
+            .into())
         }
     };
     let config_path = match (&args.config, args.resume) {
         (Some(c), _) => c.clone(),
         (None, true) => run_dir.join("config.yaml"),
         (None, false) => {
-            return Err(Failure(
-                "no --config given".into(),
-                Some(format!("pass --config FILE, or --resume to continue {}", run_dir.display())),
-            ))
+            return Err(Hinted::new(
+                "no --config given",
+                format!("pass --config FILE, or --resume to continue {}", run_dir.display()),
+            )
+            .into())
         }
     };
-    let cfg: TrainConfig = unireal_core::load_config(&config_path, &args.set)
-        .map_err(|e| Failure(e.to_string(), Some("every key is documented in docs/configuration.md".into())))?;
-    cfg.validate().map_err(|e| Failure(format!("{}: {e}", config_path.display()), None))?;
+    let cfg: TrainConfig =
+        unireal_core::load_config(&config_path, &args.set).hint("every key is documented in docs/configuration.md")?;
+    cfg.validate()
+        .map_err(|e| format!("{}: {e}", config_path.display()))
+        .hint("every key is documented in docs/configuration.md")?;
     let coll = collective()?;
     let main_rank = coll.rank() == 0;
     if main_rank {
@@ -144,16 +182,7 @@ fn run(args: Args) -> Result<(), Failure> {
         );
     }
     let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
-    let summary = dispatch(&cfg, &opts, coll.as_ref()).map_err(|e| {
-        let hint = if e.contains("--resume") || e.contains("already holds") {
-            Some(format!("unireal-train --run-dir {} --resume", run_dir.display()))
-        } else if e.contains("manifest") {
-            Some("build shards first: unireal-data build configs/video.yaml".into())
-        } else {
-            None
-        };
-        Failure(e, hint)
-    })?;
+    let summary = dispatch(&cfg, &opts, coll.as_ref())?;
     if !main_rank {
         return Ok(());
     }

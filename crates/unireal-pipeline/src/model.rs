@@ -1,11 +1,15 @@
-//! What the trainer trains (the DiT, and the byte-level text encoder when it is used) and what
-//! it only runs (a pretrained T5, a VAE).
+//! The model a run trains and runs: the DiT and, when it is used, the byte-level text encoder
+//! trained with it ([`UniReal`]), and what is only run, frozen ([`Frozen`]: a pretrained T5, a
+//! VAE or space-to-depth), assembled from a [`ModelConfig`].
+
+use std::path::Path;
 
 use burn::prelude::*;
 use unireal_model::t5::T5Config;
-use unireal_model::{DiT, DiTConfig, Latent, SpaceToDepth, T5Encoder, T5Text};
+use unireal_model::{DiT, DiTConfig, Latent, SpaceToDepth, T5Encoder};
 
-use crate::config::{LatentConfig, ModelConfig, TextConfig};
+use crate::config::{BytesText, LatentConfig, ModelConfig, T5Text, TextConfig};
+use crate::error::{PipelineError, Result};
 
 /// The trainable module.
 #[derive(Module, Debug)]
@@ -50,31 +54,34 @@ pub fn byte_tokens<B: Backend>(
 /// Frozen parts, run without gradients.
 pub struct Frozen<B: Backend> {
     pub latent: Latent<B>,
-    pub t5: Option<T5Text<B>>,
+    pub t5: Option<unireal_model::T5Text<B>>,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| PipelineError::Read { path: path.to_path_buf(), source })
 }
 
 /// A diffusers VAE directory's `config.json`, parsed and validated.
-fn vae_config(dir: &std::path::Path) -> Result<unireal_model::AutoencoderKlConfig, String> {
-    let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    unireal_model::AutoencoderKlConfig::from_diffusers_json(&text).map_err(|e| format!("{}: {e}", p.display()))
+fn vae_config(dir: &Path) -> Result<unireal_model::AutoencoderKlConfig> {
+    let path = dir.join("config.json");
+    unireal_model::AutoencoderKlConfig::from_diffusers_json(&read(&path)?)
+        .map_err(|source| PipelineError::ModelConfig { path, source })
 }
 
 impl ModelConfig {
     /// Width of the text states the DiT receives.
-    pub fn text_dim(&self) -> Result<usize, String> {
+    pub fn text_dim(&self) -> Result<usize> {
         Ok(match &self.text {
-            TextConfig::Bytes { width, .. } => *width,
-            TextConfig::T5 { path, .. } => {
-                let p = path.join("config.json");
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                T5Config::from_hf_json(&text).map_err(|e| format!("{}: {e}", p.display()))?.d_model
+            TextConfig::Bytes(b) => b.width,
+            TextConfig::T5(t) => {
+                let path = t.path.join("config.json");
+                T5Config::from_hf_json(&read(&path)?).map_err(|source| PipelineError::ModelConfig { path, source })?.d_model
             }
         })
     }
 
     /// Latent channels and pixels per latent pixel.
-    pub fn latent_shape(&self) -> Result<(usize, usize), String> {
+    pub fn latent_shape(&self) -> Result<(usize, usize)> {
         Ok(match &self.latent {
             LatentConfig::SpaceToDepth { factor } => (3 * factor * factor, *factor),
             LatentConfig::Vae { path } => {
@@ -84,27 +91,42 @@ impl ModelConfig {
         })
     }
 
-    pub fn dit_config(&self) -> Result<DiTConfig, String> {
+    pub fn dit_config(&self) -> Result<DiTConfig> {
         let (channels, _) = self.latent_shape()?;
         DiTConfig::preset(&self.preset, channels, self.text_dim()?)
-            .ok_or_else(|| format!("model.preset: unknown preset `{}`", self.preset))
+            .ok_or_else(|| PipelineError::UnknownPreset(self.preset.clone()))
+    }
+
+    /// Pixels per side of one DiT token: the latent factor times the patch size. Bucket sides
+    /// are multiples of it.
+    pub fn pixel_align(&self) -> Result<u32> {
+        Ok((self.latent_shape()?.1 * self.dit_config()?.patch) as u32)
     }
 
     /// A freshly initialised trainable module.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>, String> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
         let dit = self.dit_config()?.init(device);
         let text = match &self.text {
-            TextConfig::Bytes { width, layers, .. } => {
+            TextConfig::Bytes(BytesText { width, layers, .. }) => {
                 let heads = (width / 16).max(1);
                 Some(T5Config::new(BYTE_VOCAB, *width, width / heads, width * 2, *layers, heads).init(device))
             }
-            TextConfig::T5 { .. } => None,
+            TextConfig::T5(_) => None,
         };
         Ok(UniReal { dit, text })
     }
 
+    /// A trainable module with the weights of a safetensors file (a checkpoint's
+    /// `model.safetensors` or `ema.safetensors`), every tensor required.
+    pub fn load<B: Backend>(&self, weights: &Path, device: &B::Device) -> Result<UniReal<B>> {
+        let mut model = self.init::<B>(device)?;
+        unireal_model::load_safetensors(&mut model, weights, &[], unireal_model::LoadOptions { strict: true })
+            .map_err(PipelineError::Weights)?;
+        Ok(model)
+    }
+
     /// Loads the frozen parts (a VAE and/or a T5 from the paths given).
-    pub fn frozen<B: Backend>(&self, device: &B::Device) -> Result<Frozen<B>, String> {
+    pub fn frozen<B: Backend>(&self, device: &B::Device) -> Result<Frozen<B>> {
         let latent = match &self.latent {
             LatentConfig::SpaceToDepth { factor } => Latent::SpaceToDepth(SpaceToDepth { factor: *factor }),
             LatentConfig::Vae { path } => {
@@ -115,15 +137,15 @@ impl ModelConfig {
                     &[],
                     unireal_model::LoadOptions { strict: true },
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(PipelineError::Weights)?;
                 Latent::Kl(vae)
             }
         };
         let t5 = match &self.text {
-            TextConfig::T5 { path, max_len } => {
-                Some(T5Text::from_hf_dir(path, *max_len, device).map_err(|e| e.to_string())?.0)
-            }
-            TextConfig::Bytes { .. } => None,
+            TextConfig::T5(T5Text { path, max_len }) => Some(
+                unireal_model::T5Text::from_hf_dir(path, *max_len, device).map_err(PipelineError::Weights)?.0,
+            ),
+            TextConfig::Bytes(_) => None,
         };
         Ok(Frozen { latent, t5 })
     }
@@ -131,6 +153,9 @@ impl ModelConfig {
 
 /// Text states and padding mask for prompts: the trainable byte encoder of `model`, or the
 /// frozen T5 (computed on `F`, brought over with `from_frozen`).
+///
+/// # Shapes
+/// - returns states `[batch, len, text_dim]` and the padding mask `[batch, len]`
 pub fn encode_text<B: Backend, F: Backend>(
     model: &UniReal<B>,
     frozen: &Frozen<F>,
@@ -139,18 +164,18 @@ pub fn encode_text<B: Backend, F: Backend>(
     device: &B::Device,
     fdevice: &F::Device,
     from_frozen: impl Fn(Tensor<F, 3>) -> Tensor<B, 3>,
-) -> Result<(Tensor<B, 3>, Tensor<B, 2, Bool>), String> {
+) -> Result<(Tensor<B, 3>, Tensor<B, 2, Bool>)> {
     match (&model.text, &frozen.t5, &cfg.text) {
-        (Some(enc), _, TextConfig::Bytes { max_len, .. }) => {
-            let (ids, pad) = byte_tokens::<B>(prompts, *max_len, device);
+        (Some(enc), _, TextConfig::Bytes(b)) => {
+            let (ids, pad) = byte_tokens::<B>(prompts, b.max_len, device);
             Ok((enc.forward(ids, Some(pad.clone())), pad))
         }
-        (_, Some(t5), TextConfig::T5 { .. }) => {
+        (_, Some(t5), TextConfig::T5(_)) => {
             let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-            let (states, pad) = t5.encode(&refs, fdevice).map_err(|e| e.to_string())?;
+            let (states, pad) = t5.encode(&refs, fdevice).map_err(PipelineError::Text)?;
             let pad = Tensor::<B, 2, Bool>::from_data(pad.into_data(), device);
             Ok((from_frozen(states), pad))
         }
-        _ => Err("the text encoder does not match model.text".into()),
+        _ => Err(PipelineError::TextEncoderMismatch),
     }
 }

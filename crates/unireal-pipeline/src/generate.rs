@@ -1,15 +1,17 @@
-//! Sampling from a (trained) model: prompts + input images → output images, and the PNG grids
-//! the trainer writes (inputs | output | target).
-
-use std::path::Path;
+//! Sampling from a (trained) model: prompts + input images → output images. The one entry
+//! point the trainer's sample grids, `unireal-infer` and evaluation use.
 
 use burn::prelude::*;
 use unireal_flow::dit::{DitConditioning, DitVelocity};
 use unireal_flow::{sample_euler, schedule, seeded_noise, Guidance};
 
 use crate::config::ModelConfig;
-use crate::data::Bucket;
+use crate::error::Result;
+use crate::image::Bucket;
 use crate::model::{encode_text, Frozen, UniReal};
+
+/// Euler steps of a sample unless configured (`log.sample_steps`, `unireal-infer --steps`).
+pub const DEFAULT_SAMPLE_STEPS: usize = 28;
 
 /// What to generate.
 pub struct Request {
@@ -26,7 +28,16 @@ pub struct Request {
     pub seed: u64,
 }
 
-/// Runs the sampler; returns the outputs' pixels `[batch, n_outputs, 3, H, W]` in [−1, 1].
+/// Image tokens per frame of a bucket: latent pixels per side divided by the patch.
+pub fn tokens_per_frame(bucket: Bucket, latent_factor: usize, patch: usize) -> usize {
+    let per = |s: u32| s as usize / latent_factor / patch;
+    per(bucket.width) * per(bucket.height)
+}
+
+/// Runs the sampler; returns the outputs' pixels.
+///
+/// # Shapes
+/// - returns `[batch, n_outputs, 3, H, W]` in [−1, 1]
 pub fn generate<B: Backend>(
     model: &UniReal<B>,
     frozen: &Frozen<B>,
@@ -34,7 +45,7 @@ pub fn generate<B: Backend>(
     req: &Request,
     device: &B::Device,
     mut on_step: impl FnMut(usize, usize),
-) -> Result<Tensor<B, 5>, String> {
+) -> Result<Tensor<B, 5>> {
     let b = req.prompts.len();
     let (w, h) = (req.bucket.width as usize, req.bucket.height as usize);
     let (text, text_pad) = encode_text(model, frozen, cfg, &req.prompts, device, device, |t| t)?;
@@ -64,6 +75,19 @@ pub fn generate<B: Backend>(
     Ok(decode_frames(&frozen.latent, z))
 }
 
+/// [`generate`], its outputs brought to the host as `[batch, n_outputs, 3, H, W]` floats.
+pub fn generate_pixels<B: Backend>(
+    model: &UniReal<B>,
+    frozen: &Frozen<B>,
+    cfg: &ModelConfig,
+    req: &Request,
+    device: &B::Device,
+    on_step: impl FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let out = generate(model, frozen, cfg, req, device, on_step)?;
+    Ok(out.into_data().convert::<f32>().to_vec()?)
+}
+
 /// Pixels → latents frame by frame.
 ///
 /// # Shapes
@@ -84,40 +108,4 @@ pub fn decode_frames<B: Backend>(latent: &unireal_model::Latent<B>, z: Tensor<B,
     let x = latent.decode(z.reshape([b * n, c, h, w]));
     let [_, _, ph, pw] = x.dims();
     x.reshape([b, n, 3, ph, pw])
-}
-
-/// `[3, H, W]` floats in [−1, 1] → an RGB image.
-pub fn chw_to_image(px: &[f32], w: u32, h: u32) -> image::RgbImage {
-    let plane = (w * h) as usize;
-    image::RgbImage::from_fn(w, h, |x, y| {
-        let i = (y * w + x) as usize;
-        let v = |c: usize| ((px[c * plane + i].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-        image::Rgb([v(0), v(1), v(2)])
-    })
-}
-
-/// Writes a PNG under a temporary name, then renames it.
-pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<(), String> {
-    let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| e.to_string())?;
-    unireal_core::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// One row per sample: its input frames, the generated output(s), the target(s), left to right.
-pub fn grid(rows: &[Vec<image::RgbImage>], cell: (u32, u32)) -> image::RgbImage {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(1) as u32;
-    let pad = 2;
-    let (w, h) = (cols * (cell.0 + pad) + pad, rows.len() as u32 * (cell.1 + pad) + pad);
-    let mut out = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-    for (r, row) in rows.iter().enumerate() {
-        for (c, img) in row.iter().enumerate() {
-            image::imageops::replace(
-                &mut out,
-                img,
-                (pad + c as u32 * (cell.0 + pad)) as i64,
-                (pad + r as u32 * (cell.1 + pad)) as i64,
-            );
-        }
-    }
-    out
 }

@@ -1,0 +1,147 @@
+//! A trained checkpoint as inference and evaluation read it: the layout the trainer writes
+//! (`RUN/checkpoints/step-NNNNNNNN/` with `model.safetensors`, `ema.safetensors`,
+//! `state.json`, `config.yaml`), and the part of its config that running the model needs.
+//! The trainer writes with these names and reads back its own records; nothing here knows
+//! about optimizers or loaders.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::config::{ModelConfig, Shift};
+use crate::error::{PipelineError, Result};
+use crate::generate::tokens_per_frame;
+use crate::image::{buckets, nearest_bucket, Bucket};
+use crate::model::UniReal;
+
+/// The raw weights, in PyTorch's layout.
+pub const MODEL_WEIGHTS: &str = "model.safetensors";
+/// The EMA weights (when the run kept an EMA).
+pub const EMA_WEIGHTS: &str = "ema.safetensors";
+/// Written last: a directory with it is a finished checkpoint.
+pub const STATE: &str = "state.json";
+/// The run's resolved config.
+pub const CONFIG: &str = "config.yaml";
+
+/// The default bucket resolution and aspect ratios of training (`data.resolution`,
+/// `data.aspect_ratios`): inference of a checkpoint picks its buckets the same way.
+pub const DEFAULT_RESOLUTION: u32 = 256;
+pub fn default_aspect_ratios() -> Vec<f64> {
+    vec![1.0, 4.0 / 3.0, 3.0 / 4.0, 16.0 / 9.0, 9.0 / 16.0]
+}
+
+pub fn checkpoints_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+pub fn checkpoint_name(step: usize) -> String {
+    format!("step-{step:08}")
+}
+
+/// Finished checkpoints of a run, oldest first.
+pub fn list(run: &Path) -> Vec<(usize, PathBuf)> {
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(checkpoints_dir(run))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join(STATE).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn latest(run: &Path) -> Option<(usize, PathBuf)> {
+    list(run).pop()
+}
+
+/// What running a checkpoint's model needs from its `config.yaml` (the trainer's full
+/// config; other keys are ignored here).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub data: RunData,
+    #[serde(default)]
+    pub train: RunTrain,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RunData {
+    pub resolution: u32,
+    pub aspect_ratios: Vec<f64>,
+}
+
+impl Default for RunData {
+    fn default() -> Self {
+        RunData { resolution: DEFAULT_RESOLUTION, aspect_ratios: default_aspect_ratios() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RunTrain {
+    pub shift: Shift,
+}
+
+/// A finished checkpoint directory and its config.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: RunConfig,
+}
+
+impl Checkpoint {
+    /// `path` is a checkpoint directory, or a run directory (its latest checkpoint).
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let dir = if path.join(STATE).is_file() {
+            path.to_path_buf()
+        } else {
+            latest(path).map(|c| c.1).ok_or_else(|| PipelineError::NotACheckpoint(path.to_path_buf()))?
+        };
+        let cfg_path = dir.join(CONFIG);
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|source| PipelineError::Read { path: cfg_path.clone(), source })?;
+        let config = serde_yaml::from_str(&text)
+            .map_err(|e| PipelineError::CheckpointConfig { path: cfg_path, message: e.to_string() })?;
+        Ok(Checkpoint { dir, config })
+    }
+
+    /// The weights file used: the EMA's when asked for and present, else the raw weights.
+    pub fn weights(&self, ema: bool) -> PathBuf {
+        let e = self.dir.join(EMA_WEIGHTS);
+        if ema && e.is_file() {
+            e
+        } else {
+            self.dir.join(MODEL_WEIGHTS)
+        }
+    }
+
+    /// The trained module with [`Checkpoint::weights`].
+    pub fn load_model<B: Backend>(&self, ema: bool, device: &B::Device) -> Result<UniReal<B>> {
+        self.config.model.load(&self.weights(ema), device)
+    }
+
+    /// The training bucket nearest to `w × h` (the first bucket without a size).
+    pub fn bucket_for(&self, size: Option<(u32, u32)>) -> Result<Bucket> {
+        let d = &self.config.data;
+        let all = buckets(d.resolution, &d.aspect_ratios, self.config.model.pixel_align()?);
+        let i = size.map(|(w, h)| nearest_bucket(&all, w, h)).unwrap_or(0);
+        all.get(i).copied().ok_or_else(|| PipelineError::CheckpointConfig {
+            path: self.dir.join(CONFIG),
+            message: "data.aspect_ratios is empty".into(),
+        })
+    }
+
+    /// The sampling shift the run trained with, for a bucket.
+    pub fn shift(&self, bucket: Bucket) -> Result<f64> {
+        let (_, factor) = self.config.model.latent_shape()?;
+        let patch = self.config.model.dit_config()?.patch;
+        Ok(self.config.train.shift.for_tokens(tokens_per_frame(bucket, factor, patch)))
+    }
+}

@@ -1,0 +1,149 @@
+//! What a model run is made of, as configured: the DiT preset, the latent space (a frozen VAE
+//! or parameter-free space-to-depth) and the text encoder (a frozen T5 or a small byte-level
+//! encoder trained with the DiT), and the timestep shift. The trainer's config embeds these;
+//! inference and evaluation read them back from a checkpoint's `config.yaml`. Every key is
+//! documented in docs/configuration.md.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use unireal_flow::{resolution_shift, FLUX_SHIFT_ANCHORS};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// DiT preset: `tiny`, `small`, `base`, `unireal`.
+    pub preset: String,
+    #[serde(default)]
+    pub latent: LatentConfig,
+    #[serde(default)]
+    pub text: TextConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LatentConfig {
+    /// Parameter-free: each factor×factor pixel block becomes 3·factor² channels.
+    SpaceToDepth { factor: usize },
+    /// A diffusers AutoencoderKL directory (config.json + diffusion_pytorch_model.safetensors), frozen.
+    Vae { path: PathBuf },
+}
+
+impl Default for LatentConfig {
+    fn default() -> Self {
+        LatentConfig::SpaceToDepth { factor: 2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TextConfig {
+    /// A small T5 encoder over UTF-8 bytes, trained with the DiT (no files needed).
+    Bytes(BytesText),
+    /// A Hugging Face T5 directory (config.json, tokenizer.json, model.safetensors), frozen.
+    T5(T5Text),
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig::Bytes(BytesText::default())
+    }
+}
+
+/// `text: {kind: bytes, …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BytesText {
+    pub width: usize,
+    pub layers: usize,
+    /// Tokens (bytes + the end token) per prompt.
+    pub max_len: usize,
+}
+
+impl Default for BytesText {
+    fn default() -> Self {
+        BytesText { width: 64, layers: 2, max_len: 128 }
+    }
+}
+
+/// `text: {kind: t5, path: DIR, …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct T5Text {
+    pub path: PathBuf,
+    #[serde(default = "T5Text::default_max_len")]
+    pub max_len: usize,
+}
+
+impl T5Text {
+    /// The byte encoder's default length: both encoders see prompts of one length.
+    fn default_max_len() -> usize {
+        BytesText::default().max_len
+    }
+}
+
+/// The timestep shift: a number, or `auto` for Flux's resolution-dependent shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Shift {
+    Fixed(f64),
+    Named(String),
+}
+
+impl Default for Shift {
+    fn default() -> Self {
+        Shift::Fixed(1.0)
+    }
+}
+
+impl Shift {
+    /// The shift for a frame of this many image tokens (`auto`: Flux's line through
+    /// 256 → 0.5 and 4096 → 1.15, exponentiated).
+    pub fn for_tokens(&self, tokens: usize) -> f64 {
+        match self {
+            Shift::Fixed(s) => *s,
+            Shift::Named(_) => resolution_shift(tokens, FLUX_SHIFT_ANCHORS.0, FLUX_SHIFT_ANCHORS.1),
+        }
+    }
+
+    /// Checks what serde cannot: the only name is `auto`.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Shift::Named(n) if n != "auto" => Err(format!("`{n}` (a number or `auto`)")),
+            Shift::Fixed(s) if !(*s > 0.0 && s.is_finite()) => Err(format!("{s} must be positive")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_is_fixed_or_flux_auto() {
+        assert_eq!(Shift::Fixed(3.0).for_tokens(4096), 3.0);
+        let auto = Shift::Named("auto".into());
+        // Flux's anchors: 256 tokens → e^0.5, 4096 → e^1.15, linear in between.
+        assert!((auto.for_tokens(256) - 0.5f64.exp()).abs() < 1e-12);
+        assert!((auto.for_tokens(4096) - 1.15f64.exp()).abs() < 1e-12);
+        let mid = auto.for_tokens(2176);
+        assert!((mid.ln() - 0.825).abs() < 1e-9, "{mid}");
+        assert!(auto.validate().is_ok());
+        assert!(Shift::Named("flux".into()).validate().is_err());
+        assert!(Shift::Fixed(0.0).validate().is_err());
+    }
+
+    #[test]
+    fn text_config_reads_both_kinds_and_rejects_unknown_keys() {
+        let bytes: TextConfig = serde_yaml::from_str("{kind: bytes, width: 32}").unwrap();
+        assert_eq!(bytes, TextConfig::Bytes(BytesText { width: 32, ..BytesText::default() }));
+        let t5: TextConfig = serde_yaml::from_str("{kind: t5, path: /m}").unwrap();
+        assert_eq!(t5, TextConfig::T5(T5Text { path: "/m".into(), max_len: 128 }));
+        assert!(serde_yaml::from_str::<TextConfig>("{kind: bytes, widht: 32}").is_err());
+        // The written form is the one read.
+        let yaml = serde_yaml::to_string(&bytes).unwrap();
+        assert!(yaml.contains("kind: bytes") && yaml.contains("width: 32"), "{yaml}");
+        assert_eq!(serde_yaml::from_str::<TextConfig>(&yaml).unwrap(), bytes);
+    }
+}

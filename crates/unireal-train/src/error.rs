@@ -1,0 +1,48 @@
+//! Everything the trainer can fail on, each with the path, key or count it concerns, so that
+//! the binary can say what to do (`hint:`) by looking at the variant, never at the message.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::collective::CollectiveError;
+use crate::config::InvalidConfig;
+use crate::data::DataError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] InvalidConfig),
+    /// Assembling or running the model (configs of model directories, weights, text encoder).
+    #[error(transparent)]
+    Pipeline(#[from] unireal_pipeline::PipelineError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{run} already holds checkpoints")]
+    RunExists { run: PathBuf },
+    #[error("--resume: {checkpoints} has no finished checkpoint")]
+    NothingToResume { checkpoints: PathBuf },
+    #[error("{run} was trained on {trained} process(es); this job has {now}")]
+    WorldSizeChanged { run: PathBuf, trained: usize, now: usize },
+    #[error("data.world_size is {0} but this process runs alone")]
+    NotLaunchedByMpi(usize),
+    #[error("tensor data: {0}")]
+    Tensor(String),
+}
+
+impl From<burn::tensor::DataError> for TrainError {
+    fn from(e: burn::tensor::DataError) -> Self {
+        TrainError::Tensor(e.to_string())
+    }
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

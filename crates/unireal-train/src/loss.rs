@@ -1,0 +1,140 @@
+//! The training objective of one decoded batch: frozen encoders → latents and text states,
+//! then the rectified-flow loss of the DiT on the output frames, with the t, noise and
+//! dropout the trainer drew ([`Draws`]), so that validation can fix them.
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch, FlowLoss};
+use unireal_flow::seeded_noise;
+use unireal_pipeline::generate::encode_frames;
+use unireal_pipeline::{encode_text, Frozen, UniReal};
+
+use crate::config::TrainConfig;
+use crate::data::Batch;
+use crate::error::Result;
+
+/// Moves what the frozen parts computed (on backend `F`) onto the model's backend `B`.
+pub trait Lift<F: Backend, B: Backend> {
+    fn lift<const D: usize>(&self, x: Tensor<F, D>) -> Tensor<B, D>;
+}
+
+/// Training: frozen parts run on the inner backend, outside the autodiff graph.
+pub struct FromInner;
+impl<B: AutodiffBackend> Lift<B::InnerBackend, B> for FromInner {
+    fn lift<const D: usize>(&self, x: Tensor<B::InnerBackend, D>) -> Tensor<B, D> {
+        Tensor::from_inner(x)
+    }
+}
+
+/// Validation: model and frozen parts on one (non-autodiff) backend.
+pub struct Same;
+impl<B: Backend> Lift<B, B> for Same {
+    fn lift<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        x
+    }
+}
+
+/// What the trainer's generator drew for one batch.
+#[derive(Debug, Clone)]
+pub struct Draws {
+    /// The prompts after text dropout ("" where dropped).
+    pub prompts: Vec<String>,
+    /// Whether the batch's input images are dropped.
+    pub drop_images: bool,
+    /// One t per sample.
+    pub t: Vec<f64>,
+    /// Seed of the noise of the global batch.
+    pub noise_seed: u64,
+}
+
+/// This process's share of the global batch: rows `j·world + rank`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub world: usize,
+    pub rank: usize,
+}
+
+impl Part {
+    pub const SINGLE: Part = Part { world: 1, rank: 0 };
+
+    /// The global index of this rank's sample `j`.
+    pub fn global(self, j: usize) -> usize {
+        j * self.world + self.rank
+    }
+}
+
+/// The model and encoders a loss is computed with.
+pub struct Objective<'a, B: Backend, F: Backend, L: Lift<F, B>> {
+    pub model: &'a UniReal<B>,
+    pub frozen: &'a Frozen<F>,
+    pub lift: L,
+    pub cfg: &'a TrainConfig,
+    pub device: &'a B::Device,
+    pub fdevice: &'a F::Device,
+}
+
+impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
+    /// Latents of a batch's pixels, on the model's device.
+    ///
+    /// # Shapes
+    /// - returns (inputs `[b, n_inputs, c, h, w]`, roles `[b, n_inputs]`) when there are
+    ///   inputs, and targets `[b, n_outputs, c, h, w]`
+    fn latents(&self, batch: &Batch) -> (Option<(Tensor<B, 5>, Tensor<B, 2, Int>)>, Tensor<B, 5>) {
+        let (b, h, w) = (batch.len(), batch.bucket.height as usize, batch.bucket.width as usize);
+        let enc = |px: &[f32], n: usize| {
+            let x = Tensor::<F, 5>::from_data(TensorData::new(px.to_vec(), [b, n, 3, h, w]), self.fdevice);
+            self.lift.lift(encode_frames(&self.frozen.latent, x))
+        };
+        let inputs = (batch.n_inputs > 0).then(|| {
+            let roles = TensorData::new(batch.input_roles.clone(), [b, batch.n_inputs]);
+            (enc(&batch.inputs, batch.n_inputs), Tensor::from_data(roles, self.device))
+        });
+        (inputs, enc(&batch.outputs, batch.n_outputs))
+    }
+
+    /// The flow loss of `batch` under `draws`, for this rank's `part` of the global batch.
+    pub fn loss(&self, batch: &Batch, draws: &Draws, part: Part) -> Result<FlowLoss<B>> {
+        let (inputs, targets) = self.latents(batch);
+        let (text, text_pad) =
+            encode_text(self.model, self.frozen, &self.cfg.model, &draws.prompts, self.device, self.fdevice, |x| {
+                self.lift.lift(x)
+            })?;
+        let weights: Vec<f32> = batch
+            .tasks
+            .iter()
+            .map(|t| *self.cfg.train.task_weights.get(t.as_str()).unwrap_or(&1.0) as f32)
+            .collect();
+        let b = batch.len();
+        let t: Vec<f32> = draws.t.iter().map(|&x| x as f32).collect();
+        let tt = Tensor::<B, 1>::from_data(TensorData::new(t, [b]), self.device);
+        // The noise of the global batch (all ranks' samples, interleaved as the loader deals
+        // them), of which this rank takes its rows: a run on W processes with batch B draws what
+        // one process with batch W·B draws.
+        let mut dims = targets.dims();
+        let noise = if part.world == 1 {
+            seeded_noise::<B, 5>(dims, draws.noise_seed, self.device)
+        } else {
+            dims[0] *= part.world;
+            let rows: Vec<i64> = (0..b).map(|j| part.global(j) as i64).collect();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), self.device);
+            seeded_noise::<B, 5>(dims, draws.noise_seed, self.device).select(0, idx)
+        };
+        let (inputs, input_roles) = match inputs {
+            Some((x, r)) if !draws.drop_images => (Some(x), Some(r)),
+            _ => (None, None),
+        };
+        let fb = FlowBatch {
+            cond: DitConditioning {
+                inputs,
+                input_roles,
+                text: text.clone(),
+                text_pad: Some(text_pad.clone()),
+                null_text: text,
+                null_text_pad: Some(text_pad),
+            },
+            targets,
+            weights: Some(Tensor::from_data(TensorData::new(weights, [b]), self.device)),
+        };
+        Ok(dit_flow_loss(&self.model.dit, fb, tt, noise))
+    }
+}

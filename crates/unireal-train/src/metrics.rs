@@ -1,0 +1,151 @@
+//! `RUN/metrics.jsonl`: one JSON object per line, `kind` = `train` (every step), `val` or
+//! `samples`. A resumed run first drops the lines after its checkpoint's step, so the file
+//! reads as if the run had never stopped.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::{Result, TrainError};
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    pub step: usize,
+    /// Mean loss over the step's micro-batches (and ranks).
+    pub loss: f64,
+    /// Mean per-sample loss per task (this rank's samples).
+    pub loss_by_task: BTreeMap<String, f64>,
+    pub lr: f64,
+    /// Global L2 norm of the gradients, before clipping.
+    pub grad_norm: f64,
+    /// Samples and tokens (image + text) of the step, over all ranks.
+    pub samples: usize,
+    pub tokens: usize,
+    pub step_s: f64,
+    /// Seconds in the gradient all-reduce.
+    pub allreduce_s: f64,
+    pub world_size: usize,
+    /// The loader position after the step.
+    pub loader_batches: u64,
+    /// Rows left out because an image did not decode.
+    pub skipped_rows: usize,
+}
+
+impl StepStats {
+    /// The `train` line of metrics.jsonl.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": "train", "step": self.step, "loss": self.loss, "loss_by_task": self.loss_by_task,
+            "lr": self.lr, "grad_norm": self.grad_norm,
+            "samples_per_s": self.samples as f64 / self.step_s, "tokens_per_s": self.tokens as f64 / self.step_s,
+            "step_s": self.step_s, "allreduce_s": self.allreduce_s, "world_size": self.world_size,
+            "loader_batches": self.loader_batches, "skipped_rows": self.skipped_rows,
+        })
+    }
+}
+
+/// The metrics file of a run.
+pub struct Metrics {
+    path: PathBuf,
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Write { path: path.to_path_buf(), source }
+}
+
+impl Metrics {
+    /// Opens `RUN/metrics.jsonl`: a new run starts it empty; a run resumed from step
+    /// `Some(k)` keeps the lines of steps ≤ k and drops the rest (they are logged again).
+    pub fn open(run: &Path, keep_through: Option<usize>) -> Result<Metrics> {
+        let path = run.join("metrics.jsonl");
+        match keep_through {
+            Some(step) if path.exists() => {
+                let text = std::fs::read_to_string(&path).map_err(write_err(&path))?;
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<Value>(l)
+                            .ok()
+                            .and_then(|v| v["step"].as_u64())
+                            .is_some_and(|s| s as usize <= step)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                unireal_core::write_atomic(&path, kept.as_bytes()).map_err(write_err(&path))?;
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+        Ok(Metrics { path })
+    }
+
+    /// Appends one line.
+    pub fn log(&self, v: &Value) -> Result<()> {
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(write_err(&self.path))?;
+        writeln!(f, "{v}").map_err(write_err(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(run: &Path) -> Vec<(String, u64)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["kind"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn resume_drops_the_lines_after_the_checkpoint_and_a_new_run_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::open(dir.path(), None).unwrap();
+        for s in 1..=6 {
+            m.log(&json!({"kind": "train", "step": s})).unwrap();
+            if s % 3 == 0 {
+                m.log(&json!({"kind": "val", "step": s})).unwrap();
+            }
+        }
+        // Killed after step 6, resumed from the checkpoint of step 4.
+        let m = Metrics::open(dir.path(), Some(4)).unwrap();
+        let kept = steps(dir.path());
+        assert_eq!(kept.iter().map(|k| k.1).max(), Some(4));
+        assert_eq!(kept.len(), 5, "train 1-4 and val 3: {kept:?}");
+        m.log(&json!({"kind": "train", "step": 5})).unwrap();
+        assert_eq!(steps(dir.path()).last().unwrap(), &("train".to_string(), 5));
+        Metrics::open(dir.path(), None).unwrap();
+        assert!(!dir.path().join("metrics.jsonl").exists());
+    }
+
+    #[test]
+    fn step_stats_carry_the_documented_fields() {
+        let s = StepStats {
+            step: 3,
+            loss: 0.5,
+            loss_by_task: BTreeMap::from([("seg".to_string(), 0.25)]),
+            lr: 1e-4,
+            grad_norm: 2.0,
+            samples: 8,
+            tokens: 800,
+            step_s: 2.0,
+            allreduce_s: 0.0,
+            world_size: 1,
+            loader_batches: 3,
+            skipped_rows: 0,
+        };
+        let v = s.to_json();
+        assert_eq!(v["samples_per_s"], 4.0);
+        assert_eq!(v["tokens_per_s"], 400.0);
+        assert_eq!(v["loss_by_task"]["seg"], 0.25);
+        assert_eq!(v["kind"], "train");
+    }
+}
