@@ -27,7 +27,7 @@ enum Command {
     Preview(cmd::preview::Args),
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(a),
@@ -37,11 +37,5 @@ fn main() {
         Command::Import(a) => cmd::import::run(a),
         Command::Preview(a) => cmd::preview::run(a),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<cmd::Hinted>()) {
-            eprintln!("hint: {}", h.hint);
-        }
-        std::process::exit(1);
-    }
+    unireal_core::hint::exit(result)
 }

@@ -81,9 +81,9 @@ impl Format {
             Format::Instructpix2pix | Format::Ultraedit => (Style::Synthetic, Task::Edit),
             Format::Magicbrush | Format::EmuEdit => (Style::Realistic, Task::Edit),
             Format::Vitonhd => (Style::Realistic, Task::TryOn),
-            // A subject to reuse, no scene claimed: try-on's row ("with reference object"),
-            // not multi_object's, whose frames come from one dynamic scene.
-            Format::Dreambench => (Style::Realistic, Task::TryOn),
+            // Its rows are multi_object samples and are prompted as the model saw multi_object
+            // in training.
+            Format::Dreambench => (Style::Realistic, Task::MultiObject),
             Format::Refcoco => (Style::Realistic, Task::Seg),
             Format::Images => (Style::Realistic, Task::TextToImage),
             // OmniGen's X1 mixes generated and real images and every task: neither a style nor

@@ -92,12 +92,12 @@ mod mpi_impl {
         fn world_size(&self) -> usize {
             self.world.size() as usize
         }
-        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> super::Result<()> {
             let send = buf.to_vec();
             self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
             Ok(())
         }
-        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> super::Result<()> {
             self.world.process_at_rank(root as i32).broadcast_into(buf);
             Ok(())
         }

@@ -9,31 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::losses;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use unireal_testkit::SampleShards;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_unireal-train")
 }
 
-/// Frame2Frame shards of the sample clips at 128 px (the object families are off: one
-/// image signature, so that batches of B and 2B hold the same samples).
+/// Frame2Frame shards of the sample clips at 128 px (`configs/video-f2f.yaml`: one image
+/// signature, so that batches of B and 2B hold the same samples).
 fn shards(dir: &Path) -> PathBuf {
-    let out = dir.join("shards");
-    let off = "{enabled: false}";
-    let yaml = format!(
-        "inputs: [{:?}]\noutput: {:?}\nworkers: 2\nframes: {{max_side: 128}}\nsplit: {{val_fraction: 0.0}}\n\
-         families: {{multi_object: {off}, insertion: {off}, object_add: {off}, seg: {off}, control: {off}}}\n",
-        repo().join("datasets/samples/videos").to_string_lossy(),
-        out.to_string_lossy()
-    );
-    std::fs::write(dir.join("build.yaml"), yaml).unwrap();
-    let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
-    let opts = unireal_data::BuildOptions { quiet: true, ..Default::default() };
-    unireal_data::run_build(&cfg, &opts, std::sync::Arc::new(false.into())).unwrap();
-    out
+    let opts = SampleShards { max_side: Some(128), val_fraction: Some(0.0), ..SampleShards::frame2frame() };
+    unireal_testkit::build_sample_shards(dir, &opts)
 }
 
 /// The tiny model at 32 px, one bucket (square), text dropout on (it must stay in step).

@@ -11,27 +11,17 @@ use std::time::{Duration, Instant};
 use common::losses;
 use unireal_core::Split;
 use unireal_train::data::{Index, Sampler};
+use unireal_testkit::{repo, SampleShards};
 use unireal_train::TrainConfig;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// Frame2Frame shards from datasets/samples/videos, built once per test process.
+/// Shards of every family from datasets/samples/videos, built once per test process.
 fn shards() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
+        let opts = SampleShards { max_side: Some(256), val_fraction: Some(0.0), ..Default::default() };
         let out = dir.join("shards");
-        let yaml = format!(
-            "inputs: [{:?}]\noutput: {:?}\nworkers: 2\nframes: {{max_side: 256}}\nsplit: {{val_fraction: 0.0}}\n",
-            repo().join("datasets/samples/videos").to_string_lossy(),
-            out.to_string_lossy()
-        );
-        std::fs::write(dir.join("build.yaml"), yaml).unwrap();
-        let cfg: unireal_data::BuildConfig = unireal_core::load_config(&dir.join("build.yaml"), &[]).unwrap();
-        let opts = unireal_data::BuildOptions { force: false, quiet: true, ..Default::default() };
-        let summary = unireal_data::run_build(&cfg, &opts, Arc::new(false.into())).unwrap();
+        let summary = unireal_testkit::build_samples(&out, &opts);
         assert!(summary.manifest.totals.rows >= 8, "{:?}", summary.manifest.totals);
         out
     })
@@ -168,7 +158,7 @@ fn python_safetensors_opens_the_checkpoint() {
     let cfg = write_config(dir.path());
     let run = dir.path().join("run");
     ok(train(&cfg, &run, &["train.steps=2", "train.ema_decay=0.5"]).output().unwrap());
-    let python = std::env::var("UNIREAL_PYTHON").map(PathBuf::from).unwrap_or_else(|_| repo().join(".venv/bin/python"));
+    let python = unireal_testkit::python();
     let script = "import sys\nfrom safetensors.numpy import load_file\nfor f in sys.argv[1:]:\n    d = load_file(f)\n    print(len(d), sum(v.size for v in d.values()), d['dit.img_in.weight'].shape)\n";
     let ckpt = run.join("checkpoints/step-00000002");
     let out = Command::new(&python)

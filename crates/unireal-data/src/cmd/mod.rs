@@ -36,21 +36,8 @@ pub struct WriteArgs {
     pub quiet: bool,
 }
 
-/// An error with a `hint:` line for the user.
-#[derive(Debug)]
-pub struct Hinted {
-    pub message: String,
-    pub hint: String,
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Hinted {}
-
+/// An error with a `hint:` line for the user ([`unireal_core::Hinted`], printed by
+/// [`unireal_core::hint::report`]).
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted { message: message.into(), hint: hint.into() })
+    anyhow::Error::new(unireal_core::Hinted::new(message.into(), hint))
 }
