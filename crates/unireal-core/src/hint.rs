@@ -118,7 +118,10 @@ mod tests {
         struct Outer(#[source] Hinted);
         let inner = Hinted::new("checkpoint is corrupt", "delete it and --resume");
         let text = report(&Outer(inner));
-        assert!(text.starts_with("error: training failed\n  caused by: checkpoint is corrupt\n\nhint: delete it"), "{text}");
+        assert!(
+            text.starts_with("error: training failed\n  caused by: checkpoint is corrupt\n\nhint: delete it"),
+            "{text}"
+        );
         let plain = std::io::Error::other("disk full");
         assert_eq!(report(&plain), "error: disk full");
     }

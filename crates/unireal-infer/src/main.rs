@@ -52,15 +52,17 @@ struct Args {
     size: Option<String>,
     #[arg(long, default_value_t = 1)]
     outputs: usize,
-    /// Sampling steps (default: what the trainer's sample grids use).
-    #[arg(long, default_value_t = unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS)]
-    steps: usize,
+    /// Sampling steps (default: the run's `log.sample_steps`, as its sample grids).
+    #[arg(long)]
+    steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = Guidance::default().text)]
-    text_guidance: f64,
-    #[arg(long, default_value_t = Guidance::default().image)]
-    image_guidance: f64,
+    /// Text guidance scale (default: the run's `log.guidance.text`).
+    #[arg(long)]
+    text_guidance: Option<f64>,
+    /// Image guidance scale (default: the run's `log.guidance.image`).
+    #[arg(long)]
+    image_guidance: Option<f64>,
     /// Use the raw weights instead of the EMA weights.
     #[arg(long)]
     no_ema: bool,
@@ -125,6 +127,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => ckpt.bucket_for(images.first().map(|i| i.dimensions()))?,
     };
     let context = args.context.clone().unwrap_or_else(|| default_context(task));
+    let run_log = &ckpt.config.log;
     let inputs: Vec<f32> = images.iter().flat_map(|img| image_to_chw(&cover_crop(img, bucket))).collect();
     let req = Request {
         prompts: vec![full_prompt_parts(&context, &args.prompt)],
@@ -133,9 +136,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         n_inputs: images.len(),
         n_outputs: args.outputs.max(1),
         bucket,
-        steps: args.steps,
+        steps: args.steps.unwrap_or(run_log.sample_steps),
         shift: ckpt.shift(bucket)?,
-        guidance: Guidance { text: args.text_guidance, image: args.image_guidance },
+        guidance: Guidance {
+            text: args.text_guidance.unwrap_or(run_log.guidance.text),
+            image: args.image_guidance.unwrap_or(run_log.guidance.image),
+        },
         seed: args.seed,
     };
     let weights = ckpt.weights(ema);
@@ -147,7 +153,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         images.len(),
         bucket.width,
         bucket.height,
-        args.steps
+        req.steps
     );
     let px = generate_pixels(&model, &frozen, &ckpt.config.model, &req, &device, |_, _| {})?;
     let plane = (3 * bucket.width * bucket.height) as usize;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde::Deserialize;
+use unireal_flow::Guidance;
 
 use crate::config::{ModelConfig, Shift};
 use crate::error::{PipelineError, Result};
@@ -68,6 +69,22 @@ pub struct RunConfig {
     pub data: RunData,
     #[serde(default)]
     pub train: RunTrain,
+    #[serde(default)]
+    pub log: RunLog,
+}
+
+/// How the run's sample grids were drawn: inference's defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RunLog {
+    pub sample_steps: usize,
+    pub guidance: Guidance,
+}
+
+impl Default for RunLog {
+    fn default() -> Self {
+        RunLog { sample_steps: crate::generate::DEFAULT_SAMPLE_STEPS, guidance: Guidance::default() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

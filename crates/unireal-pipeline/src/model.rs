@@ -75,7 +75,9 @@ impl ModelConfig {
             TextConfig::Bytes(b) => b.width,
             TextConfig::T5(t) => {
                 let path = t.path.join("config.json");
-                T5Config::from_hf_json(&read(&path)?).map_err(|source| PipelineError::ModelConfig { path, source })?.d_model
+                T5Config::from_hf_json(&read(&path)?)
+                    .map_err(|source| PipelineError::ModelConfig { path, source })?
+                    .d_model
             }
         })
     }
@@ -142,9 +144,9 @@ impl ModelConfig {
             }
         };
         let t5 = match &self.text {
-            TextConfig::T5(T5Text { path, max_len }) => Some(
-                unireal_model::T5Text::from_hf_dir(path, *max_len, device).map_err(PipelineError::Weights)?.0,
-            ),
+            TextConfig::T5(T5Text { path, max_len }) => {
+                Some(unireal_model::T5Text::from_hf_dir(path, *max_len, device).map_err(PipelineError::Weights)?.0)
+            }
             TextConfig::Bytes(_) => None,
         };
         Ok(Frozen { latent, t5 })

@@ -31,7 +31,7 @@ pub fn role_index(r: ImageRole) -> i64 {
 }
 
 /// The roles of `n` input images of `task` as the training samples have them
-/// (docs/data-format.md): assets first for insertion and try-on, all assets for
+/// (docs/data-format.md): an asset then the canvas for insertion and try-on, all assets for
 /// multi_object, a control map for control, else the canvas first and assets after it.
 pub fn default_roles(task: Task, n: usize) -> Vec<ImageRole> {
     (0..n)
@@ -39,7 +39,7 @@ pub fn default_roles(task: Task, n: usize) -> Vec<ImageRole> {
             Task::Control => ImageRole::Control,
             Task::MultiObject => ImageRole::Asset,
             Task::Insertion | Task::TryOn if i == 0 => ImageRole::Asset,
-            Task::Insertion if i == 1 => ImageRole::Canvas,
+            Task::Insertion | Task::TryOn if i == 1 => ImageRole::Canvas,
             _ if i == 0 => ImageRole::Canvas,
             _ => ImageRole::Asset,
         })
@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn prompts_join_with_one_separator() {
-        assert_eq!(full_prompt_parts("realistic style.", "Turn IMG1 into RES1."), "realistic style. Turn IMG1 into RES1.");
+        assert_eq!(
+            full_prompt_parts("realistic style.", "Turn IMG1 into RES1."),
+            "realistic style. Turn IMG1 into RES1."
+        );
         assert_eq!(full_prompt_parts("realistic style", "x"), "realistic style. x");
         assert_eq!(full_prompt_parts("", " x "), "x");
         assert_eq!(full_prompt_parts("c.", ""), "c.");
@@ -67,6 +70,7 @@ mod tests {
     fn inference_defaults_match_the_trained_samples() {
         use ImageRole::*;
         assert_eq!(default_roles(Task::Insertion, 2), [Asset, Canvas]);
+        assert_eq!(default_roles(Task::TryOn, 2), [Asset, Canvas], "garment, then the person");
         assert_eq!(default_roles(Task::MultiObject, 3), [Asset, Asset, Asset]);
         assert_eq!(default_roles(Task::Frame2Frame, 1), [Canvas]);
         assert_eq!(default_roles(Task::Control, 1), [Control]);

@@ -36,7 +36,7 @@ fn main() {
     // Benches run in the crate directory; configs name paths from the repository root.
     std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
     let mut cfg: TrainConfig = unireal_core::load_config(&config, &[]).unwrap();
-    let align = (cfg.model.latent_shape().unwrap().1 * 2) as u32;
+    let align = cfg.model.pixel_align().unwrap();
     let index =
         Arc::new(Index::build(&cfg.data, Split::Train, align).expect("shards (unireal-data build configs/video.yaml)"));
 

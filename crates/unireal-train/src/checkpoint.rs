@@ -58,7 +58,7 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
-    /// A Burn record (`model.mpk`, `optim.mpk`) that does not load or save.
+    /// A Burn record (`model.mpk`, `optim.mpk`) or the saved config that does not load or save.
     #[error("checkpoint {path}: {message}")]
     Record { path: PathBuf, message: String },
     #[error("checkpoint {path}")]
@@ -73,6 +73,23 @@ pub enum CheckpointError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The first key of `cfg` that a resume from checkpoint `dir` cannot take: what the saved
+/// records are built from (`model`, EMA on or off). Other keys (steps, LR, logging, data) may
+/// change on resume.
+pub fn incompatible_key(dir: &Path, cfg: &crate::TrainConfig) -> Result<Option<&'static str>> {
+    let path = dir.join(CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let saved: crate::TrainConfig = unireal_core::parse_config_str(&text, &path.display().to_string())
+        .map_err(|e| CheckpointError::Record { path: path.clone(), message: e.to_string() })?;
+    Ok(if saved.model != cfg.model {
+        Some("model")
+    } else if (saved.train.ema_decay > 0.0) != (cfg.train.ema_decay > 0.0) {
+        Some("train.ema_decay (EMA on or off)")
+    } else {
+        None
+    })
 }
 
 impl CheckpointError {
@@ -105,12 +122,7 @@ pub fn clean_partial(run: &Path) {
 
 /// Creates the temporary directory for `step`; `write` fills it; then it is renamed into place
 /// and old checkpoints beyond `keep` are removed.
-pub fn write(
-    run: &Path,
-    step: usize,
-    keep: usize,
-    write: impl FnOnce(&Path) -> Result<()>,
-) -> Result<PathBuf> {
+pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let dir = checkpoints_dir(run);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let name = checkpoint_name(step);

@@ -21,12 +21,22 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("serialising the resolved config")]
+    SerializeConfig(#[source] serde_yaml::Error),
+    #[error("--resume: {key} differs from the checkpoint's config ({checkpoint})")]
+    ResumeConfigChanged { checkpoint: PathBuf, key: &'static str },
     #[error("{run} already holds checkpoints")]
     RunExists { run: PathBuf },
     #[error("--resume: {checkpoints} has no finished checkpoint")]

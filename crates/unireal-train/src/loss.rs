@@ -34,6 +34,13 @@ impl<B: Backend> Lift<B, B> for Same {
     }
 }
 
+/// `train.task_weights` of each sample of `batch` (1 for tasks not listed). The batch's loss is
+/// `Σ wᵢ·lᵢ / batch size`, so a task's contribution to the gradient over a run scales with its
+/// weight, whatever the batches it is grouped in.
+pub fn task_weights(cfg: &TrainConfig, batch: &Batch) -> Vec<f64> {
+    batch.tasks.iter().map(|t| *cfg.train.task_weights.get(t.as_str()).unwrap_or(&1.0)).collect()
+}
+
 /// What the trainer's generator drew for one batch.
 #[derive(Debug, Clone)]
 pub struct Draws {
@@ -99,11 +106,7 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
             encode_text(self.model, self.frozen, &self.cfg.model, &draws.prompts, self.device, self.fdevice, |x| {
                 self.lift.lift(x)
             })?;
-        let weights: Vec<f32> = batch
-            .tasks
-            .iter()
-            .map(|t| *self.cfg.train.task_weights.get(t.as_str()).unwrap_or(&1.0) as f32)
-            .collect();
+        let weights: Vec<f32> = task_weights(self.cfg, batch).into_iter().map(|w| w as f32).collect();
         let b = batch.len();
         let t: Vec<f32> = draws.t.iter().map(|&x| x as f32).collect();
         let tt = Tensor::<B, 1>::from_data(TensorData::new(t, [b]), self.device);
@@ -133,8 +136,12 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
                 null_text_pad: Some(text_pad),
             },
             targets,
-            weights: Some(Tensor::from_data(TensorData::new(weights, [b]), self.device)),
+            weights: None,
         };
-        Ok(dit_flow_loss(&self.model.dit, fb, tt, noise))
+        let out = dit_flow_loss(&self.model.dit, fb, tt, noise);
+        // Each sample's loss times its task's weight, over the batch size (a fixed normaliser,
+        // not the weights' sum): a batch of one task with weight 2 counts twice.
+        let w = Tensor::<B, 1>::from_data(TensorData::new(weights, [b]), self.device);
+        Ok(FlowLoss { loss: (out.per_sample.clone() * w).mean(), per_sample: out.per_sample })
     }
 }

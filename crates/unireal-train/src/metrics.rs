@@ -16,8 +16,11 @@ pub struct StepStats {
     pub step: usize,
     /// Mean loss over the step's micro-batches (and ranks).
     pub loss: f64,
-    /// Mean per-sample loss per task (this rank's samples).
+    /// Mean per-sample loss per task (this rank's samples), unweighted.
     pub loss_by_task: BTreeMap<String, f64>,
+    /// Each task's part of `loss` (this rank's samples), with its `train.task_weights`:
+    /// on one process they sum to `loss`.
+    pub loss_share_by_task: BTreeMap<String, f64>,
     pub lr: f64,
     /// Global L2 norm of the gradients, before clipping.
     pub grad_norm: f64,
@@ -39,6 +42,7 @@ impl StepStats {
     pub fn to_json(&self) -> Value {
         json!({
             "kind": "train", "step": self.step, "loss": self.loss, "loss_by_task": self.loss_by_task,
+            "loss_share_by_task": self.loss_share_by_task,
             "lr": self.lr, "grad_norm": self.grad_norm,
             "samples_per_s": self.samples as f64 / self.step_s, "tokens_per_s": self.tokens as f64 / self.step_s,
             "step_s": self.step_s, "allreduce_s": self.allreduce_s, "world_size": self.world_size,
@@ -63,7 +67,8 @@ impl Metrics {
         let path = run.join("metrics.jsonl");
         match keep_through {
             Some(step) if path.exists() => {
-                let text = std::fs::read_to_string(&path).map_err(write_err(&path))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
                 let kept: String = text
                     .lines()
                     .filter(|l| {
@@ -132,6 +137,7 @@ mod tests {
             step: 3,
             loss: 0.5,
             loss_by_task: BTreeMap::from([("seg".to_string(), 0.25)]),
+            loss_share_by_task: BTreeMap::from([("seg".to_string(), 0.5)]),
             lr: 1e-4,
             grad_norm: 2.0,
             samples: 8,

@@ -25,9 +25,9 @@ use crate::config::TrainConfig;
 use crate::data::{Batch, TrainData};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
-use crate::loss::{Draws, FromInner, Objective, Part, Same};
+use crate::loss::{task_weights, Draws, FromInner, Objective, Part, Same};
 use crate::metrics::{Metrics, StepStats};
-use crate::optim::{grad_norm, learning_rate, optimizer, Optim};
+use crate::optim::{clip_global_norm, learning_rate, optimizer, Optim};
 
 /// How the binary asked to run.
 #[derive(Debug, Clone)]
@@ -66,6 +66,16 @@ pub fn run_with<B: AutodiffBackend>(
     Trainer::<B>::new(cfg, opts, device, coll)?.fit(opts.quiet)
 }
 
+/// One task's samples in a step.
+#[derive(Debug, Default)]
+struct TaskTotals {
+    /// Sum of per-sample losses (unweighted).
+    loss: f64,
+    samples: usize,
+    /// The task's part of the step's loss: Σ weight·loss / (batch size · grad_accum).
+    share: f64,
+}
+
 /// A run, ready to step.
 pub struct Trainer<'c, B: AutodiffBackend> {
     /// The config with this process's rank and world size.
@@ -86,6 +96,8 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     data: TrainData,
     /// Rank 0 only.
     metrics: Option<Metrics>,
+    /// Training seconds of the run before this process (from the checkpoint).
+    elapsed_before_s: f64,
     started: Instant,
     allreduce_total_s: f64,
 }
@@ -109,10 +121,7 @@ fn resolve_config(cfg: &TrainConfig, coll: &dyn Collective) -> Result<(TrainConf
     let mut shared = cfg.clone();
     shared.data.rank = 0;
     shared.data.world_size = 1;
-    let yaml = serde_yaml::to_string(&shared).map_err(|e| TrainError::Write {
-        path: PathBuf::from("config.yaml"),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let yaml = serde_yaml::to_string(&shared).map_err(TrainError::SerializeConfig)?;
     let mut mine = cfg.clone();
     mine.data.rank = coll.rank();
     mine.data.world_size = coll.world_size();
@@ -133,11 +142,6 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             checkpoint::clean_partial(&run);
         }
         let resume_from = resume_point(&run, opts.resume)?;
-        if is_main {
-            let path = run.join("config.yaml");
-            unireal_core::write_atomic(&path, config_yaml.as_bytes())
-                .map_err(|source| TrainError::Write { path, source })?;
-        }
         let frozen = cfg.model.frozen::<B::InnerBackend>(device)?;
         // Seeded initialisation: two runs of one config start from the same weights.
         B::seed(device, cfg.train.seed);
@@ -146,6 +150,9 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let mut ema = (cfg.train.ema_decay > 0.0).then(|| model.valid());
         let mut state = TrainState::fresh(cfg.train.seed, part.world);
         if let Some((step, dir)) = &resume_from {
+            if let Some(key) = checkpoint::incompatible_key(dir, &cfg)? {
+                return Err(TrainError::ResumeConfigChanged { checkpoint: dir.clone(), key });
+            }
             let r: Restored<B> = checkpoint::load(dir, model, optim, ema, device)?;
             (model, optim, ema, state) = (r.model, r.optim, r.ema, r.state);
             if state.world_size != part.world {
@@ -154,6 +161,12 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             if is_main {
                 eprintln!("resuming {} from step {step}", run.display());
             }
+        }
+        // Written once the resume is known to work: a refused resume leaves the run's config.
+        if is_main {
+            let path = run.join("config.yaml");
+            unireal_core::write_atomic(&path, config_yaml.as_bytes())
+                .map_err(|source| TrainError::Write { path, source })?;
         }
         // Every rank starts from rank 0's weights.
         let model = collective::broadcast_module(model, coll, 0)?;
@@ -169,7 +182,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             frozen,
             optim,
             ema,
-            started: Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s),
+            elapsed_before_s: state.elapsed_s,
+            started: Instant::now(),
             state,
             resumed_from: resume_from.map(|r| r.0),
             data,
@@ -246,7 +260,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
     fn micro_batch(
         &mut self,
         accum: &mut GradientsAccumulator<UniReal<B>>,
-        by_task: &mut BTreeMap<String, (f64, usize)>,
+        by_task: &mut BTreeMap<String, TaskTotals>,
     ) -> Result<(f64, usize, usize, usize)> {
         let (pos, batch) = self.data.loader.next()?;
         self.state.loader_batches = pos;
@@ -261,10 +275,12 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         };
         let out = objective.loss(&batch, &draws, self.part)?;
         let per: Vec<f32> = out.per_sample.clone().into_data().convert::<f32>().to_vec()?;
-        for (task, l) in batch.tasks.iter().zip(&per) {
+        let norm = (batch.len() * self.cfg.train.grad_accum) as f64;
+        for ((task, l), w) in batch.tasks.iter().zip(&per).zip(task_weights(&self.cfg, &batch)) {
             let e = by_task.entry(task.as_str().to_string()).or_default();
-            e.0 += *l as f64;
-            e.1 += 1;
+            e.loss += *l as f64;
+            e.samples += 1;
+            e.share += w * *l as f64 / norm;
         }
         let loss = out.loss / self.cfg.train.grad_accum as f64;
         let value = loss.clone().into_scalar().elem::<f64>();
@@ -298,7 +314,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             self.coll.all_reduce_sum(&mut l)?;
             loss = l[0] as f64 / world as f64;
         }
-        let gnorm = grad_norm(self.model(), &grads);
+        // Clipped after the all-reduce: every rank scales the same averaged gradients.
+        let (grads, gnorm) = clip_global_norm(self.model(), grads, self.cfg.train.grad_clip);
         if let Some(model) = self.model.take() {
             self.model = Some(self.optim.step(lr, model, grads));
         }
@@ -306,11 +323,12 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             self.ema = Some(ema_update(e, &self.model().valid(), self.cfg.train.ema_decay));
         }
         self.state.step += 1;
-        self.state.elapsed_s = self.started.elapsed().as_secs_f64();
+        self.state.elapsed_s = self.elapsed_before_s + self.started.elapsed().as_secs_f64();
         let stats = StepStats {
             step: self.state.step,
             loss,
-            loss_by_task: by_task.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect(),
+            loss_by_task: by_task.iter().map(|(k, t)| (k.clone(), t.loss / t.samples as f64)).collect(),
+            loss_share_by_task: by_task.into_iter().map(|(k, t)| (k, t.share)).collect(),
             lr,
             grad_norm: gnorm,
             samples: samples * world,
@@ -362,21 +380,30 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
     }
 
     /// A sample grid of the first fixed batch (EMA weights when `log.sample_ema`); None
-    /// without fixed batches. Logged as `samples`.
+    /// without fixed batches. Logged as `samples`. [`Trainer::fit`] calls it on rank 0 only;
+    /// any rank that calls it writes.
     pub fn write_samples(&self) -> Result<Option<PathBuf>> {
         let Some(batch) = self.data.fixed.first() else { return Ok(None) };
         let model = match (&self.ema, self.cfg.log.sample_ema) {
             (Some(e), true) => e.clone(),
             _ => self.model().valid(),
         };
-        let path =
-            crate::samples::write_samples(&model, &self.frozen, &self.cfg, batch, self.state.step, &self.run, &self.device)?;
+        let path = crate::samples::write_samples(
+            &model,
+            &self.frozen,
+            &self.cfg,
+            batch,
+            self.state.step,
+            &self.run,
+            &self.device,
+        )?;
         self.log(&json!({"kind": "samples", "step": self.state.step, "path": path}))?;
         Ok(Some(path))
     }
 
     /// Writes the checkpoint of the current step (atomically; the oldest beyond
-    /// `checkpoint.keep` go).
+    /// `checkpoint.keep` go). [`Trainer::fit`] calls it on rank 0 only; any rank that calls it
+    /// writes.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let snap = Snapshot {
             model: self.model(),

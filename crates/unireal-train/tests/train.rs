@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::losses;
 use unireal_core::Split;
-use unireal_train::data::{Index, Sampler};
 use unireal_testkit::{repo, SampleShards};
+use unireal_train::data::{Index, Sampler};
 use unireal_train::TrainConfig;
 
 /// Shards of every family from datasets/samples/videos, built once per test process.
@@ -190,6 +190,45 @@ fn python_safetensors_opens_the_checkpoint() {
     assert_eq!(c.shift(c.bucket_for(None).unwrap()).unwrap(), 1.0);
 }
 
+/// Each task's summed part of the loss over a run (`loss_share_by_task` of every step).
+fn task_shares(run: &Path) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for (k, x) in v["loss_share_by_task"].as_object().into_iter().flatten() {
+            *out.entry(k.clone()).or_insert(0.0) += x.as_f64().unwrap();
+        }
+    }
+    out
+}
+
+/// `train.task_weights` act on every task, also on tasks whose batches hold only that task
+/// (insertion and multi_object have their own image signatures): with the weights frozen
+/// (lr 0, so both runs see the same losses), a weight of 2 doubles the task's share of the
+/// summed loss and leaves the others' as they are.
+#[test]
+fn a_task_weight_of_two_doubles_that_tasks_share_of_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let base = ["train.steps=16", "train.lr=0", "data.drop_text=0", "data.drop_images=0"];
+    let (plain, weighted) = (dir.path().join("plain"), dir.path().join("weighted"));
+    ok(train(&cfg, &plain, &base).output().unwrap());
+    let mut set = base.to_vec();
+    set.push("train.task_weights={insertion: 2.0, multi_object: 2.0}");
+    ok(train(&cfg, &weighted, &set).output().unwrap());
+    let (a, b) = (task_shares(&plain), task_shares(&weighted));
+    println!("shares over the run: {a:?} -> {b:?}");
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.contains_key("insertion") || a.contains_key("multi_object"), "no weighted task drawn: {a:?}");
+    for (task, x) in &a {
+        let w = if task == "insertion" || task == "multi_object" { 2.0 } else { 1.0 };
+        assert!((b[task] - w * x).abs() <= 1e-6 * x.abs().max(1e-9), "{task}: {x} -> {} (weight {w})", b[task]);
+    }
+    // On one process the shares of a step add up to its loss.
+    let total: f64 = losses(&weighted).iter().map(|l| l.1).sum();
+    assert!((b.values().sum::<f64>() - total).abs() < 1e-4 * total, "{b:?} vs {total}");
+}
+
 /// A checkpoint whose optimizer record is damaged stops --resume with the file named and a
 /// hint to fall back to the checkpoint before it.
 #[test]
@@ -199,6 +238,20 @@ fn a_corrupt_checkpoint_is_named_with_a_hint() {
     let run = dir.path().join("run");
     ok(train(&cfg, &run, &["train.steps=2", "checkpoint.every=1", "checkpoint.keep=3"]).output().unwrap());
     let bad = run.join("checkpoints/step-00000002");
+    // A resume that changes what the records are built from is refused before loading them.
+    let out = Command::new(env!("CARGO_BIN_EXE_unireal-train"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--resume", "-q", "--set", "train.ema_decay=0.9"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("train.ema_decay")
+            && err.contains("hint: resume with the run's own config"),
+        "{err}"
+    );
     std::fs::write(bad.join("optim.mpk"), b"not a record").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_unireal-train"))
         .arg("--run-dir")

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
 
 /// What the user can do about a training error, by its kind.
 fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
+    use unireal_shards::ShardError;
     use unireal_train::data::DataError;
     Some(match e {
         TrainError::RunExists { .. } => {
@@ -60,10 +61,24 @@ fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
             "data-parallel training needs the `mpi` build launched by mpirun or srun (docs/cluster.md)".into()
         }
         TrainError::Config(_) => "every key is documented in docs/configuration.md".into(),
-        TrainError::Data(DataError::NotShards { .. } | DataError::Shards(_)) => {
+        TrainError::Data(DataError::NotShards { .. } | DataError::Shards(ShardError::Manifest { .. })) => {
             "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)"
                 .into()
         }
+        TrainError::Data(DataError::Shards(ShardError::Io { path, .. }))
+            if path.file_name().is_some_and(|n| n == "manifest.json") || !path.exists() =>
+        {
+            "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)"
+                .into()
+        }
+        TrainError::Data(DataError::Shards(_) | DataError::Image { .. }) => {
+            "check the shards with unireal-data verify DIR (it decodes every image)".into()
+        }
+        TrainError::ResumeConfigChanged { .. } => format!(
+            "resume with the run's own config (unireal-train --run-dir {} --resume, --set only steps, LR, \
+             logging or data), or start a new --run-dir",
+            run_dir.display()
+        ),
         TrainError::Data(DataError::NoTrainingRows { .. }) => {
             "check the sources' splits and data.max_inputs / data.max_outputs (unireal-data inspect DIR)".into()
         }
