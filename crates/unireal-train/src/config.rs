@@ -158,6 +158,9 @@ pub struct LogConfig {
     /// Validation loss every K steps (0 = never), over this many batches of the `val` split.
     pub val_every: usize,
     pub val_batches: usize,
+    /// Validation also evaluates every sample at this many fixed t, one per equal bin of
+    /// [0, 1], logged as `val_loss_by_t` (0 = off).
+    pub val_t_bins: usize,
     /// Sample grids every K steps (0 = never) from this many fixed validation samples.
     pub sample_every: usize,
     pub samples: usize,
@@ -172,6 +175,7 @@ impl Default for LogConfig {
         LogConfig {
             val_every: 100,
             val_batches: 4,
+            val_t_bins: 4,
             sample_every: 500,
             samples: 4,
             sample_steps: unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS,

@@ -66,6 +66,30 @@ pub fn run_with<B: AutodiffBackend>(
     Trainer::<B>::new(cfg, opts, device, coll)?.fit(opts.quiet)
 }
 
+/// What [`Trainer::validate`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValStats {
+    pub loss: f64,
+    /// `[a, b)` → mean per-sample loss at t in that bin.
+    pub by_t: Vec<(String, f64)>,
+    pub by_task: BTreeMap<String, f64>,
+}
+
+impl ValStats {
+    fn to_json(&self, step: usize) -> serde_json::Value {
+        let by_t: serde_json::Map<String, serde_json::Value> =
+            self.by_t.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        json!({"kind": "val", "step": step, "val_loss": self.loss, "val_loss_by_t": by_t,
+               "val_loss_by_task": self.by_task})
+    }
+}
+
+/// The name of t bin `k` of `bins`: `[0.25,0.50)`.
+pub fn t_bin_name(k: usize, bins: usize) -> String {
+    let edge = |i: usize| i as f64 / bins as f64;
+    format!("[{:.2},{:.2}{}", edge(k), edge(k + 1), if k + 1 == bins { "]" } else { ")" })
+}
+
 /// One task's samples in a step.
 #[derive(Debug, Default)]
 struct TaskTotals {
@@ -350,9 +374,14 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         }
     }
 
-    /// The mean loss over the fixed batches (`log.val_batches`) with fixed t and noise, on the
-    /// inner backend (no autodiff graph); None without fixed batches. Logged as `val`.
-    pub fn validate(&self) -> Result<Option<f64>> {
+    /// Validation on the fixed batches (`log.val_batches`), on the inner backend (no autodiff
+    /// graph), logged as `val`; None without fixed batches:
+    /// - `val_loss`: t drawn as in training and noise from a fixed seed (the same at every step);
+    /// - `val_loss_by_t`: with `log.val_t_bins` = K > 0, every sample again at K fixed t, one
+    ///   per bin `[k/K, (k+1)/K)` (stratified within the bin by the sample's position), with
+    ///   fixed noise: how well each part of the sampling trajectory is learned;
+    /// - `val_loss_by_task`: the mean per-sample loss of each task over those passes.
+    pub fn validate(&self) -> Result<Option<ValStats>> {
         let batches: Vec<&Batch> = self.data.fixed.iter().take(self.cfg.log.val_batches.max(1)).collect();
         if batches.is_empty() {
             return Ok(None);
@@ -367,16 +396,35 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             device: &self.device,
             fdevice: &self.device,
         };
+        let bins = self.cfg.log.val_t_bins;
+        let mut by_t = vec![(0.0, 0usize); bins];
+        let mut by_task: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         let mut sum = 0.0;
-        for batch in &batches {
+        for (i, batch) in batches.iter().enumerate() {
             let shift = self.cfg.train.shift.for_tokens(self.tokens_per_frame(batch));
             let t = sample_t(&self.cfg.train.time_sampling, batch.len(), shift, &mut rng);
             let draws = Draws { prompts: batch.prompts.clone(), drop_images: false, t, noise_seed: rng.next_u64() };
             sum += objective.loss(batch, &draws, Part::SINGLE)?.loss.into_scalar().elem::<f64>();
+            let b = batch.len();
+            for (k, bin) in by_t.iter_mut().enumerate() {
+                let t = (0..b).map(|j| (k as f64 + (j as f64 + 0.5) / b as f64) / bins as f64).collect();
+                let noise_seed = (0xb1_u64 << 32) ^ (i as u64) ^ self.cfg.train.seed;
+                let draws = Draws { prompts: batch.prompts.clone(), drop_images: false, t, noise_seed };
+                let per: Vec<f32> = objective.loss(batch, &draws, Part::SINGLE)?.per_sample.into_data().to_vec()?;
+                for (task, l) in batch.tasks.iter().zip(&per) {
+                    *bin = (bin.0 + *l as f64, bin.1 + 1);
+                    let e = by_task.entry(task.as_str().to_string()).or_default();
+                    *e = (e.0 + *l as f64, e.1 + 1);
+                }
+            }
         }
-        let val = sum / batches.len() as f64;
-        self.log(&json!({"kind": "val", "step": self.state.step, "val_loss": val}))?;
-        Ok(Some(val))
+        let stats = ValStats {
+            loss: sum / batches.len() as f64,
+            by_t: by_t.iter().enumerate().map(|(k, (s, n))| (t_bin_name(k, bins), s / (*n).max(1) as f64)).collect(),
+            by_task: by_task.into_iter().map(|(k, (s, n))| (k, s / n.max(1) as f64)).collect(),
+        };
+        self.log(&stats.to_json(self.state.step))?;
+        Ok(Some(stats))
     }
 
     /// A sample grid of the first fixed batch (EMA weights when `log.sample_ema`); None
@@ -438,7 +486,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             }
             if due(self.cfg.log.val_every) {
                 if let Some(val) = self.validate()? {
-                    bar.println(format!("step {step}: validation loss {val:.4}"));
+                    bar.println(format!("step {step}: validation loss {:.4}", val.loss));
                 }
             }
             if due(self.cfg.log.sample_every) {
@@ -461,5 +509,17 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             );
         }
         Ok(RunSummary { steps: self.state.step, resumed_from: self.resumed_from, last_loss, checkpoint: last_ckpt })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::t_bin_name;
+
+    #[test]
+    fn t_bins_cover_zero_to_one() {
+        let names: Vec<String> = (0..4).map(|k| t_bin_name(k, 4)).collect();
+        assert_eq!(names, ["[0.00,0.25)", "[0.25,0.50)", "[0.50,0.75)", "[0.75,1.00]"]);
+        assert_eq!(t_bin_name(0, 1), "[0.00,1.00]");
     }
 }

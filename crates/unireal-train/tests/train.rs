@@ -90,6 +90,16 @@ fn tiny_preset_loss_falls_on_the_sample_shards() {
     }
     assert!(first_line["loss_by_task"]["frame2frame"].is_number());
     assert!(text.contains("\"val_loss\""));
+    // Validation per t bin (fixed t and noise) and per task.
+    let val: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "val")
+        .unwrap();
+    let bins: Vec<&String> = val["val_loss_by_t"].as_object().unwrap().keys().collect();
+    assert_eq!(bins, ["[0.00,0.25)", "[0.25,0.50)", "[0.50,0.75)", "[0.75,1.00]"], "{val}");
+    assert!(val["val_loss_by_t"].as_object().unwrap().values().all(|v| v.as_f64().unwrap() > 0.0), "{val}");
+    assert!(val["val_loss_by_task"].as_object().is_some_and(|m| !m.is_empty()), "{val}");
     let grid = image::open(run.join("samples/step-00000040.png")).unwrap();
     assert!(grid.width() > 3 * 32 && grid.height() > 32, "{}x{}", grid.width(), grid.height());
     assert!(run.join("config.yaml").is_file());
