@@ -144,6 +144,11 @@ pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> 
     Ok(fin)
 }
 
+/// A Burn record at `path` that did not save or load.
+fn record_err(path: PathBuf) -> impl FnOnce(burn::record::RecorderError) -> CheckpointError {
+    move |e| CheckpointError::Record { path, message: e.to_string() }
+}
+
 fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
@@ -169,10 +174,7 @@ pub fn save<B: AutodiffBackend>(run: &Path, keep: usize, snap: &Snapshot<'_, B>)
         if let Some(e) = snap.ema {
             weights(e, EMA_WEIGHTS)?;
         }
-        let record_err = |name: &str| {
-            let path = tmp.join(name);
-            move |e: burn::record::RecorderError| CheckpointError::Record { path, message: e.to_string() }
-        };
+        let record_err = |name: &str| record_err(tmp.join(name));
         snap.model.clone().save_file(tmp.join("model"), &recorder()).map_err(record_err("model.mpk"))?;
         recorder().record(snap.optim.to_record(), tmp.join("optim")).map_err(record_err("optim.mpk"))?;
         let state = tmp.join(STATE);
@@ -201,10 +203,7 @@ pub fn load<B: AutodiffBackend>(
     ema: Option<UniReal<B::InnerBackend>>,
     device: &B::Device,
 ) -> Result<Restored<B>> {
-    let record_err = |name: &str| {
-        let path = dir.join(name);
-        move |e: burn::record::RecorderError| CheckpointError::Record { path, message: e.to_string() }
-    };
+    let record_err = |name: &str| record_err(dir.join(name));
     let model = model.load_file(dir.join("model"), &recorder(), device).map_err(record_err("model.mpk"))?;
     let rec = recorder().load(dir.join("optim"), device).map_err(record_err("optim.mpk"))?;
     let optim = optim.load_record(rec);

@@ -45,13 +45,12 @@ pub enum TrainError {
     WorldSizeChanged { run: PathBuf, trained: usize, now: usize },
     #[error("data.world_size is {0} but this process runs alone")]
     NotLaunchedByMpi(usize),
-    #[error("tensor data: {0}")]
-    Tensor(String),
 }
 
+/// Tensor data brought to the host: the pipeline's error (`PipelineError::Tensor`).
 impl From<burn::tensor::DataError> for TrainError {
     fn from(e: burn::tensor::DataError) -> Self {
-        TrainError::Tensor(e.to_string())
+        TrainError::Pipeline(e.into())
     }
 }
 

@@ -239,6 +239,13 @@ fn a_task_weight_of_two_doubles_that_tasks_share_of_the_loss() {
     assert!((b.values().sum::<f64>() - total).abs() < 1e-4 * total, "{b:?} vs {total}");
 }
 
+/// `unireal-train --run-dir RUN --resume` with one `--set`.
+fn resume(run: &Path, set: &str) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
+    c.arg("--run-dir").arg(run).args(["--resume", "-q", "--set", set]);
+    c.output().unwrap()
+}
+
 /// A checkpoint whose optimizer record is damaged stops --resume with the file named and a
 /// hint to fall back to the checkpoint before it.
 #[test]
@@ -249,12 +256,7 @@ fn a_corrupt_checkpoint_is_named_with_a_hint() {
     ok(train(&cfg, &run, &["train.steps=2", "checkpoint.every=1", "checkpoint.keep=3"]).output().unwrap());
     let bad = run.join("checkpoints/step-00000002");
     // A resume that changes what the records are built from is refused before loading them.
-    let out = Command::new(env!("CARGO_BIN_EXE_unireal-train"))
-        .arg("--run-dir")
-        .arg(&run)
-        .args(["--resume", "-q", "--set", "train.ema_decay=0.9"])
-        .output()
-        .unwrap();
+    let out = resume(&run, "train.ema_decay=0.9");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
@@ -263,24 +265,14 @@ fn a_corrupt_checkpoint_is_named_with_a_hint() {
         "{err}"
     );
     std::fs::write(bad.join("optim.mpk"), b"not a record").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_unireal-train"))
-        .arg("--run-dir")
-        .arg(&run)
-        .args(["--resume", "-q", "--set", "train.steps=3"])
-        .output()
-        .unwrap();
+    let out = resume(&run, "train.steps=3");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&bad.join("optim.mpk").display().to_string()), "{err}");
     assert!(err.contains(&format!("\n\nhint: {} is damaged", bad.display())), "{err}");
     // With the damaged one gone, the run resumes from the one before.
     std::fs::remove_dir_all(&bad).unwrap();
-    let err = ok(Command::new(env!("CARGO_BIN_EXE_unireal-train"))
-        .arg("--run-dir")
-        .arg(&run)
-        .args(["--resume", "-q", "--set", "train.steps=3"])
-        .output()
-        .unwrap());
+    let err = ok(resume(&run, "train.steps=3"));
     assert!(err.contains("from step 1"), "{err}");
 }
 

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     unireal_core::hint::exit(run(Args::parse()))
 }
 
+const BUILD_SHARDS: &str =
+    "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)";
+
 /// What the user can do about a training error, by its kind.
 fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
     use unireal_shards::ShardError;
@@ -62,14 +65,12 @@ fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
         }
         TrainError::Config(_) => "every key is documented in docs/configuration.md".into(),
         TrainError::Data(DataError::NotShards { .. } | DataError::Shards(ShardError::Manifest { .. })) => {
-            "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)"
-                .into()
+            BUILD_SHARDS.into()
         }
         TrainError::Data(DataError::Shards(ShardError::Io { path, .. }))
             if path.file_name().is_some_and(|n| n == "manifest.json") || !path.exists() =>
         {
-            "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)"
-                .into()
+            BUILD_SHARDS.into()
         }
         TrainError::Data(DataError::Shards(_) | DataError::Image { .. }) => {
             "check the shards with unireal-data verify DIR (it decodes every image)".into()
