@@ -10,6 +10,8 @@ Writes crates/unireal-model/tests/fixtures/:
                           </s>=1, <unk>=2, "</s>" appended), trained on the sample captions
   t5/model.safetensors    transformers.T5EncoderModel, tiny random v1.1 config, HF names
   t5/config.json
+  t5/tokenizer.json       a copy of tokenizer.json, so t5/ is a whole T5 directory
+                          (configs/train/tiny-t5-vae.yaml trains with it)
   t5_io.safetensors       prompts tokenised by tokenizer.json, attention mask, last_hidden_state
   vae/diffusion_pytorch_model.safetensors, vae/config.json
                           diffusers.AutoencoderKL, tiny random config
@@ -86,6 +88,7 @@ def t5(tok):
         for p in model.parameters():
             p.normal_(0.0, 0.3)
     model.save_pretrained(OUT / "t5", safe_serialization=True)
+    tok.save(str(OUT / "t5" / "tokenizer.json"))
     prompts = [CAPTIONS[0], CAPTIONS[6]]
     enc = [tok.encode(p).ids for p in prompts]
     n = max(len(e) for e in enc)

@@ -63,11 +63,24 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   munged --force 2>/dev/null || munged
   started_munge=1
 fi
+# Stops a daemon and waits until it has exited: slurmctld still writes its state directory
+# after SIGTERM, and removing the directory under it failed the run after the tests passed.
+stop_daemon() {
+  [ -f "$1" ] || return 0
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
 cleanup() {
-  [ -f "$WORK/slurmd.pid" ] && kill "$(cat "$WORK/slurmd.pid")" 2>/dev/null || true
-  [ -f "$WORK/slurmctld.pid" ] && kill "$(cat "$WORK/slurmctld.pid")" 2>/dev/null || true
+  stop_daemon "$WORK/slurmd.pid"
+  stop_daemon "$WORK/slurmctld.pid"
   [ "$started_munge" = 1 ] && pkill -x munged 2>/dev/null || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK" || echo "slurm test: could not remove $WORK" >&2; }
 }
 trap cleanup EXIT
 up=0

@@ -12,4 +12,4 @@ pub use config::{apply_override, load_config, parse_config_str, ConfigError};
 pub use fsutil::write_atomic;
 pub use hint::{Hinted, WithHint};
 pub use prompt::{context_prompt, index_word, result_word, task_context, ContextTag, ControlContext, Style};
-pub use sample::{sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};
+pub use sample::{holdout_key, sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};

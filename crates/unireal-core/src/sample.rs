@@ -105,6 +105,24 @@ pub struct SampleImage {
     pub height: u32,
 }
 
+/// The keys of `meta` that tie rows to one origin, most specific first: a video (every pair,
+/// object and control map cut from it), a DreamBench subject, a MagicBrush image (its turns).
+pub const HOLDOUT_META_KEYS: [&str; 3] = ["video", "subject", "img_id"];
+
+/// The key that held-out validation splits by, so that no origin lands on both sides: the
+/// first of [`HOLDOUT_META_KEYS`] present in `meta` (with its name, so that keys of different
+/// kinds never meet), else the sample id (rows independent of one another).
+pub fn holdout_key(meta: &serde_json::Value, sample_id: &str) -> String {
+    HOLDOUT_META_KEYS
+        .iter()
+        .find_map(|k| {
+            meta.get(*k)
+                .filter(|v| !v.is_null())
+                .map(|v| format!("{k}:{}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        })
+        .unwrap_or_else(|| format!("sample:{sample_id}"))
+}
+
 /// One row of the shard contract.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

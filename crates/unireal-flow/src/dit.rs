@@ -15,6 +15,8 @@ pub struct DitConditioning<B: Backend> {
     /// `[batch, tokens, text_dim]` and its padding mask.
     pub text: Tensor<B, 3>,
     pub text_pad: Option<Tensor<B, 2, Bool>>,
+    /// Samples whose input images are hidden (guidance dropout in training), `[batch]`.
+    pub hide_inputs: Option<Tensor<B, 1, Bool>>,
     /// The encoding of the empty prompt, `[batch, tokens', text_dim]`, for guidance.
     pub null_text: Tensor<B, 3>,
     pub null_text_pad: Option<Tensor<B, 2, Bool>>,
@@ -33,11 +35,21 @@ impl<B: Backend> VelocityModel<B> for DitVelocity<'_, B> {
             Condition::Full => (c.text.clone(), c.text_pad.clone()),
             Condition::ImagesOnly | Condition::None => (c.null_text.clone(), c.null_text_pad.clone()),
         };
-        let (inputs, input_roles) = match condition {
-            Condition::None => (None, None),
-            _ => (c.inputs.clone(), c.input_roles.clone()),
+        // Without images, the input frames stay in the sequence but are hidden from every
+        // query: the positions the model was trained with when its images were dropped.
+        let hide_inputs = match (condition, &c.inputs) {
+            (Condition::None, Some(x)) => Some(Tensor::<B, 1, Bool>::full([x.dims()[0]], true, &x.device())),
+            _ => c.hide_inputs.clone(),
         };
-        self.model.forward(DiTInput { inputs, input_roles, outputs: x_t, t, text, text_pad })
+        self.model.forward(DiTInput {
+            inputs: c.inputs.clone(),
+            input_roles: c.input_roles.clone(),
+            outputs: x_t,
+            t,
+            text,
+            text_pad,
+            hide_inputs,
+        })
     }
 }
 
@@ -80,6 +92,7 @@ pub fn dit_flow_loss<B: Backend>(
         t,
         text: c.text,
         text_pad: c.text_pad,
+        hide_inputs: c.hide_inputs,
     });
     let per_sample = per_sample_mse(pred, target);
     FlowLoss { loss: weighted_mean(per_sample.clone(), batch.weights), per_sample }

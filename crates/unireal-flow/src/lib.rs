@@ -137,7 +137,8 @@ pub enum Condition {
     Full,
     /// Input images, empty text.
     ImagesOnly,
-    /// Neither.
+    /// Neither: empty text, and the input images hidden from every query (they keep their
+    /// place in the sequence, as when training drops a sample's images).
     None,
 }
 

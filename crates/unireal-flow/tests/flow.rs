@@ -119,6 +119,7 @@ fn tiny_batch(n_inputs: usize, seed: u64) -> (unireal_model::DiT<B>, FlowBatch<B
         input_roles: (n_inputs > 0).then(|| Tensor::<B, 2, Int>::full([2, n_inputs], ROLE_CANVAS, &d)),
         text: text.clone(),
         text_pad: None,
+        hide_inputs: None,
         null_text: text.zeros_like(),
         null_text_pad: None,
     };
@@ -144,6 +145,7 @@ fn loss_touches_only_output_tokens() {
         t: t.clone(),
         text: batch.cond.text.clone(),
         text_pad: None,
+        hide_inputs: None,
     });
     assert_eq!(pred.dims(), [2, 1, 12, 4, 4], "the model predicts output frames only");
     let want = (pred - (noise.clone() - batch.targets.clone())).powi_scalar(2).mean().into_scalar();

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_core::{Hinted, ImageRole, Task, WithHint};
 use unireal_flow::Guidance;
-use unireal_pipeline::image::{chw_to_image, cover_crop, image_to_chw, open_rgb, save_png};
-use unireal_pipeline::prompt::{default_context, default_roles, full_prompt_parts, role_index};
+use unireal_pipeline::image::{chw_to_image, image_to_chw, open_rgb, save_png, SampleFit};
+use unireal_pipeline::prompt::{default_context, default_roles, role_index};
 use unireal_pipeline::{generate_pixels, Bucket, Checkpoint, PipelineError, Request};
 
 #[cfg(feature = "cuda")]
@@ -124,13 +124,26 @@ fn run(args: Args) -> anyhow::Result<()> {
             let snap = |x: u32| (x.div_ceil(align).max(1)) * align;
             Bucket { width: snap(w), height: snap(h) }
         }
-        None => ckpt.bucket_for(images.first().map(|i| i.dimensions()))?,
+        // As in training, where a sample's bucket follows its output: the bucket of the first
+        // canvas or control image (the frame the output is aligned with), else of the first image.
+        None => {
+            let sizes = roles.iter().copied().zip(images.iter().map(|i| i.dimensions()));
+            ckpt.bucket_for(SampleFit::reference(sizes).or(images.first().map(|i| i.dimensions())))?
+        }
     };
     let context = args.context.clone().unwrap_or_else(|| default_context(task));
     let run_log = &ckpt.config.log;
-    let inputs: Vec<f32> = images.iter().flat_map(|img| image_to_chw(&cover_crop(img, bucket))).collect();
+    // As in training: the instruction survives the text encoder's limit, the context gives way.
+    let prompt = unireal_pipeline::fit_prompt(&ckpt.config.model, &frozen, &context, &args.prompt);
+    if prompt.truncated {
+        eprintln!("warning: the prompt is longer than the text encoder takes; it reads: {:?}", prompt.text);
+    }
+    // Canvas and control images get one crop, assets are fitted whole on white: the
+    // transform training applied (unireal_pipeline::image::SampleFit).
+    let fit = SampleFit::new(bucket, roles.iter().copied().zip(images.iter().map(|i| i.dimensions())));
+    let inputs: Vec<f32> = images.iter().zip(&roles).flat_map(|(img, r)| image_to_chw(&fit.apply(img, *r))).collect();
     let req = Request {
-        prompts: vec![full_prompt_parts(&context, &args.prompt)],
+        prompts: vec![prompt.text],
         inputs,
         input_roles: roles.iter().map(|r| role_index(*r)).collect(),
         n_inputs: images.len(),

@@ -406,6 +406,10 @@ pub struct DiTInput<B: Backend> {
     pub text: Tensor<B, 3>,
     /// True where a text token is padding, `[batch, text_tokens]`.
     pub text_pad: Option<Tensor<B, 2, Bool>>,
+    /// True for the samples whose input frames are hidden, `[batch]`: their tokens stay in the
+    /// sequence (so every frame keeps its position) but no query attends to them, which is
+    /// what the image-unconditional branch of guidance is trained and sampled with.
+    pub hide_inputs: Option<Tensor<B, 1, Bool>>,
 }
 
 /// The UniReal DiT. Build it with [`DiTConfig::init`].
@@ -458,6 +462,30 @@ pub fn unpatchify<B: Backend>(tokens: Tensor<B, 3>, frames: usize, rows: usize, 
     ])
 }
 
+/// Keys hidden from every query, `[batch, L]` (L = text + input + output tokens): text
+/// padding and the input tokens of samples in `hide_inputs`; `None` when nothing is hidden.
+fn key_mask<B: Backend>(
+    text_pad: Option<Tensor<B, 2, Bool>>,
+    hide_inputs: Option<Tensor<B, 1, Bool>>,
+    [b, text, inputs, outputs]: [usize; 4],
+    device: &B::Device,
+) -> Option<Tensor<B, 2, Bool>> {
+    let hide_inputs = hide_inputs.filter(|_| inputs > 0);
+    if text_pad.is_none() && hide_inputs.is_none() {
+        return None;
+    }
+    let visible = |len: usize| Tensor::<B, 2, Bool>::full([b, len], false, device);
+    let parts = [
+        text_pad.unwrap_or_else(|| visible(text)),
+        match hide_inputs {
+            Some(h) => h.unsqueeze_dim::<2>(1).expand([b, inputs]),
+            None => visible(inputs),
+        },
+        visible(outputs),
+    ];
+    Some(Tensor::cat(parts.into_iter().filter(|p| p.dims()[1] > 0).collect(), 1))
+}
+
 impl<B: Backend> DiT<B> {
     /// Predicts the velocity ε − x₀ of the output frames.
     ///
@@ -506,11 +534,8 @@ impl<B: Backend> DiT<B> {
         let positions = sequence_positions(txt_len, n + m, rows, cols);
         let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device);
         let total = positions.len();
-        let mask = input.text_pad.map(|pad| {
-            // Keys that are text padding are hidden from every query: [b, L] -> [b, heads, L, L]
-            let img_keep = Tensor::<B, 2, Bool>::full([b, total - txt_len], false, &device);
-            Tensor::cat(vec![pad, img_keep], 1).unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total])
-        });
+        let mask = key_mask(input.text_pad, input.hide_inputs, [b, txt_len, n * per_frame, m * per_frame], &device)
+            .map(|hidden| hidden.unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total]));
 
         let mut img = img;
         for block in &self.double_blocks {

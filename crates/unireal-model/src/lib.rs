@@ -4,6 +4,7 @@
 //! files a user names.
 
 pub mod dit;
+pub mod init;
 pub mod layers;
 pub mod rope;
 pub mod t5;

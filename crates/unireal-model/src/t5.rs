@@ -300,6 +300,17 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Tokens `text` takes before truncation (with the special tokens the post-processor adds).
+    pub fn count(&self, text: &str) -> Result<usize, ModelError> {
+        let enc = self.inner.encode(text, true).map_err(|e| ModelError::Tokenizer(format!("{text:?}: {e}")))?;
+        Ok(enc.get_ids().len())
+    }
+
+    /// Tokens kept per prompt; longer ones are cut at the end.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch, ModelError> {
         let mut ids = Vec::with_capacity(texts.len());
         for t in texts {

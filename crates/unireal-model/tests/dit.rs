@@ -42,6 +42,7 @@ fn input<Bk: Backend>(n: usize, m: usize, b: usize, c: usize, hw: usize, device:
         t: Tensor::from_data(TensorData::new(vec![0.25f32; b], [b]), device),
         text: randn([b, 6, 32], 3, device),
         text_pad: None,
+        hide_inputs: None,
     }
 }
 
@@ -185,6 +186,7 @@ fn tiny_dit_overfits_one_real_sample() {
             t: t.clone(),
             text: text.clone(),
             text_pad: None,
+            hide_inputs: None,
         });
         let loss = (pred - target_v.clone()).powi_scalar(2).mean();
         losses.push(loss.clone().into_scalar().elem::<f32>());
@@ -194,4 +196,45 @@ fn tiny_dit_overfits_one_real_sample() {
     let (first, last) = (losses[0], *losses.last().unwrap());
     println!("overfit: loss {first:.4} -> {last:.5} ({:.1}x)", first / last);
     assert!(first / last >= 10.0, "loss fell only {first} -> {last}");
+}
+
+/// Every parameter nudged by fixed noise, so that the zero-initialised gates and output
+/// projection are open and every input can reach the prediction.
+fn perturbed(model: DiT<B>) -> DiT<B> {
+    struct Nudge(u64);
+    impl burn::module::ModuleMapper<B> for Nudge {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, mapper) = p.consume();
+            self.0 += 1;
+            let noise = randn::<B, D>(t.dims(), self.0, &t.device()) * 0.2;
+            Param::from_mapped_value(id, t + noise, mapper)
+        }
+    }
+    model.map(&mut Nudge(100))
+}
+
+/// A sample whose inputs are hidden predicts the same whatever its input images hold (no
+/// query sees them), its batch neighbour still reads its own, and hiding keeps the sequence's
+/// positions: the guidance branch without images is the one trained with dropped images.
+#[test]
+fn hidden_inputs_are_invisible_to_the_prediction() {
+    let device = Default::default();
+    let model = perturbed(DiTConfig::tiny(12, 32).init::<B>(&device));
+    let mut x = input::<B>(2, 1, 2, 12, 4, &device);
+    x.hide_inputs = Some(Tensor::from_data(TensorData::new(vec![true, false], [2]), &device));
+    let before = model.forward(x.clone());
+    // Other input images for both samples.
+    x.inputs = Some(randn([2, 2, 12, 4, 4], 77, &device));
+    let after = model.forward(x.clone());
+    let diff = |a: Tensor<B, 5>, b: Tensor<B, 5>, i: usize| {
+        (a.narrow(0, i, 1) - b.narrow(0, i, 1)).abs().max().into_scalar().elem::<f32>()
+    };
+    assert!(diff(before.clone(), after.clone(), 0) < 1e-5, "a hidden input changed the prediction");
+    assert!(diff(before, after.clone(), 1) > 1e-3, "a visible input did not change the prediction");
+    // Hidden is not removed: without the input frames the outputs sit at other positions.
+    let mut removed = x.clone();
+    removed.inputs = None;
+    removed.input_roles = None;
+    removed.hide_inputs = None;
+    assert!(diff(model.forward(removed), after, 0) > 1e-4, "hiding should keep the frame positions");
 }

@@ -28,6 +28,7 @@ fn dit_matches_pytorch() {
         t: io.f32::<1>("t", &device),
         text: io.f32::<3>("text", &device),
         text_pad: Some(io.bool::<2>("pad", &device)),
+        hide_inputs: None,
     };
     let edit = model.forward(input.clone());
     let d = max_abs_diff(edit, io.f32::<5>("edit", &device));

@@ -18,6 +18,36 @@ pub struct ModelConfig {
     pub latent: LatentConfig,
     #[serde(default)]
     pub text: TextConfig,
+    /// How a fresh DiT starts (ignored when weights are loaded).
+    #[serde(default)]
+    pub init: DitInit,
+}
+
+/// `model.init`: the initialisation of a fresh DiT.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DitInit {
+    /// Each layer's own initialisation.
+    #[default]
+    Default,
+    /// Image attention starts as a same-position lookup across frames
+    /// ([`unireal_model::init::LookupInit`]): the model reads its inputs from the first steps.
+    Lookup {
+        #[serde(default = "DitInit::default_gain")]
+        gain: f64,
+        #[serde(default = "DitInit::default_norm_scale")]
+        norm_scale: f64,
+    },
+}
+
+impl DitInit {
+    fn default_gain() -> f64 {
+        unireal_model::init::LookupInit::new().gain
+    }
+
+    fn default_norm_scale() -> f64 {
+        unireal_model::init::LookupInit::new().norm_scale
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

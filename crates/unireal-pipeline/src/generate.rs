@@ -67,6 +67,7 @@ pub fn generate<B: Backend>(
             input_roles: roles,
             text,
             text_pad: Some(text_pad),
+            hide_inputs: None,
             null_text,
             null_text_pad: Some(null_pad),
         },

@@ -13,8 +13,8 @@ pub mod model;
 pub mod prompt;
 
 pub use checkpoint::Checkpoint;
-pub use config::{BytesText, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
+pub use config::{BytesText, DitInit, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
 pub use error::PipelineError;
 pub use generate::{generate, generate_pixels, tokens_per_frame, Request};
 pub use image::Bucket;
-pub use model::{encode_text, Frozen, UniReal};
+pub use model::{encode_text, fit_prompt, prompt_fits, Frozen, UniReal};

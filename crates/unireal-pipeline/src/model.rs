@@ -8,8 +8,9 @@ use burn::prelude::*;
 use unireal_model::t5::T5Config;
 use unireal_model::{DiT, DiTConfig, Latent, SpaceToDepth, T5Encoder};
 
-use crate::config::{BytesText, LatentConfig, ModelConfig, T5Text, TextConfig};
+use crate::config::{BytesText, DitInit, LatentConfig, ModelConfig, T5Text, TextConfig};
 use crate::error::{PipelineError, Result};
+use crate::prompt::FittedPrompt;
 
 /// The trainable module.
 #[derive(Module, Debug)]
@@ -107,7 +108,12 @@ impl ModelConfig {
 
     /// A freshly initialised trainable module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
-        let dit = self.dit_config()?.init(device);
+        let dit = match self.init {
+            DitInit::Default => self.dit_config()?.init(device),
+            DitInit::Lookup { gain, norm_scale } => {
+                unireal_model::init::LookupInit { gain, norm_scale }.apply(self.dit_config()?.init(device))
+            }
+        };
         let text = match &self.text {
             TextConfig::Bytes(BytesText { width, layers, .. }) => {
                 let heads = (width / 16).max(1);
@@ -151,6 +157,21 @@ impl ModelConfig {
         };
         Ok(Frozen { latent, t5 })
     }
+}
+
+/// Whether `prompt` reaches the configured text encoder whole: at most `max_len − 1` bytes
+/// (plus the end token) for `bytes`, at most `max_len` tokens of the T5 tokenizer for `t5`.
+pub fn prompt_fits<B: Backend>(cfg: &ModelConfig, frozen: &Frozen<B>, prompt: &str) -> bool {
+    match (&cfg.text, &frozen.t5) {
+        (TextConfig::Bytes(b), _) => prompt.len() < b.max_len,
+        (TextConfig::T5(_), Some(t5)) => t5.tokenizer.count(prompt).is_ok_and(|n| n <= t5.tokenizer.max_len()),
+        (TextConfig::T5(_), None) => true,
+    }
+}
+
+/// [`fit_prompt`](crate::prompt::fit_prompt) for the configured text encoder.
+pub fn fit_prompt<B: Backend>(cfg: &ModelConfig, frozen: &Frozen<B>, context: &str, base: &str) -> FittedPrompt {
+    crate::prompt::fit_prompt(context, base, |p| prompt_fits(cfg, frozen, p))
 }
 
 /// Text states and padding mask for prompts: the trainable byte encoder of `model`, or the

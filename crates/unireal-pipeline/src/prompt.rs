@@ -19,6 +19,36 @@ pub fn full_prompt_parts(context: &str, base: &str) -> String {
     }
 }
 
+/// A prompt as the text encoder will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FittedPrompt {
+    pub text: String,
+    /// Something was left out: clauses of the context prompt or, when even the instruction
+    /// alone is too long, the instruction's end (which the encoder cuts).
+    pub truncated: bool,
+}
+
+/// Joins `context` and `base` ([`full_prompt_parts`]) so that the instruction survives the
+/// text encoder's limit (`fits`): while the whole does not fit, the context prompt loses its
+/// last comma-separated clause ("realistic style, dynamic scene." → "realistic style."), then
+/// goes altogether; the base prompt is never shortened here (an instruction too long on its
+/// own is cut at its end by the encoder, and counted as truncated too).
+pub fn fit_prompt(context: &str, base: &str, fits: impl Fn(&str) -> bool) -> FittedPrompt {
+    let full = full_prompt_parts(context, base);
+    if fits(&full) {
+        return FittedPrompt { text: full, truncated: false };
+    }
+    let clauses: Vec<&str> = context.trim().trim_end_matches(['.', '!', '?']).split(',').map(str::trim).collect();
+    for keep in (1..clauses.len()).rev() {
+        let shorter = format!("{}.", clauses[..keep].join(", "));
+        let text = full_prompt_parts(&shorter, base);
+        if fits(&text) {
+            return FittedPrompt { text, truncated: true };
+        }
+    }
+    FittedPrompt { text: full_prompt_parts("", base), truncated: true }
+}
+
 /// The image-role embedding index of a role.
 pub fn role_index(r: ImageRole) -> i64 {
     use unireal_model::dit::*;
@@ -64,6 +94,28 @@ mod tests {
         assert_eq!(full_prompt_parts("realistic style", "x"), "realistic style. x");
         assert_eq!(full_prompt_parts("", " x "), "x");
         assert_eq!(full_prompt_parts("c.", ""), "c.");
+    }
+
+    #[test]
+    fn the_instruction_survives_the_limit_and_the_context_gives_way() {
+        let ctx = "realistic style, dynamic scene, with reference object.";
+        let base = "Turn IMG1 into RES1: move the red car to the left.";
+        let fits = |n: usize| move |p: &str| p.len() < n;
+        let all = fit_prompt(ctx, base, fits(1000));
+        assert_eq!(all.text, format!("{ctx} {base}"));
+        assert!(!all.truncated);
+        // Room for one clause of the context.
+        let one = fit_prompt(ctx, base, fits(base.len() + 20));
+        assert_eq!(one.text, format!("realistic style. {base}"));
+        assert!(one.truncated);
+        let two = fit_prompt(ctx, base, fits(base.len() + 34));
+        assert_eq!(two.text, format!("realistic style, dynamic scene. {base}"));
+        // No room for any context: the instruction alone, whole.
+        let none = fit_prompt(ctx, base, fits(base.len() + 3));
+        assert_eq!((none.text.as_str(), none.truncated), (base, true));
+        // Too long even alone: still the instruction (its end is what the encoder cuts).
+        assert_eq!(fit_prompt(ctx, base, fits(10)).text, base);
+        assert_eq!(fit_prompt("", base, fits(10)).text, base);
     }
 
     #[test]

@@ -162,16 +162,18 @@ pub struct RowInfo {
     pub signature: (usize, usize),
     /// Size of the first output image.
     pub output_size: (u32, u32),
+    /// What a held-out split groups by ([`unireal_core::holdout_key`] of the row's meta).
+    pub holdout_key: String,
 }
 
-/// The rows of one shard file, in order. Reads only the id, task, split and image role and
-/// size columns: image bytes are never decoded from the file.
+/// The rows of one shard file, in order. Reads only the id, task, split, meta and image role
+/// and size columns: image bytes are never decoded from the file.
 pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
     use arrow::array::{Array, Int32Array, ListArray, StringArray, StructArray};
     let builder = open_builder(path)?;
     let schema = builder.parquet_schema();
     let wanted = |p: &str| {
-        matches!(p, "sample_id" | "task" | "split")
+        matches!(p, "sample_id" | "task" | "split" | "meta")
             || (p.starts_with("images.") && (p.ends_with(".role") || p.ends_with(".width") || p.ends_with(".height")))
     };
     let leaves: Vec<usize> = (0..schema.num_columns()).filter(|&i| wanted(&schema.column(i).path().string())).collect();
@@ -193,7 +195,8 @@ pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
                 .cloned()
                 .ok_or_else(|| bad(0, format!("`{name}` is not a string column")))
         };
-        let (ids, tasks, splits) = (strings("sample_id")?, strings("task")?, strings("split")?);
+        let (ids, tasks, splits, metas) =
+            (strings("sample_id")?, strings("task")?, strings("split")?, strings("meta")?);
         let images = col("images")?
             .as_any()
             .downcast_ref::<ListArray>()
@@ -238,6 +241,11 @@ pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
                 split: splits.value(row).parse().map_err(|e: unireal_core::UnknownName| bad(row, e.to_string()))?,
                 signature: (inputs, st.len() - inputs),
                 output_size: output_size.unwrap_or((0, 0)),
+                holdout_key: {
+                    let meta: serde_json::Value = serde_json::from_str(metas.value(row))
+                        .map_err(|e| bad(row, format!("meta is not JSON: {e}")))?;
+                    unireal_core::holdout_key(&meta, ids.value(row))
+                },
             });
         }
     }

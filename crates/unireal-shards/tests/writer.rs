@@ -148,6 +148,7 @@ fn index_rows_and_read_rows_agree_with_a_full_read() {
                 (i, &s.sample_id, s.task, s.split, s.signature())
             );
             assert_eq!(r.output_size, (8, 6));
+            assert_eq!(r.holdout_key, "video:v.mp4");
         }
         // Out of order, with a repeat: returned in the order asked.
         let want: Vec<usize> = (0..full.len()).rev().chain([0]).collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use unireal_flow::{Guidance, TimeSampling};
-pub use unireal_pipeline::config::{BytesText, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
+pub use unireal_pipeline::config::{BytesText, DitInit, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +54,17 @@ pub struct DataConfig {
     pub workers: usize,
     /// Batches decoded ahead of the trainer.
     pub prefetch: usize,
-    /// Classifier-free-guidance dropout: probability that a sample's prompt is replaced by "".
+    /// Guidance dropout, drawn once per sample (OmniGen / InstructPix2Pix style), three
+    /// exclusive events: the prompt alone replaced by "" (trains the images-only branch)…
     pub drop_text: f64,
-    /// Probability that a batch's input images are dropped (the model sees outputs and text only).
+    /// …the input images alone hidden (the text-only branch; samples with inputs)…
     pub drop_images: f64,
+    /// …or both (the unconditional branch of three-way guidance).
+    pub drop_both: f64,
+    /// When the sources have no `val` rows: the fraction of training rows held out to
+    /// validate on, by whole video / subject / image (`unireal_core::holdout_key`), chosen by
+    /// a stable hash; 0 = validate on fixed training batches.
+    pub holdout: f64,
     /// Data-parallel rank and world size (the loader keeps every world-th draw).
     pub rank: usize,
     pub world_size: usize,
@@ -74,8 +81,10 @@ impl Default for DataConfig {
             max_outputs: 2,
             workers: 2,
             prefetch: 4,
-            drop_text: 0.1,
+            drop_text: 0.05,
             drop_images: 0.05,
+            drop_both: 0.05,
+            holdout: 0.05,
             rank: 0,
             world_size: 1,
         }
@@ -212,6 +221,32 @@ fn invalid(key: &str, message: impl Into<String>) -> Result<(), InvalidConfig> {
     Err(InvalidConfig { key: key.to_string(), message: message.into() })
 }
 
+/// What guidance dropout did to one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    pub text: bool,
+    pub images: bool,
+}
+
+impl DataConfig {
+    /// The dropout of one sample from a uniform draw `u` in [0, 1): text alone, images alone
+    /// or both, with `drop_text`, `drop_images` and `drop_both` as exclusive probabilities.
+    /// Images are only dropped where the sample has inputs.
+    pub fn dropout(&self, u: f64, has_inputs: bool) -> Dropped {
+        let (t, i, b) = (self.drop_text, self.drop_images, self.drop_both);
+        let d = if u < t {
+            Dropped { text: true, images: false }
+        } else if u < t + i {
+            Dropped { text: false, images: true }
+        } else if u < t + i + b {
+            Dropped { text: true, images: true }
+        } else {
+            Dropped::default()
+        };
+        Dropped { images: d.images && has_inputs, ..d }
+    }
+}
+
 impl TrainConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
@@ -233,10 +268,18 @@ impl TrainConfig {
         if d.world_size == 0 || d.rank >= d.world_size {
             return invalid("data.rank", format!("{} must be below data.world_size {}", d.rank, d.world_size));
         }
-        for (k, p) in [("data.drop_text", d.drop_text), ("data.drop_images", d.drop_images)] {
+        for (k, p) in
+            [("data.drop_text", d.drop_text), ("data.drop_images", d.drop_images), ("data.drop_both", d.drop_both)]
+        {
             if !(0.0..=1.0).contains(&p) {
                 return invalid(k, format!("{p} is not a probability"));
             }
+        }
+        if !(0.0..1.0).contains(&d.holdout) {
+            return invalid("data.holdout", format!("{} must be in [0, 1)", d.holdout));
+        }
+        if d.drop_text + d.drop_images + d.drop_both > 1.0 {
+            return invalid("data.drop_text", "drop_text + drop_images + drop_both (exclusive events) exceed 1");
         }
         let t = &self.train;
         for (k, v) in [("train.steps", t.steps), ("train.grad_accum", t.grad_accum)] {
@@ -257,5 +300,64 @@ impl TrainConfig {
             return invalid("model.preset", format!("`{}` (tiny, small, base, unireal)", self.model.preset));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over an even grid of draws the three exclusive events occur at their configured rates,
+    /// and a sample without input images loses only its text.
+    #[test]
+    fn guidance_dropout_rates_are_the_configured_ones() {
+        let d = DataConfig { drop_text: 0.1, drop_images: 0.2, drop_both: 0.3, ..DataConfig::default() };
+        let n = 10_000;
+        let count = |has_inputs: bool| {
+            let mut c = [0usize; 4];
+            for i in 0..n {
+                let x = d.dropout((i as f64 + 0.5) / n as f64, has_inputs);
+                c[(x.text as usize) | ((x.images as usize) << 1)] += 1;
+            }
+            c.map(|k| k as f64 / n as f64)
+        };
+        let [none, text, images, both] = count(true);
+        for (got, want) in [(none, 0.4), (text, 0.1), (images, 0.2), (both, 0.3)] {
+            assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+        }
+        let [none, text, images, both] = count(false);
+        assert_eq!((images, both), (0.0, 0.0));
+        assert!((text - 0.4).abs() < 1e-3 && (none - 0.6).abs() < 1e-3, "{text} {none}");
+    }
+
+    /// `model.init: {kind: lookup}` reaches the fresh DiT: its image-attention norms start at
+    /// the configured scale, and the default leaves them at 1.
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn lookup_init_is_applied_to_a_fresh_model() {
+        let device = Default::default();
+        let scale = |yaml: &str| {
+            let cfg: ModelConfig = serde_yaml::from_str(yaml).unwrap();
+            let model = cfg.init::<burn::backend::NdArray>(&device).unwrap();
+            let s = model.dit.double_blocks[0].img_attn.query_norm.scale.val().into_data().to_vec::<f32>().unwrap();
+            let t = model.dit.double_blocks[0].txt_attn.query_norm.scale.val().into_data().to_vec::<f32>().unwrap();
+            (s[0], t[0])
+        };
+        assert_eq!(scale("{preset: tiny}"), (1.0, 1.0));
+        assert_eq!(scale("{preset: tiny, init: {kind: lookup}}"), (3.0, 1.0));
+        assert_eq!(scale("{preset: tiny, init: {kind: lookup, gain: 2.0, norm_scale: 2.5}}"), (2.5, 1.0));
+        assert!(serde_yaml::from_str::<ModelConfig>("{preset: tiny, init: {kind: lookup, gian: 2}}").is_err());
+    }
+
+    #[test]
+    fn dropout_probabilities_that_exceed_one_are_refused() {
+        let mut cfg: TrainConfig =
+            serde_yaml::from_str("{model: {preset: tiny}, data: {sources: [{path: x, weight: 1.0}]}}").unwrap();
+        cfg.validate().unwrap();
+        (cfg.data.drop_text, cfg.data.drop_images, cfg.data.drop_both) = (0.5, 0.4, 0.2);
+        assert_eq!(cfg.validate().unwrap_err().key, "data.drop_text");
+        cfg.data.drop_both = 0.0;
+        cfg.data.holdout = 1.0;
+        assert_eq!(cfg.validate().unwrap_err().key, "data.holdout");
     }
 }

@@ -6,7 +6,7 @@
 //! The sampler's position is the number of batches it has emitted: it touches no image
 //! bytes, so a resumed run replays it to that count in milliseconds and continues exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,8 +14,8 @@ use crossbeam_channel::{bounded, Receiver};
 use rayon::prelude::*;
 use unireal_core::{Sample, Split, Task};
 use unireal_flow::Rng;
-use unireal_pipeline::image::{buckets, load_pixels, nearest_bucket};
-use unireal_pipeline::prompt::{full_prompt, role_index};
+use unireal_pipeline::image::{buckets, load_sample_pixels, nearest_bucket};
+use unireal_pipeline::prompt::{full_prompt, role_index, FittedPrompt};
 pub use unireal_pipeline::Bucket;
 
 use crate::config::{DataConfig, TrainConfig};
@@ -64,40 +64,141 @@ pub enum DataError {
     NoTrainingRows { sources: String, max_inputs: usize, max_outputs: usize },
 }
 
+/// One row of a source as the index sees it, before the split.
+#[derive(Debug, Clone)]
+struct Scanned {
+    entry: Entry,
+    split: Split,
+    holdout_key: String,
+}
+
+/// Every row of the sources' shards (within the image caps), per source, and how many were
+/// over the caps.
+fn scan(cfg: &DataConfig, buckets: &[Bucket]) -> Result<(Vec<Vec<Scanned>>, usize), DataError> {
+    let mut per_source = Vec::new();
+    let mut over_cap = 0;
+    for (si, src) in cfg.sources.iter().enumerate() {
+        let manifest = unireal_shards::Manifest::load_dataset(&src.path)?
+            .ok_or_else(|| DataError::NotShards { path: src.path.clone() })?;
+        let mut rows = Vec::new();
+        for shard in &manifest.shards {
+            let file = Arc::new(src.path.join(&shard.file));
+            for r in unireal_shards::index_rows(&file)? {
+                if r.signature.0 > cfg.max_inputs || r.signature.1 > cfg.max_outputs || r.signature.1 == 0 {
+                    over_cap += usize::from(r.split != Split::Test);
+                    continue;
+                }
+                let entry = Entry {
+                    source: si,
+                    file: file.clone(),
+                    row: r.row,
+                    task: r.task,
+                    signature: r.signature,
+                    bucket: nearest_bucket(buckets, r.output_size.0, r.output_size.1),
+                };
+                rows.push(Scanned { entry, split: r.split, holdout_key: r.holdout_key });
+            }
+        }
+        per_source.push(rows);
+    }
+    Ok((per_source, over_cap))
+}
+
+/// Which training rows validation holds out when the sources have no `val` rows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Holdout {
+    /// The held-out keys ([`unireal_core::holdout_key`]: a video, a subject, …).
+    pub keys: Vec<String>,
+    pub rows: usize,
+}
+
+/// The keys to hold out: whole keys, in the order of their stable hash, each taken while the
+/// held-out rows stay within `fraction` of all rows, until that fraction is reached; when no
+/// key is that small, the smallest key alone (ties by hash order). Never every key, so rows
+/// are left to train on. Deterministic: the same shards give the same split in every run,
+/// whatever their order.
+pub fn choose_holdout<'a>(keys: impl IntoIterator<Item = &'a str>, fraction: f64) -> Vec<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    if fraction <= 0.0 || counts.len() < 2 {
+        return Vec::new();
+    }
+    let mut order: Vec<(&str, usize)> = counts.into_iter().collect();
+    order.sort_by(|a, b| {
+        let h = |k: &str| unireal_shards::unit_hash(&format!("holdout:{k}"));
+        h(a.0).total_cmp(&h(b.0)).then(a.0.cmp(b.0))
+    });
+    let target = fraction * total as f64;
+    let mut held = Vec::new();
+    let mut rows = 0;
+    for (k, n) in &order {
+        if rows as f64 >= target || held.len() + 1 == order.len() {
+            break;
+        }
+        if (rows + n) as f64 <= target {
+            held.push(k.to_string());
+            rows += n;
+        }
+    }
+    if held.is_empty() {
+        held.extend(order.iter().min_by_key(|(_, n)| *n).map(|(k, _)| k.to_string()));
+    }
+    held
+}
+
 impl Index {
     /// Indexes every shard the sources' manifests list, keeping rows of `split`.
     pub fn build(cfg: &DataConfig, split: Split, align: u32) -> Result<Index, DataError> {
         let buckets = buckets(cfg.resolution, &cfg.aspect_ratios, align);
-        let mut per_source = Vec::new();
-        let mut stats = IndexStats::default();
-        for (si, src) in cfg.sources.iter().enumerate() {
-            let manifest = unireal_shards::Manifest::load_dataset(&src.path)?
-                .ok_or_else(|| DataError::NotShards { path: src.path.clone() })?;
-            let mut entries = Vec::new();
-            for shard in &manifest.shards {
-                let file = Arc::new(src.path.join(&shard.file));
-                for r in unireal_shards::index_rows(&file)? {
-                    if r.split != split {
-                        continue;
-                    }
-                    if r.signature.0 > cfg.max_inputs || r.signature.1 > cfg.max_outputs || r.signature.1 == 0 {
-                        stats.over_image_cap += 1;
-                        continue;
-                    }
-                    entries.push(Entry {
-                        source: si,
-                        file: file.clone(),
-                        row: r.row,
-                        task: r.task,
-                        signature: r.signature,
-                        bucket: nearest_bucket(&buckets, r.output_size.0, r.output_size.1),
-                    });
-                }
-            }
-            stats.rows.insert(format!("{} ({})", src.path.display(), split.as_str()), entries.len());
-            per_source.push(entries);
+        let (rows, over_cap) = scan(cfg, &buckets)?;
+        Ok(Index::from_rows(cfg, buckets, &rows, split.as_str(), over_cap, |r| r.split == split))
+    }
+
+    /// The training and validation indexes: the `val` rows validate when there are any;
+    /// otherwise, with `data.holdout` > 0, whole keys of the training rows are held out
+    /// ([`choose_holdout`]) and validate instead.
+    pub fn build_split(cfg: &DataConfig, align: u32) -> Result<(Index, Index, Option<Holdout>), DataError> {
+        let buckets = buckets(cfg.resolution, &cfg.aspect_ratios, align);
+        let (rows, over_cap) = scan(cfg, &buckets)?;
+        let all = || rows.iter().flatten();
+        if all().any(|r| r.split == Split::Val) || cfg.holdout <= 0.0 {
+            let train = Index::from_rows(cfg, buckets.clone(), &rows, "train", over_cap, |r| r.split == Split::Train);
+            let val = Index::from_rows(cfg, buckets, &rows, "val", 0, |r| r.split == Split::Val);
+            return Ok((train, val, None));
         }
-        Ok(Index { per_source, weights: cfg.sources.iter().map(|s| s.weight).collect(), buckets, stats })
+        let keys =
+            choose_holdout(all().filter(|r| r.split == Split::Train).map(|r| r.holdout_key.as_str()), cfg.holdout);
+        let set: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
+        let held = |r: &Scanned| r.split == Split::Train && set.contains(r.holdout_key.as_str());
+        let train =
+            Index::from_rows(cfg, buckets.clone(), &rows, "train", over_cap, |r| r.split == Split::Train && !held(r));
+        let val = Index::from_rows(cfg, buckets, &rows, "held out", 0, held);
+        let holdout = (!keys.is_empty()).then(|| Holdout { rows: val.len(), keys });
+        Ok((train, val, holdout))
+    }
+
+    fn from_rows(
+        cfg: &DataConfig,
+        buckets: Vec<Bucket>,
+        rows: &[Vec<Scanned>],
+        label: &str,
+        over_image_cap: usize,
+        keep: impl Fn(&Scanned) -> bool,
+    ) -> Index {
+        let mut stats = IndexStats { over_image_cap, ..Default::default() };
+        let per_source: Vec<Vec<Entry>> = rows
+            .iter()
+            .zip(&cfg.sources)
+            .map(|(rows, src)| {
+                let kept: Vec<Entry> = rows.iter().filter(|r| keep(r)).map(|r| r.entry.clone()).collect();
+                stats.rows.insert(format!("{} ({label})", src.path.display()), kept.len());
+                kept
+            })
+            .collect();
+        Index { per_source, weights: cfg.sources.iter().map(|s| s.weight).collect(), buckets, stats }
     }
 
     pub fn len(&self) -> usize {
@@ -211,8 +312,12 @@ impl Sampler {
 pub struct Batch {
     pub sample_ids: Vec<String>,
     pub tasks: Vec<Task>,
-    /// `context prompt` + `base prompt`.
+    /// What the text encoder sees: context prompt + base prompt, as fitted to the encoder's
+    /// limit by the trainer ([`Batch::fit_prompts`]).
     pub prompts: Vec<String>,
+    /// The rows' context and base prompts.
+    pub contexts: Vec<String>,
+    pub bases: Vec<String>,
     pub bucket: Bucket,
     pub n_inputs: usize,
     pub n_outputs: usize,
@@ -233,6 +338,15 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.sample_ids.is_empty()
+    }
+
+    /// Sets each prompt to its context and base prompts as `fit` joins them (so the
+    /// instruction survives the text encoder's limit); returns how many were truncated.
+    pub fn fit_prompts(&mut self, fit: impl Fn(&str, &str) -> FittedPrompt) -> usize {
+        let fitted: Vec<FittedPrompt> = self.contexts.iter().zip(&self.bases).map(|(c, b)| fit(c, b)).collect();
+        let truncated = fitted.iter().filter(|f| f.truncated).count();
+        self.prompts = fitted.into_iter().map(|f| f.text).collect();
+        truncated
     }
 }
 
@@ -258,17 +372,11 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
     let decoded: Vec<Result<Vec<Vec<f32>>, DataError>> = samples
         .par_iter()
         .map(|s| {
-            s.images
-                .iter()
-                .enumerate()
-                .map(|(k, im)| {
-                    load_pixels(&im.bytes, bucket).map_err(|e| DataError::Image {
-                        sample_id: s.sample_id.clone(),
-                        image: k,
-                        message: e.to_string(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+            load_sample_pixels(&s.images, bucket).map_err(|(k, e)| DataError::Image {
+                sample_id: s.sample_id.clone(),
+                image: k,
+                message: e.to_string(),
+            })
         })
         .collect();
     let mut skipped = Vec::new();
@@ -284,6 +392,8 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
         sample_ids: samples.iter().map(|s| s.sample_id.clone()).collect(),
         tasks: samples.iter().map(|s| s.task).collect(),
         prompts: samples.iter().map(full_prompt).collect(),
+        contexts: samples.iter().map(|s| s.context_prompt.clone()).collect(),
+        bases: samples.iter().map(|s| s.base_prompt.clone()).collect(),
         bucket,
         n_inputs: n,
         n_outputs: m,
@@ -347,11 +457,14 @@ impl Loader {
 }
 
 /// The data side of a run: the training and validation indexes, the fixed batches that
-/// validation and sample grids use (from the `val` split, else from training rows, which
-/// the log says), and the loader started at the run's position.
+/// validation and sample grids use (from the `val` split, else from the keys `data.holdout`
+/// holds out of the training rows, else from training rows, which the log says), and the
+/// loader started at the run's position.
 pub struct TrainData {
     pub train: Arc<Index>,
     pub val: Arc<Index>,
+    /// The training rows held out to validate on, when the sources have no `val` rows.
+    pub holdout: Option<Holdout>,
     pub fixed: Vec<Batch>,
     /// The fixed batches are training rows (the sources have no `val` rows).
     pub fixed_from_train: bool,
@@ -363,12 +476,12 @@ impl TrainData {
     /// `loader_batches` batches (a resumed run's position).
     pub fn open(cfg: &TrainConfig, align: u32, loader_batches: u64) -> Result<TrainData, DataError> {
         let d = &cfg.data;
-        let train = Arc::new(Index::build(d, Split::Train, align)?);
+        let (train, val, holdout) = Index::build_split(d, align)?;
+        let (train, val) = (Arc::new(train), Arc::new(val));
         if train.is_empty() {
             let sources = d.sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
             return Err(DataError::NoTrainingRows { sources, max_inputs: d.max_inputs, max_outputs: d.max_outputs });
         }
-        let val = Arc::new(Index::build(d, Split::Val, align)?);
         let fixed_from_train = val.is_empty();
         let fixed_index = if fixed_from_train { train.clone() } else { val.clone() };
         let mut fixed = Vec::new();
@@ -383,6 +496,40 @@ impl TrainData {
             }
         }
         let loader = Loader::start(train.clone(), d, cfg.train.seed, loader_batches)?;
-        Ok(TrainData { train, val, fixed, fixed_from_train, loader })
+        Ok(TrainData { train, val, holdout, fixed, fixed_from_train, loader })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_holdout;
+
+    fn keys() -> Vec<String> {
+        (0..40).flat_map(|v| std::iter::repeat(format!("video:clip{v}.mp4")).take(1 + v % 5)).collect()
+    }
+
+    /// Whole keys, at most the fraction of rows and close to it, the same keys whatever the
+    /// row order.
+    #[test]
+    fn the_held_out_split_is_whole_keys_and_stable() {
+        let rows = keys();
+        let held = choose_holdout(rows.iter().map(String::as_str), 0.1);
+        let n_held = rows.iter().filter(|k| held.contains(k)).count();
+        assert!(!held.is_empty() && held.len() < 40, "{held:?}");
+        let share = n_held as f64 / rows.len() as f64;
+        assert!(share <= 0.1 && share > 0.1 - 5.0 / rows.len() as f64, "{share}");
+
+        let reversed = choose_holdout(rows.iter().rev().map(String::as_str), 0.1);
+        assert_eq!(held, reversed);
+    }
+
+    #[test]
+    fn one_key_is_never_held_out_and_zero_holds_out_nothing() {
+        assert!(choose_holdout(["a", "a", "a"], 0.5).is_empty());
+        assert!(choose_holdout(["a", "b", "c"], 0.0).is_empty());
+        assert_eq!(choose_holdout(["a", "b"], 0.99).len(), 1);
+        // No key fits in 5 %: the smallest one alone, not the first in hash order.
+        let rows: Vec<&str> = [("big", 40), ("mid", 20), ("small", 3)].iter().flat_map(|(k, n)| vec![*k; *n]).collect();
+        assert_eq!(choose_holdout(rows.iter().copied(), 0.01), ["small"]);
     }
 }

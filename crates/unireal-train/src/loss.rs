@@ -9,7 +9,7 @@ use unireal_flow::seeded_noise;
 use unireal_pipeline::generate::encode_frames;
 use unireal_pipeline::{encode_text, Frozen, UniReal};
 
-use crate::config::TrainConfig;
+use crate::config::{Dropped, TrainConfig};
 use crate::data::Batch;
 use crate::error::Result;
 
@@ -46,12 +46,20 @@ pub fn task_weights(cfg: &TrainConfig, batch: &Batch) -> Vec<f64> {
 pub struct Draws {
     /// The prompts after text dropout ("" where dropped).
     pub prompts: Vec<String>,
-    /// Whether the batch's input images are dropped.
-    pub drop_images: bool,
+    /// Per sample: what guidance dropout did (the prompt is already "" where `text`; input
+    /// images are hidden where `images`).
+    pub dropped: Vec<Dropped>,
     /// One t per sample.
     pub t: Vec<f64>,
     /// Seed of the noise of the global batch.
     pub noise_seed: u64,
+}
+
+impl Draws {
+    /// Full conditioning (validation): the batch's prompts, its images, these t.
+    pub fn conditional(batch: &Batch, t: Vec<f64>, noise_seed: u64) -> Draws {
+        Draws { prompts: batch.prompts.clone(), dropped: vec![Dropped::default(); batch.len()], t, noise_seed }
+    }
 }
 
 /// This process's share of the global batch: rows `j·world + rank`.
@@ -122,16 +130,19 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), self.device);
             seeded_noise::<B, 5>(dims, draws.noise_seed, self.device).select(0, idx)
         };
-        let (inputs, input_roles) = match inputs {
-            Some((x, r)) if !draws.drop_images => (Some(x), Some(r)),
-            _ => (None, None),
-        };
+        let (inputs, input_roles) = inputs.unzip();
+        // Dropped images stay in the sequence, hidden from every query (as the sampler's
+        // image-free branch has them).
+        let hide: Vec<bool> = draws.dropped.iter().map(|d| d.images).collect();
+        let hide_inputs = (inputs.is_some() && hide.contains(&true))
+            .then(|| Tensor::<B, 1, Bool>::from_data(TensorData::new(hide, [b]), self.device));
         let fb = FlowBatch {
             cond: DitConditioning {
                 inputs,
                 input_roles,
                 text: text.clone(),
                 text_pad: Some(text_pad.clone()),
+                hide_inputs,
                 null_text: text,
                 null_text_pad: Some(text_pad),
             },

@@ -10,6 +10,32 @@ use serde_json::{json, Value};
 
 use crate::error::{Result, TrainError};
 
+/// Samples of a step whose conditioning guidance dropout removed (this rank's samples): the
+/// prompt alone, the input images alone, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DropCounts {
+    pub text: usize,
+    pub images: usize,
+    pub both: usize,
+}
+
+impl DropCounts {
+    pub fn add(&mut self, d: crate::config::Dropped) {
+        match (d.text, d.images) {
+            (true, true) => self.both += 1,
+            (true, false) => self.text += 1,
+            (false, true) => self.images += 1,
+            (false, false) => {}
+        }
+    }
+}
+
+impl std::ops::AddAssign for DropCounts {
+    fn add_assign(&mut self, o: DropCounts) {
+        (self.text, self.images, self.both) = (self.text + o.text, self.images + o.images, self.both + o.both);
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepStats {
@@ -35,6 +61,11 @@ pub struct StepStats {
     pub loader_batches: u64,
     /// Rows left out because an image did not decode.
     pub skipped_rows: usize,
+    /// Guidance dropout of the step's samples (this rank's).
+    pub dropped: DropCounts,
+    /// Prompts of the step (this rank's) that lost context clauses, or whose instruction alone
+    /// was longer than the text encoder takes ([`unireal_pipeline::prompt::fit_prompt`]).
+    pub truncated_prompts: usize,
 }
 
 impl StepStats {
@@ -47,6 +78,7 @@ impl StepStats {
             "samples_per_s": self.samples as f64 / self.step_s, "tokens_per_s": self.tokens as f64 / self.step_s,
             "step_s": self.step_s, "allreduce_s": self.allreduce_s, "world_size": self.world_size,
             "loader_batches": self.loader_batches, "skipped_rows": self.skipped_rows,
+            "dropped": self.dropped, "truncated_prompts": self.truncated_prompts,
         })
     }
 }
@@ -147,11 +179,14 @@ mod tests {
             world_size: 1,
             loader_batches: 3,
             skipped_rows: 0,
+            dropped: DropCounts { text: 1, images: 0, both: 2 },
+            truncated_prompts: 1,
         };
         let v = s.to_json();
         assert_eq!(v["samples_per_s"], 4.0);
         assert_eq!(v["tokens_per_s"], 400.0);
         assert_eq!(v["loss_by_task"]["seg"], 0.25);
         assert_eq!(v["kind"], "train");
+        assert_eq!(v["dropped"], json!({"text": 1, "images": 0, "both": 2}));
     }
 }

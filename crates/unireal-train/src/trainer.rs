@@ -17,16 +17,16 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use unireal_flow::{sample_t, Rng};
-use unireal_pipeline::{tokens_per_frame, Frozen, UniReal};
+use unireal_pipeline::{fit_prompt, tokens_per_frame, Frozen, UniReal};
 
 use crate::checkpoint::{self, Restored, Snapshot, TrainState};
 use crate::collective::{self, Collective, SingleProcess};
-use crate::config::TrainConfig;
+use crate::config::{Dropped, TrainConfig};
 use crate::data::{Batch, TrainData};
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
 use crate::loss::{task_weights, Draws, FromInner, Objective, Part, Same};
-use crate::metrics::{Metrics, StepStats};
+use crate::metrics::{DropCounts, Metrics, StepStats};
 use crate::optim::{clip_global_norm, learning_rate, optimizer, Optim};
 
 /// How the binary asked to run.
@@ -88,6 +88,29 @@ impl ValStats {
 pub fn t_bin_name(k: usize, bins: usize) -> String {
     let edge = |i: usize| i as f64 / bins as f64;
     format!("[{:.2},{:.2}{}", edge(k), edge(k + 1), if k + 1 == bins { "]" } else { ")" })
+}
+
+/// What one micro-batch did.
+#[derive(Debug, Default)]
+struct MicroStats {
+    /// Its loss / grad_accum.
+    loss: f64,
+    samples: usize,
+    tokens: usize,
+    skipped: usize,
+    dropped: DropCounts,
+    truncated: usize,
+}
+
+impl std::ops::AddAssign for MicroStats {
+    fn add_assign(&mut self, o: MicroStats) {
+        self.loss += o.loss;
+        self.samples += o.samples;
+        self.tokens += o.tokens;
+        self.skipped += o.skipped;
+        self.dropped += o.dropped;
+        self.truncated += o.truncated;
+    }
 }
 
 /// One task's samples in a step.
@@ -195,7 +218,10 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         // Every rank starts from rank 0's weights.
         let model = collective::broadcast_module(model, coll, 0)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
-        let data = TrainData::open(&cfg, cfg.model.pixel_align()?, state.loader_batches)?;
+        let mut data = TrainData::open(&cfg, cfg.model.pixel_align()?, state.loader_batches)?;
+        for b in &mut data.fixed {
+            b.fit_prompts(|c, base| fit_prompt(&cfg.model, &frozen, c, base));
+        }
         let trainer = Trainer {
             config_yaml,
             run,
@@ -249,6 +275,14 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 self.cfg.data.batch_size * self.cfg.train.grad_accum
             );
         }
+        if let Some(h) = &self.data.holdout {
+            eprintln!(
+                "validation: {} training rows held out (data.holdout {}): {}",
+                h.rows,
+                self.cfg.data.holdout,
+                h.keys.join(", ")
+            );
+        }
         if self.data.fixed_from_train && !self.data.fixed.is_empty() {
             eprintln!("note: no `val` rows; validation loss and samples use fixed training batches");
         }
@@ -270,24 +304,26 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let (b, world) = (batch.len(), self.part.world);
         let shift = self.cfg.train.shift.for_tokens(self.tokens_per_frame(batch));
         let rng = &mut self.state.rng;
-        let drops: Vec<bool> = (0..b * world).map(|_| rng.uniform() < self.cfg.data.drop_text).collect();
-        let prompts = (0..b).map(|j| if drops[self.part.global(j)] { String::new() } else { batch.prompts[j].clone() });
-        let prompts = prompts.collect();
-        let drop_images = batch.n_inputs > 0 && rng.uniform() < self.cfg.data.drop_images;
+        let has_inputs = batch.n_inputs > 0;
+        let all: Vec<Dropped> = (0..b * world).map(|_| self.cfg.data.dropout(rng.uniform(), has_inputs)).collect();
+        let dropped: Vec<Dropped> = (0..b).map(|j| all[self.part.global(j)]).collect();
+        let prompts =
+            dropped.iter().zip(&batch.prompts).map(|(d, p)| if d.text { String::new() } else { p.clone() }).collect();
         let t_all = sample_t(&self.cfg.train.time_sampling, b * world, shift, rng);
         let t = (0..b).map(|j| t_all[self.part.global(j)]).collect();
-        Draws { prompts, drop_images, t, noise_seed: rng.next_u64() }
+        Draws { prompts, dropped, t, noise_seed: rng.next_u64() }
     }
 
     /// One micro-batch: forward, backward, gradients into `accum`; the per-task losses into
-    /// `by_task`. Returns (loss / grad_accum, samples, tokens, skipped rows).
+    /// `by_task`.
     fn micro_batch(
         &mut self,
         accum: &mut GradientsAccumulator<UniReal<B>>,
         by_task: &mut BTreeMap<String, TaskTotals>,
-    ) -> Result<(f64, usize, usize, usize)> {
-        let (pos, batch) = self.data.loader.next()?;
+    ) -> Result<MicroStats> {
+        let (pos, mut batch) = self.data.loader.next()?;
         self.state.loader_batches = pos;
+        let truncated = batch.fit_prompts(|c, b| fit_prompt(&self.cfg.model, &self.frozen, c, b));
         let draws = self.draw(&batch);
         let objective = Objective {
             model: self.model(),
@@ -313,7 +349,9 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let b = batch.len();
         let text_len = batch.prompts.iter().map(|p| p.len()).max().unwrap_or(0) + 1;
         let tokens = b * (self.tokens_per_frame(&batch) * (batch.n_inputs + batch.n_outputs) + text_len);
-        Ok((value, b, tokens, batch.skipped.len()))
+        let mut dropped = DropCounts::default();
+        draws.dropped.iter().for_each(|d| dropped.add(*d));
+        Ok(MicroStats { loss: value, samples: b, tokens, skipped: batch.skipped.len(), dropped, truncated })
     }
 
     /// One optimizer step over `train.grad_accum` micro-batches: gradients averaged over the
@@ -323,11 +361,11 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let lr = learning_rate(&self.cfg.train, self.state.step);
         let mut accum = GradientsAccumulator::<UniReal<B>>::new();
         let mut by_task = BTreeMap::new();
-        let (mut loss, mut samples, mut tokens, mut skipped) = (0.0, 0, 0, 0);
+        let mut micro = MicroStats::default();
         for _ in 0..self.cfg.train.grad_accum {
-            let (l, s, t, k) = self.micro_batch(&mut accum, &mut by_task)?;
-            (loss, samples, tokens, skipped) = (loss + l, samples + s, tokens + t, skipped + k);
+            micro += self.micro_batch(&mut accum, &mut by_task)?;
         }
+        let mut loss = micro.loss;
         // The one place gradients exist before the optimizer step: averaged over the ranks.
         let bucket = (self.cfg.train.allreduce_bucket_mb * 1024.0 * 1024.0 / 4.0) as usize;
         let (grads, allreduce_s) = collective::sync_gradients(self.model(), accum.grads(), self.coll, bucket)?;
@@ -355,13 +393,15 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             loss_share_by_task: by_task.into_iter().map(|(k, t)| (k, t.share)).collect(),
             lr,
             grad_norm: gnorm,
-            samples: samples * world,
-            tokens: tokens * world,
+            samples: micro.samples * world,
+            tokens: micro.tokens * world,
             step_s: t0.elapsed().as_secs_f64(),
             allreduce_s,
             world_size: world,
             loader_batches: self.state.loader_batches,
-            skipped_rows: skipped,
+            skipped_rows: micro.skipped,
+            dropped: micro.dropped,
+            truncated_prompts: micro.truncated,
         };
         self.log(&stats.to_json())?;
         Ok(stats)
@@ -403,13 +443,13 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         for (i, batch) in batches.iter().enumerate() {
             let shift = self.cfg.train.shift.for_tokens(self.tokens_per_frame(batch));
             let t = sample_t(&self.cfg.train.time_sampling, batch.len(), shift, &mut rng);
-            let draws = Draws { prompts: batch.prompts.clone(), drop_images: false, t, noise_seed: rng.next_u64() };
+            let draws = Draws::conditional(batch, t, rng.next_u64());
             sum += objective.loss(batch, &draws, Part::SINGLE)?.loss.into_scalar().elem::<f64>();
             let b = batch.len();
             for (k, bin) in by_t.iter_mut().enumerate() {
                 let t = (0..b).map(|j| (k as f64 + (j as f64 + 0.5) / b as f64) / bins as f64).collect();
                 let noise_seed = (0xb1_u64 << 32) ^ (i as u64) ^ self.cfg.train.seed;
-                let draws = Draws { prompts: batch.prompts.clone(), drop_images: false, t, noise_seed };
+                let draws = Draws::conditional(batch, t, noise_seed);
                 let per: Vec<f32> = objective.loss(batch, &draws, Part::SINGLE)?.per_sample.into_data().to_vec()?;
                 for (task, l) in batch.tasks.iter().zip(&per) {
                     *bin = (bin.0 + *l as f64, bin.1 + 1);
