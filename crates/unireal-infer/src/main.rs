@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_core::{Hinted, ImageRole, Task, WithHint};
 use unireal_flow::Guidance;
-use unireal_pipeline::image::{chw_to_image, image_to_chw, open_rgb, save_png, SampleFit};
+use unireal_pipeline::image::{chw_to_image, image_to_chw, mean_colour, open_rgb, psnr, save_png, SampleFit};
 use unireal_pipeline::prompt::{default_context, default_roles, role_index};
 use unireal_pipeline::{generate_pixels, Bucket, Checkpoint, PipelineError, Request};
 
@@ -66,6 +66,13 @@ struct Args {
     /// Use the raw weights instead of the EMA weights.
     #[arg(long)]
     no_ema: bool,
+    /// The expected output (e.g. a held-out sample's target frame): fitted to the output's
+    /// size as training fits an output, it is compared with each output, and stdout gets one
+    /// JSON line per output instead of its path: `{"output", "psnr_db",
+    /// "mean_colour_psnr_db"}` (the second is a flat image of the target's mean colour: the
+    /// baseline an output must beat to show more than the scene's average colour).
+    #[arg(long)]
+    target: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +148,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Canvas and control images get one crop, assets are fitted whole on white: the
     // transform training applied (unireal_pipeline::image::SampleFit).
     let fit = SampleFit::new(bucket, roles.iter().copied().zip(images.iter().map(|i| i.dimensions())));
+    let target = args.target.as_ref().map(|p| open_rgb(p).map(|t| fit.apply(&t, ImageRole::Output))).transpose()?;
     let inputs: Vec<f32> = images.iter().zip(&roles).flat_map(|(img, r)| image_to_chw(&fit.apply(img, *r))).collect();
     let req = Request {
         prompts: vec![prompt.text],
@@ -177,8 +185,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
             args.out.with_file_name(format!("{stem}-{}.png", k + 1))
         };
-        save_png(&chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height), &path)?;
-        println!("{}", path.display());
+        let out = chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height);
+        save_png(&out, &path)?;
+        match &target {
+            Some(t) => println!(
+                "{}",
+                serde_json::json!({
+                    "output": path,
+                    "psnr_db": psnr(&out, t),
+                    "mean_colour_psnr_db": psnr(&mean_colour(t), t),
+                })
+            ),
+            None => println!("{}", path.display()),
+        }
     }
     Ok(())
 }

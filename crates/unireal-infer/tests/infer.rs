@@ -110,6 +110,30 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     assert_eq!(image::open(&t).unwrap().to_rgb8().dimensions(), (32, 32));
     assert!(dir.path().join("t2i-2.png").is_file());
 
+    // --target: one JSON line per output with its PSNR and the mean-colour baseline. The
+    // target is the first edit's own output, so that PSNR is that of the 8-bit round trip.
+    let r = infer(&[
+        "--checkpoint",
+        &s(&ckpt),
+        "--image",
+        &image,
+        "--prompt",
+        "Turn IMG1 into RES1: pan left.",
+        "--steps",
+        "3",
+        "--out",
+        &s(&dir.path().join("again.png")),
+        "--target",
+        &s(&out),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let q: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(q["output"].as_str().unwrap(), s(&dir.path().join("again.png")));
+    // Identical images: infinite PSNR, which JSON writes as null; the baseline is finite.
+    assert!(q["psnr_db"].is_null(), "{q}");
+    let base = q["mean_colour_psnr_db"].as_f64().unwrap();
+    assert!(base.is_finite() && base > 0.0, "{q}");
+
     // Errors say what is wrong and what to do.
     let r = infer(&["--checkpoint", &s(dir.path()), "--prompt", "x"]);
     let err = String::from_utf8_lossy(&r.stderr);

@@ -165,6 +165,29 @@ pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
     unireal_core::write_atomic(path, &bytes).map_err(|source| PipelineError::Write { path: path.to_path_buf(), source })
 }
 
+/// Peak signal-to-noise ratio of `a` against `b` (same size), in dB over 8-bit RGB: the
+/// figure the demo and the quality tests report. Identical images give infinity.
+pub fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions(), "psnr of images of different sizes");
+    let n = a.as_raw().len().max(1) as f64;
+    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / n;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
+/// A flat image of `img`'s mean colour: the baseline a picture must beat to show more than
+/// the average of its scene (its PSNR against `img` is set by the image's own variance).
+pub fn mean_colour(img: &image::RgbImage) -> image::RgbImage {
+    let n = (img.width() as u64 * img.height() as u64).max(1) as f64;
+    let mut sum = [0f64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            sum[c] += p.0[c] as f64;
+        }
+    }
+    let mean = sum.map(|s| (s / n).round() as u8);
+    image::RgbImage::from_pixel(img.width(), img.height(), image::Rgb(mean))
+}
+
 /// One row per sample: its input frames, the generated output(s), the target(s), left to right.
 pub fn grid(rows: &[Vec<image::RgbImage>], cell: (u32, u32)) -> image::RgbImage {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(1) as u32;
@@ -187,6 +210,22 @@ pub fn grid(rows: &[Vec<image::RgbImage>], cell: (u32, u32)) -> image::RgbImage 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psnr_against_known_errors_and_the_mean_colour_baseline() {
+        let a = image::RgbImage::from_fn(8, 4, |x, y| image::Rgb([(x * 30) as u8, (y * 60) as u8, 100]));
+        assert_eq!(psnr(&a, &a), f64::INFINITY);
+        // Every channel of every pixel off by 5: MSE 25.
+        let b = image::RgbImage::from_fn(8, 4, |x, y| {
+            let p = a.get_pixel(x, y).0;
+            image::Rgb([p[0] + 5, p[1] + 5, p[2] + 5])
+        });
+        assert!((psnr(&a, &b) - 10.0 * (65025.0f64 / 25.0).log10()).abs() < 1e-9);
+        let m = mean_colour(&a);
+        assert_eq!(m.get_pixel(0, 0).0, [105, 90, 100]);
+        assert!(m.pixels().all(|p| p == m.get_pixel(7, 3)));
+        assert!(psnr(&a, &m) < psnr(&a, &b));
+    }
 
     #[test]
     fn buckets_are_aligned_and_the_nearest_is_by_log_ratio() {

@@ -29,11 +29,25 @@ pub struct SourceConfig {
     /// Relative draw probability of this source.
     #[serde(default = "SourceConfig::default_weight")]
     pub weight: f64,
+    /// Only rows of these task families (empty: every row). One directory may be listed
+    /// twice, filtered and not, to draw some families more often than their row counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<unireal_core::Task>,
 }
 
 impl SourceConfig {
     fn default_weight() -> f64 {
         1.0
+    }
+
+    /// The source as logs and errors name it: its path, and its task filter when it has one.
+    pub fn label(&self) -> String {
+        if self.tasks.is_empty() {
+            self.path.display().to_string()
+        } else {
+            let tasks: Vec<&str> = self.tasks.iter().map(|t| t.as_str()).collect();
+            format!("{} [{}]", self.path.display(), tasks.join(", "))
+        }
     }
 }
 
@@ -359,5 +373,23 @@ mod tests {
         cfg.data.drop_both = 0.0;
         cfg.data.holdout = 1.0;
         assert_eq!(cfg.validate().unwrap_err().key, "data.holdout");
+    }
+
+    #[test]
+    fn a_source_filters_by_task_and_names_its_filter() {
+        let cfg: TrainConfig = serde_yaml::from_str(
+            "{model: {preset: tiny}, data: {sources: [{path: s, weight: 3, tasks: [frame2frame, seg]}, {path: s}]}}",
+        )
+        .unwrap();
+        let [f, all] = &cfg.data.sources[..] else { panic!("two sources") };
+        assert_eq!(f.tasks, [unireal_core::Task::Frame2Frame, unireal_core::Task::Seg]);
+        assert!(all.tasks.is_empty());
+        assert_eq!((f.label().as_str(), all.label().as_str()), ("s [frame2frame, seg]", "s"));
+        let err = serde_yaml::from_str::<TrainConfig>(
+            "{model: {preset: tiny}, data: {sources: [{path: s, tasks: [frame_to_frame]}]}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("frame_to_frame") && err.contains("frame2frame"), "{err}");
     }
 }

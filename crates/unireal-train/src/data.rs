@@ -84,6 +84,9 @@ fn scan(cfg: &DataConfig, buckets: &[Bucket]) -> Result<(Vec<Vec<Scanned>>, usiz
         for shard in &manifest.shards {
             let file = Arc::new(src.path.join(&shard.file));
             for r in unireal_shards::index_rows(&file)? {
+                if !src.tasks.is_empty() && !src.tasks.contains(&r.task) {
+                    continue;
+                }
                 if r.signature.0 > cfg.max_inputs || r.signature.1 > cfg.max_outputs || r.signature.1 == 0 {
                     over_cap += usize::from(r.split != Split::Test);
                     continue;
@@ -194,7 +197,7 @@ impl Index {
             .zip(&cfg.sources)
             .map(|(rows, src)| {
                 let kept: Vec<Entry> = rows.iter().filter(|r| keep(r)).map(|r| r.entry.clone()).collect();
-                stats.rows.insert(format!("{} ({label})", src.path.display()), kept.len());
+                stats.rows.insert(format!("{} ({label})", src.label()), kept.len());
                 kept
             })
             .collect();
@@ -479,7 +482,7 @@ impl TrainData {
         let (train, val, holdout) = Index::build_split(d, align)?;
         let (train, val) = (Arc::new(train), Arc::new(val));
         if train.is_empty() {
-            let sources = d.sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
+            let sources = d.sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ");
             return Err(DataError::NoTrainingRows { sources, max_inputs: d.max_inputs, max_outputs: d.max_outputs });
         }
         let fixed_from_train = val.is_empty();

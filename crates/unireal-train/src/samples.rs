@@ -10,8 +10,9 @@ use crate::config::TrainConfig;
 use crate::data::Batch;
 use crate::error::{Result, TrainError};
 
-/// What to sample for the first `cfg.log.samples` rows of `batch`.
-fn request(cfg: &TrainConfig, batch: &Batch, latent_factor: usize, patch: usize) -> Request {
+/// What to sample for the first `cfg.log.samples` rows of `batch`: the run's sampler
+/// settings (`log.sample_steps`, `log.guidance`, the shift for the bucket, `train.seed`).
+pub fn request(cfg: &TrainConfig, batch: &Batch, latent_factor: usize, patch: usize) -> Request {
     let n = cfg.log.samples.max(1).min(batch.len());
     let plane = (3 * batch.bucket.width * batch.bucket.height) as usize;
     Request {

@@ -338,6 +338,19 @@ fn loader_is_deterministic_partitions_by_rank_and_batches_by_signature() {
     assert_eq!(batch.outputs.len(), 2 * batch.n_outputs * 3 * (bk.width * bk.height) as usize);
     assert!(batch.outputs.iter().all(|x| (-1.0..=1.0).contains(x)));
     assert!(batch.prompts.iter().all(|p| p.contains("IMG1") && p.starts_with("realistic style")));
+
+    // A source's task filter keeps its family's rows only; listed again unfiltered, the same
+    // directory gives every row, so a weighted pair draws that family more often.
+    let task = index.per_source[0][0].task;
+    let mut mixed = cfg.clone();
+    mixed.data.sources[0].tasks = vec![task];
+    mixed.data.sources.push(cfg.data.sources[0].clone());
+    let both = Index::build(&mixed.data, Split::Train, 4).unwrap();
+    let want = index.per_source[0].iter().filter(|e| e.task == task).count();
+    assert_eq!(both.per_source[0].len(), want);
+    assert!(both.per_source[0].iter().all(|e| e.task == task));
+    assert_eq!(both.per_source[1].len(), index.len());
+    assert!(want < index.len(), "the sample shards have more than one family");
 }
 
 #[test]
