@@ -42,7 +42,11 @@ TARGET=$(ls out/demo/target.* | head -1)
 # --target: the sample's own output frame, to measure the edit against (one JSON line).
 QUALITY=$($BIN/unireal-infer --checkpoint runs/demo --image "$INPUT" --prompt "$PROMPT" --task frame2frame \
   --steps 28 --seed 0 --out out/demo/edit.png --target "$TARGET")
-SCORE=$(.venv/bin/python -c 'import json,sys; q=json.loads(sys.argv[1]); print(f"PSNR {q[\"psnr_db\"]:.1f} dB against the target frame; a flat mean-colour image: {q[\"mean_colour_psnr_db\"]:.1f} dB")' "$QUALITY")
+SCORE=$(.venv/bin/python -c '
+import json, sys
+q = json.loads(sys.argv[1])
+print("PSNR %.1f dB against the target frame; a flat mean-colour image: %.1f dB"
+      % (q["psnr_db"] or float("inf"), q["mean_colour_psnr_db"]))' "$QUALITY")
 echo "" >&2
 echo "shards:   out/shards/video (manifest.json lists them)" >&2
 echo "gallery:  out/demo/gallery.html (every family's samples, filterable by task)" >&2

@@ -67,7 +67,7 @@ struct Args {
     #[arg(long)]
     no_ema: bool,
     /// The expected output (e.g. a held-out sample's target frame): fitted to the output's
-    /// size as training fits an output, it is compared with each output, and stdout gets one
+    /// size as training fits an output (unless it has that size), it is compared with each output, and stdout gets one
     /// JSON line per output instead of its path: `{"output", "psnr_db",
     /// "mean_colour_psnr_db"}` (the second is a flat image of the target's mean colour: the
     /// baseline an output must beat to show more than the scene's average colour).
@@ -148,7 +148,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Canvas and control images get one crop, assets are fitted whole on white: the
     // transform training applied (unireal_pipeline::image::SampleFit).
     let fit = SampleFit::new(bucket, roles.iter().copied().zip(images.iter().map(|i| i.dimensions())));
-    let target = args.target.as_ref().map(|p| open_rgb(p).map(|t| fit.apply(&t, ImageRole::Output))).transpose()?;
+    // A target already at the output's size is taken as it is.
+    let target = args
+        .target
+        .as_ref()
+        .map(|p| {
+            open_rgb(p).map(|t| {
+                if t.dimensions() == (bucket.width, bucket.height) {
+                    t
+                } else {
+                    fit.apply(&t, ImageRole::Output)
+                }
+            })
+        })
+        .transpose()?;
     let inputs: Vec<f32> = images.iter().zip(&roles).flat_map(|(img, r)| image_to_chw(&fit.apply(img, *r))).collect();
     let req = Request {
         prompts: vec![prompt.text],
