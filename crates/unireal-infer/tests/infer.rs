@@ -48,18 +48,24 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     // Edit: one canvas image; the size comes from the training buckets at its aspect ratio
     // (resolution 32, ratio 1.5 → the 4:3 bucket, 36×28, multiples of 4).
     let out = dir.path().join("edit.png");
-    let r = infer(&[
-        "--checkpoint",
-        &s(&ckpt),
-        "--image",
-        &image,
-        "--prompt",
-        "Turn IMG1 into RES1: pan left.",
-        "--steps",
-        "3",
-        "--out",
-        &s(&out),
-    ]);
+    let edit = |out: &Path, extra: &[&str]| {
+        let (ckpt, out) = (s(&ckpt), s(out));
+        let mut args = vec![
+            "--checkpoint",
+            &ckpt,
+            "--image",
+            &image,
+            "--prompt",
+            "Turn IMG1 into RES1: pan left.",
+            "--steps",
+            "3",
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        infer(&args)
+    };
+    let r = edit(&out, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), s(&out));
     assert_eq!(image::open(&out).unwrap().to_rgb8().dimensions(), (36, 28));
@@ -112,20 +118,7 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
 
     // --target: one JSON line per output with its PSNR and the mean-colour baseline. The
     // target is the first edit's own output, so that PSNR is that of the 8-bit round trip.
-    let r = infer(&[
-        "--checkpoint",
-        &s(&ckpt),
-        "--image",
-        &image,
-        "--prompt",
-        "Turn IMG1 into RES1: pan left.",
-        "--steps",
-        "3",
-        "--out",
-        &s(&dir.path().join("again.png")),
-        "--target",
-        &s(&out),
-    ]);
+    let r = edit(&dir.path().join("again.png"), &["--target", &s(&out)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let q: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(q["output"].as_str().unwrap(), s(&dir.path().join("again.png")));
