@@ -180,8 +180,8 @@ pub fn mean_colour(img: &image::RgbImage) -> image::RgbImage {
     let n = (img.width() as u64 * img.height() as u64).max(1) as f64;
     let mut sum = [0f64; 3];
     for p in img.pixels() {
-        for c in 0..3 {
-            sum[c] += p.0[c] as f64;
+        for (s, &v) in sum.iter_mut().zip(&p.0) {
+            *s += v as f64;
         }
     }
     let mean = sum.map(|s| (s / n).round() as u8);
