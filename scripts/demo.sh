@@ -6,13 +6,13 @@
 #   3. sample an edit of a sample's input frame with the trained checkpoint (unireal-infer).
 # Outputs: out/shards/video, out/demo/gallery.html, runs/demo (checkpoints, metrics.jsonl, sample grids),
 # out/demo/input.*, out/demo/target.* and out/demo/edit.png (with its PSNR against the target).
-#   DEMO_STEPS=800 (default) sets the training length; extra arguments go to `unireal-train`.
+#   DEMO_STEPS=400 (default) sets the training length; extra arguments go to `unireal-train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p unireal-data -p unireal-train -p unireal-infer
 BIN=${CARGO_TARGET_DIR:-target}/release
-STEPS=${DEMO_STEPS:-800}
+STEPS=${DEMO_STEPS:-400}
 
 # --force: the demo always rebuilds, so that a build left by an older config does not stop it.
 $BIN/unireal-data build configs/video.yaml --force
@@ -41,7 +41,7 @@ INPUT=$(ls out/demo/input.* | head -1)
 TARGET=$(ls out/demo/target.* | head -1)
 # --target: the sample's own output frame, to measure the edit against (one JSON line).
 QUALITY=$($BIN/unireal-infer --checkpoint runs/demo --image "$INPUT" --prompt "$PROMPT" --task frame2frame \
-  --steps 28 --seed 0 --out out/demo/edit.png --target "$TARGET")
+  --seed 0 --out out/demo/edit.png --target "$TARGET")
 SCORE=$(.venv/bin/python -c '
 import json, sys
 q = json.loads(sys.argv[1])

@@ -46,8 +46,9 @@ struct Args {
     /// Output PNG; with --outputs above 1, `-2`, `-3`, … are added before the extension.
     #[arg(long, default_value = "out.png")]
     out: PathBuf,
-    /// Output size WxH in pixels (rounded to the model's multiple); default: the training
-    /// resolution at the first input image's aspect ratio.
+    /// Output size WxH in pixels (rounded to the model's multiple); default: the run's
+    /// `log.infer_resolution` (else its training resolution) at the first input image's
+    /// aspect ratio.
     #[arg(long)]
     size: Option<String>,
     #[arg(long, default_value_t = 1)]

@@ -79,11 +79,18 @@ pub struct RunConfig {
 pub struct RunLog {
     pub sample_steps: usize,
     pub guidance: Guidance,
+    /// `log.infer_resolution`: the bucket resolution of inference's default output size
+    /// (None: `data.resolution`).
+    pub infer_resolution: Option<u32>,
 }
 
 impl Default for RunLog {
     fn default() -> Self {
-        RunLog { sample_steps: crate::generate::DEFAULT_SAMPLE_STEPS, guidance: Guidance::default() }
+        RunLog {
+            sample_steps: crate::generate::DEFAULT_SAMPLE_STEPS,
+            guidance: Guidance::default(),
+            infer_resolution: None,
+        }
     }
 }
 
@@ -144,10 +151,12 @@ impl Checkpoint {
         self.config.model.load(&self.weights(ema), device)
     }
 
-    /// The training bucket nearest to `w × h` (the first bucket without a size).
+    /// The bucket nearest to `w × h` (the first bucket without a size) of the training
+    /// buckets' aspect ratios at `log.infer_resolution` (default: the training resolution).
     pub fn bucket_for(&self, size: Option<(u32, u32)>) -> Result<Bucket> {
         let d = &self.config.data;
-        let all = buckets(d.resolution, &d.aspect_ratios, self.config.model.pixel_align()?);
+        let resolution = self.config.log.infer_resolution.unwrap_or(d.resolution);
+        let all = buckets(resolution, &d.aspect_ratios, self.config.model.pixel_align()?);
         let i = size.map(|(w, h)| nearest_bucket(&all, w, h)).unwrap_or(0);
         all.get(i).copied().ok_or_else(|| PipelineError::CheckpointConfig {
             path: self.dir.join(CONFIG),

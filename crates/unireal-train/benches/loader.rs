@@ -40,7 +40,7 @@ fn main() {
     let index =
         Arc::new(Index::build(&cfg.data, Split::Train, align).expect("shards (unireal-data build configs/video.yaml)"));
 
-    let loader = Loader::start(index.clone(), &cfg.data, 0, 0).unwrap();
+    let loader = Loader::start(index.clone(), &cfg.data, 0, 0, None).unwrap();
     for _ in 0..2 {
         loader.next().unwrap();
     }

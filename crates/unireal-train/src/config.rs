@@ -79,6 +79,12 @@ pub struct DataConfig {
     /// validate on, by whole video / subject / image (`unireal_core::holdout_key`), chosen by
     /// a stable hash; 0 = validate on fixed training batches.
     pub holdout: f64,
+    /// Whether training reads the cache of the frozen encoders' outputs that
+    /// `unireal-train cache` writes (`crate::cache`): `auto` when it exists, `off`, or
+    /// `require` (an error without one).
+    pub cache: CacheUse,
+    /// Where that cache is; default `RUN/cache`.
+    pub cache_dir: Option<PathBuf>,
     /// Data-parallel rank and world size (the loader keeps every world-th draw).
     pub rank: usize,
     pub world_size: usize,
@@ -99,10 +105,25 @@ impl Default for DataConfig {
             drop_images: 0.05,
             drop_both: 0.05,
             holdout: 0.05,
+            cache: CacheUse::Auto,
+            cache_dir: None,
             rank: 0,
             world_size: 1,
         }
     }
+}
+
+/// `data.cache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheUse {
+    /// Read the cache when its directory has one.
+    #[default]
+    Auto,
+    /// Always run the frozen encoders.
+    Off,
+    /// Refuse to start without a cache (when the config runs a frozen encoder).
+    Require,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +212,9 @@ pub struct LogConfig {
     pub guidance: Guidance,
     /// Sample with the EMA weights (when EMA is on).
     pub sample_ema: bool,
+    /// The bucket resolution of `unireal-infer`'s default output size for this run's
+    /// checkpoints (None: `data.resolution`): a model trained small can be sampled larger.
+    pub infer_resolution: Option<u32>,
 }
 
 impl Default for LogConfig {
@@ -204,6 +228,7 @@ impl Default for LogConfig {
             sample_steps: unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS,
             guidance: Guidance::default(),
             sample_ema: true,
+            infer_resolution: None,
         }
     }
 }
@@ -278,6 +303,9 @@ impl TrainConfig {
         }
         if d.aspect_ratios.is_empty() || d.aspect_ratios.iter().any(|a| a.is_nan() || *a <= 0.0) {
             return invalid("data.aspect_ratios", "a non-empty list of positive width/height ratios");
+        }
+        if d.resolution == 0 || self.log.infer_resolution == Some(0) {
+            return invalid("data.resolution", "data.resolution and log.infer_resolution must be positive");
         }
         if d.world_size == 0 || d.rank >= d.world_size {
             return invalid("data.rank", format!("{} must be below data.world_size {}", d.rank, d.world_size));

@@ -18,6 +18,7 @@ use unireal_pipeline::image::{buckets, load_sample_pixels, nearest_bucket};
 use unireal_pipeline::prompt::{full_prompt, role_index, FittedPrompt};
 pub use unireal_pipeline::Bucket;
 
+use crate::cache::{content_hash, latent_key, Cache, CacheError};
 use crate::config::{DataConfig, TrainConfig};
 
 /// One row the loader may draw.
@@ -60,6 +61,8 @@ pub enum DataError {
     Image { sample_id: String, image: usize, message: String },
     #[error("loader: {0}")]
     Loader(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     #[error("no training rows in {sources} (of at most {max_inputs} inputs and {max_outputs} outputs)")]
     NoTrainingRows { sources: String, max_inputs: usize, max_outputs: usize },
 }
@@ -330,8 +333,24 @@ pub struct Batch {
     pub input_roles: Vec<i64>,
     /// `[batch, n_outputs, 3, H, W]`.
     pub outputs: Vec<f32>,
+    /// The latents of every image, when the cache held them all (`inputs` and `outputs` are
+    /// then empty: nothing was decoded).
+    pub latents: Option<CachedLatents>,
+    /// Images of the batch that a cache in use did not hold (encoded from pixels instead).
+    pub cache_misses: usize,
     /// Rows left out because an image did not decode: `file row N: reason`.
     pub skipped: Vec<String>,
+}
+
+/// A batch's latents read from the cache, as the frozen latent encoder would give them.
+#[derive(Debug, Clone)]
+pub struct CachedLatents {
+    /// `[batch, n_inputs, c, h, w]`.
+    pub inputs: Vec<f32>,
+    /// `[batch, n_outputs, c, h, w]`.
+    pub outputs: Vec<f32>,
+    /// `[c, h, w]` of one image.
+    pub shape: [usize; 3],
 }
 
 impl Batch {
@@ -353,9 +372,8 @@ impl Batch {
     }
 }
 
-/// Reads and decodes the samples of `entries` (one signature) into a [`Batch`].
-pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, DataError> {
-    // Read rows file by file, then put them back in batch order.
+/// Reads the rows of `entries` (any signatures), in their order, file by file.
+pub fn read_samples(entries: &[Entry]) -> Result<Vec<Sample>, DataError> {
     let mut by_file: BTreeMap<&PathBuf, Vec<(usize, usize)>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
         by_file.entry(&e.file).or_default().push((i, e.row));
@@ -367,9 +385,87 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
             samples[i] = Some(s);
         }
     }
-    let samples: Vec<Sample> = samples.into_iter().map(|s| s.expect("every row read")).collect();
+    Ok(samples.into_iter().map(|s| s.expect("every row read")).collect())
+}
+
+/// Reads and decodes the samples of `entries` (one signature) into a [`Batch`].
+pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, DataError> {
+    decode_batch_cached(entries, buckets, None)
+}
+
+/// The latents of every image of `samples` at `bucket` from `cache`, split into inputs and
+/// outputs; None (and how many images it lacks) unless it holds them all.
+fn cached_latents(
+    cache: &Cache,
+    samples: &[Sample],
+    bucket: Bucket,
+) -> Result<(Option<CachedLatents>, usize), DataError> {
+    let mut got = Vec::new();
+    let mut missing = 0;
+    for s in samples {
+        let content = content_hash(&s.images);
+        for (k, im) in s.images.iter().enumerate() {
+            match cache.get(&latent_key(&s.sample_id, &content, bucket, k))? {
+                Some((shape, data)) if missing == 0 => got.push((im.role.is_input(), shape, data)),
+                Some(_) => {}
+                None => missing += 1,
+            }
+        }
+    }
+    let shape = match got.first() {
+        Some((_, s, _)) if missing == 0 && s.len() == 3 && got.iter().all(|g| &g.1 == s) => [s[0], s[1], s[2]],
+        _ => return Ok((None, missing.max(usize::from(got.is_empty())))),
+    };
+    let mut l = CachedLatents { inputs: Vec::new(), outputs: Vec::new(), shape };
+    for (input, _, data) in got {
+        if input { &mut l.inputs } else { &mut l.outputs }.extend(data);
+    }
+    Ok((Some(l), 0))
+}
+
+/// [`decode_batch`], reading the latents from `cache` instead of decoding pixels when it holds
+/// every image of the batch (see [`Batch::latents`]); otherwise the pixels are decoded and
+/// [`Batch::cache_misses`] counts the images it lacked.
+pub fn decode_batch_cached(entries: &[Entry], buckets: &[Bucket], cache: Option<&Cache>) -> Result<Batch, DataError> {
+    let samples = read_samples(entries)?;
     let bucket = buckets[entries[0].bucket];
     let (n, m) = entries[0].signature;
+    let mut batch = Batch {
+        sample_ids: Vec::new(),
+        tasks: Vec::new(),
+        prompts: Vec::new(),
+        contexts: Vec::new(),
+        bases: Vec::new(),
+        bucket,
+        n_inputs: n,
+        n_outputs: m,
+        inputs: Vec::new(),
+        input_roles: Vec::new(),
+        outputs: Vec::new(),
+        latents: None,
+        cache_misses: 0,
+        skipped: Vec::new(),
+    };
+    let describe = |s: &[Sample], b: &mut Batch| {
+        b.sample_ids = s.iter().map(|s| s.sample_id.clone()).collect();
+        b.tasks = s.iter().map(|s| s.task).collect();
+        b.prompts = s.iter().map(full_prompt).collect();
+        b.contexts = s.iter().map(|s| s.context_prompt.clone()).collect();
+        b.bases = s.iter().map(|s| s.base_prompt.clone()).collect();
+        b.input_roles = s
+            .iter()
+            .flat_map(|s| s.images.iter().filter(|im| im.role.is_input()).map(|im| role_index(im.role)))
+            .collect();
+    };
+    if let Some(cache) = cache.filter(|c| c.manifest.fingerprints.latent.is_some()) {
+        let (latents, missing) = cached_latents(cache, &samples, bucket)?;
+        if latents.is_some() {
+            describe(&samples, &mut batch);
+            batch.latents = latents;
+            return Ok(batch);
+        }
+        batch.cache_misses = missing;
+    }
     // A sample whose image does not decode is left out of the batch (and reported); the
     // run goes on.
     let decoded: Vec<Result<Vec<Vec<f32>>, DataError>> = samples
@@ -382,34 +478,19 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
             })
         })
         .collect();
-    let mut skipped = Vec::new();
     let mut kept = Vec::new();
     for ((s, e), d) in samples.into_iter().zip(entries).zip(decoded) {
         match d {
             Ok(px) => kept.push((s, px)),
-            Err(err) => skipped.push(format!("{} row {}: {err}", e.file.display(), e.row)),
+            Err(err) => batch.skipped.push(format!("{} row {}: {err}", e.file.display(), e.row)),
         }
     }
     let (samples, pixels): (Vec<Sample>, Vec<Vec<Vec<f32>>>) = kept.into_iter().unzip();
-    let mut batch = Batch {
-        sample_ids: samples.iter().map(|s| s.sample_id.clone()).collect(),
-        tasks: samples.iter().map(|s| s.task).collect(),
-        prompts: samples.iter().map(full_prompt).collect(),
-        contexts: samples.iter().map(|s| s.context_prompt.clone()).collect(),
-        bases: samples.iter().map(|s| s.base_prompt.clone()).collect(),
-        bucket,
-        n_inputs: n,
-        n_outputs: m,
-        inputs: Vec::new(),
-        input_roles: Vec::new(),
-        outputs: Vec::new(),
-        skipped,
-    };
+    describe(&samples, &mut batch);
     for (s, px) in samples.iter().zip(pixels) {
         for (im, p) in s.images.iter().zip(px) {
             if im.role.is_input() {
                 batch.inputs.extend(p);
-                batch.input_roles.push(role_index(im.role));
             } else {
                 batch.outputs.extend(p);
             }
@@ -425,8 +506,15 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Starts after `skip` batches (the checkpoint's position).
-    pub fn start(index: Arc<Index>, cfg: &DataConfig, seed: u64, skip: u64) -> Result<Loader, DataError> {
+    /// Starts after `skip` batches (the checkpoint's position); reads latents from `cache`
+    /// where it holds them ([`decode_batch_cached`]).
+    pub fn start(
+        index: Arc<Index>,
+        cfg: &DataConfig,
+        seed: u64,
+        skip: u64,
+        cache: Option<Arc<Cache>>,
+    ) -> Result<Loader, DataError> {
         let (tx, rx) = bounded(cfg.prefetch);
         let mut sampler = Sampler::new(index.clone(), seed, cfg.batch_size, cfg.rank, cfg.world_size);
         sampler.skip_to(skip);
@@ -437,7 +525,7 @@ impl Loader {
         let thread = std::thread::spawn(move || loop {
             let entries = sampler.next_batch();
             let pos = sampler.batches;
-            let batch = pool.install(|| decode_batch(&entries, &index.buckets));
+            let batch = pool.install(|| decode_batch_cached(&entries, &index.buckets, cache.as_deref()));
             if let Ok(b) = &batch {
                 for s in &b.skipped {
                     eprintln!("warning: skipped {s}");
@@ -476,8 +564,14 @@ pub struct TrainData {
 
 impl TrainData {
     /// Indexes the sources with bucket sides multiples of `align` and starts the loader after
-    /// `loader_batches` batches (a resumed run's position).
-    pub fn open(cfg: &TrainConfig, align: u32, loader_batches: u64) -> Result<TrainData, DataError> {
+    /// `loader_batches` batches (a resumed run's position), reading latents from `cache` where
+    /// it holds them. The fixed batches are always decoded: sample grids show their pixels.
+    pub fn open(
+        cfg: &TrainConfig,
+        align: u32,
+        loader_batches: u64,
+        cache: Option<Arc<Cache>>,
+    ) -> Result<TrainData, DataError> {
         let d = &cfg.data;
         let (train, val, holdout) = Index::build_split(d, align)?;
         let (train, val) = (Arc::new(train), Arc::new(val));
@@ -498,7 +592,7 @@ impl TrainData {
                 }
             }
         }
-        let loader = Loader::start(train.clone(), d, cfg.train.seed, loader_batches)?;
+        let loader = Loader::start(train.clone(), d, cfg.train.seed, loader_batches, cache)?;
         Ok(TrainData { train, val, holdout, fixed, fixed_from_train, loader })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::cache::CacheError;
 use crate::checkpoint::CheckpointError;
 use crate::collective::CollectiveError;
 use crate::config::InvalidConfig;
@@ -21,6 +22,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     #[error("{path}")]
     Io {
         path: PathBuf,

@@ -1,10 +1,11 @@
 //! The UniReal trainer: a [`Trainer`] ([`trainer`]) with its components beside it — the
 //! streaming loader over shard directories ([`data`]), the objective of a batch ([`loss`]),
 //! AdamW and the LR schedule ([`optim`]), EMA ([`ema`]), metrics ([`metrics`]), checkpoints
-//! ([`checkpoint`]), sample grids ([`samples`]) and data-parallel communication
+//! ([`checkpoint`]), the cache of the frozen encoders' outputs ([`cache`]), sample grids ([`samples`]) and data-parallel communication
 //! ([`collective`]) — over the model and sampler of `unireal-pipeline`. It never links
 //! ffmpeg: shards hold encoded images.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;

@@ -9,6 +9,7 @@ use unireal_flow::seeded_noise;
 use unireal_pipeline::generate::encode_frames;
 use unireal_pipeline::{encode_text, Frozen, UniReal};
 
+use crate::cache::Cache;
 use crate::config::{Dropped, TrainConfig};
 use crate::data::Batch;
 use crate::error::Result;
@@ -86,6 +87,9 @@ pub struct Objective<'a, B: Backend, F: Backend, L: Lift<F, B>> {
     pub cfg: &'a TrainConfig,
     pub device: &'a B::Device,
     pub fdevice: &'a F::Device,
+    /// The frozen encoders' outputs, read where it holds them instead of running the encoders
+    /// (the batch's latents come from the loader: [`Batch::latents`]).
+    pub cache: Option<&'a Cache>,
 }
 
 impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
@@ -96,24 +100,43 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
     ///   inputs, and targets `[b, n_outputs, c, h, w]`
     fn latents(&self, batch: &Batch) -> (Option<(Tensor<B, 5>, Tensor<B, 2, Int>)>, Tensor<B, 5>) {
         let (b, h, w) = (batch.len(), batch.bucket.height as usize, batch.bucket.width as usize);
-        let enc = |px: &[f32], n: usize| {
-            let x = Tensor::<F, 5>::from_data(TensorData::new(px.to_vec(), [b, n, 3, h, w]), self.fdevice);
-            self.lift.lift(encode_frames(&self.frozen.latent, x))
+        // The cache's latents when the loader read them (then there are no pixels), else the
+        // frozen encoder's.
+        let enc = |px: &[f32], cached: Option<(&Vec<f32>, [usize; 3])>, n: usize| match cached {
+            Some((z, [c, lh, lw])) => {
+                Tensor::<B, 5>::from_data(TensorData::new(z.clone(), [b, n, c, lh, lw]), self.device)
+            }
+            None => {
+                let x = Tensor::<F, 5>::from_data(TensorData::new(px.to_vec(), [b, n, 3, h, w]), self.fdevice);
+                self.lift.lift(encode_frames(&self.frozen.latent, x))
+            }
         };
+        let cached = batch.latents.as_ref();
         let inputs = (batch.n_inputs > 0).then(|| {
             let roles = TensorData::new(batch.input_roles.clone(), [b, batch.n_inputs]);
-            (enc(&batch.inputs, batch.n_inputs), Tensor::from_data(roles, self.device))
+            (
+                enc(&batch.inputs, cached.map(|l| (&l.inputs, l.shape)), batch.n_inputs),
+                Tensor::from_data(roles, self.device),
+            )
         });
-        (inputs, enc(&batch.outputs, batch.n_outputs))
+        (inputs, enc(&batch.outputs, cached.map(|l| (&l.outputs, l.shape)), batch.n_outputs))
     }
 
     /// The flow loss of `batch` under `draws`, for this rank's `part` of the global batch.
     pub fn loss(&self, batch: &Batch, draws: &Draws, part: Part) -> Result<FlowLoss<B>> {
         let (inputs, targets) = self.latents(batch);
-        let (text, text_pad) =
-            encode_text(self.model, self.frozen, &self.cfg.model, &draws.prompts, self.device, self.fdevice, |x| {
-                self.lift.lift(x)
-            })?;
+        let cached_text = match self.cache.filter(|c| c.manifest.fingerprints.text.is_some()) {
+            Some(c) => c.text_states::<B>(&draws.prompts, self.device).map_err(crate::TrainError::from)?,
+            None => None,
+        };
+        let (text, text_pad) = match cached_text {
+            Some(t) => t,
+            None => {
+                encode_text(self.model, self.frozen, &self.cfg.model, &draws.prompts, self.device, self.fdevice, |x| {
+                    self.lift.lift(x)
+                })?
+            }
+        };
         let weights: Vec<f32> = task_weights(self.cfg, batch).into_iter().map(|w| w as f32).collect();
         let b = batch.len();
         let t: Vec<f32> = draws.t.iter().map(|&x| x as f32).collect();

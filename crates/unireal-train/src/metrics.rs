@@ -66,12 +66,15 @@ pub struct StepStats {
     /// Prompts of the step (this rank's) that lost context clauses, or whose instruction alone
     /// was longer than the text encoder takes ([`unireal_pipeline::prompt::fit_prompt`]).
     pub truncated_prompts: usize,
+    /// With a cache in use (`unireal-train cache`): the images and prompts of the step (this
+    /// rank's) it did not hold, which the frozen encoders computed instead.
+    pub cache_misses: Option<usize>,
 }
 
 impl StepStats {
     /// The `train` line of metrics.jsonl.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut line = json!({
             "kind": "train", "step": self.step, "loss": self.loss, "loss_by_task": self.loss_by_task,
             "loss_share_by_task": self.loss_share_by_task,
             "lr": self.lr, "grad_norm": self.grad_norm,
@@ -79,7 +82,11 @@ impl StepStats {
             "step_s": self.step_s, "allreduce_s": self.allreduce_s, "world_size": self.world_size,
             "loader_batches": self.loader_batches, "skipped_rows": self.skipped_rows,
             "dropped": self.dropped, "truncated_prompts": self.truncated_prompts,
-        })
+        });
+        if let Some(m) = self.cache_misses {
+            line["cache_misses"] = json!(m);
+        }
+        line
     }
 }
 
@@ -181,6 +188,7 @@ mod tests {
             skipped_rows: 0,
             dropped: DropCounts { text: 1, images: 0, both: 2 },
             truncated_prompts: 1,
+            cache_misses: None,
         };
         let v = s.to_json();
         assert_eq!(v["samples_per_s"], 4.0);

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -19,6 +20,7 @@ use serde_json::json;
 use unireal_flow::{sample_t, Rng};
 use unireal_pipeline::{fit_prompt, tokens_per_frame, Frozen, UniReal};
 
+use crate::cache::{self, Cache};
 use crate::checkpoint::{self, Restored, Snapshot, TrainState};
 use crate::collective::{self, Collective, SingleProcess};
 use crate::config::{Dropped, TrainConfig};
@@ -100,6 +102,8 @@ struct MicroStats {
     skipped: usize,
     dropped: DropCounts,
     truncated: usize,
+    /// Images and prompts a cache in use did not hold.
+    cache_misses: usize,
 }
 
 impl std::ops::AddAssign for MicroStats {
@@ -110,6 +114,7 @@ impl std::ops::AddAssign for MicroStats {
         self.skipped += o.skipped;
         self.dropped += o.dropped;
         self.truncated += o.truncated;
+        self.cache_misses += o.cache_misses;
     }
 }
 
@@ -141,6 +146,8 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     state: TrainState,
     resumed_from: Option<usize>,
     data: TrainData,
+    /// The frozen encoders' outputs (`unireal-train cache`), when the run reads them.
+    cache: Option<Arc<Cache>>,
     /// Rank 0 only.
     metrics: Option<Metrics>,
     /// Training seconds of the run before this process (from the checkpoint).
@@ -218,7 +225,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         // Every rank starts from rank 0's weights.
         let model = collective::broadcast_module(model, coll, 0)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
-        let mut data = TrainData::open(&cfg, cfg.model.pixel_align()?, state.loader_batches)?;
+        let cache = cache::open_for_run(&cfg, &run)?.map(Arc::new);
+        let mut data = TrainData::open(&cfg, cfg.model.pixel_align()?, state.loader_batches, cache.clone())?;
         for b in &mut data.fixed {
             b.fit_prompts(|c, base| fit_prompt(&cfg.model, &frozen, c, base));
         }
@@ -237,6 +245,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             state,
             resumed_from: resume_from.map(|r| r.0),
             data,
+            cache,
             metrics,
             allreduce_total_s: 0.0,
             cfg,
@@ -281,6 +290,13 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 h.rows,
                 self.cfg.data.holdout,
                 h.keys.join(", ")
+            );
+        }
+        if let Some(c) = &self.cache {
+            let (latents, prompts) = c.counts();
+            eprintln!(
+                "cache: {} ({latents} latents, {prompts} prompts): the frozen encoders run only for what it lacks",
+                c.dir().display()
             );
         }
         if self.data.fixed_from_train && !self.data.fixed.is_empty() {
@@ -332,7 +348,9 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             cfg: &self.cfg,
             device: &self.device,
             fdevice: &self.device,
+            cache: self.cache.as_deref(),
         };
+        let cache_misses = batch.cache_misses + self.text_misses(&draws.prompts);
         let out = objective.loss(&batch, &draws, self.part)?;
         let per: Vec<f32> = out.per_sample.clone().into_data().convert::<f32>().to_vec()?;
         let norm = (batch.len() * self.cfg.train.grad_accum) as f64;
@@ -351,7 +369,24 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let tokens = b * (self.tokens_per_frame(&batch) * (batch.n_inputs + batch.n_outputs) + text_len);
         let mut dropped = DropCounts::default();
         draws.dropped.iter().for_each(|d| dropped.add(*d));
-        Ok(MicroStats { loss: value, samples: b, tokens, skipped: batch.skipped.len(), dropped, truncated })
+        Ok(MicroStats {
+            loss: value,
+            samples: b,
+            tokens,
+            skipped: batch.skipped.len(),
+            dropped,
+            truncated,
+            cache_misses,
+        })
+    }
+
+    /// Prompts of a batch that the cache in use has no text states for (0 without a cache of
+    /// text states).
+    fn text_misses(&self, prompts: &[String]) -> usize {
+        match self.cache.as_deref().filter(|c| c.manifest.fingerprints.text.is_some()) {
+            Some(c) => prompts.iter().filter(|p| !c.contains(&cache::text_key(p))).count(),
+            None => 0,
+        }
     }
 
     /// One optimizer step over `train.grad_accum` micro-batches: gradients averaged over the
@@ -402,6 +437,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             skipped_rows: micro.skipped,
             dropped: micro.dropped,
             truncated_prompts: micro.truncated,
+            cache_misses: self.cache.is_some().then_some(micro.cache_misses),
         };
         self.log(&stats.to_json())?;
         Ok(stats)
@@ -435,6 +471,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             cfg: &self.cfg,
             device: &self.device,
             fdevice: &self.device,
+            cache: self.cache.as_deref(),
         };
         let bins = self.cfg.log.val_t_bins;
         let mut by_t = vec![(0.0, 0usize); bins];
@@ -514,9 +551,20 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         );
         bar.set_position(self.state.step as u64);
         let (mut last_loss, mut last_ckpt) = (f64::NAN, None);
+        let mut noted_misses = false;
         while self.state.step < total {
             let stats = self.train_step()?;
             last_loss = stats.loss;
+            if let Some(m) = stats.cache_misses.filter(|&m| m > 0 && !noted_misses) {
+                noted_misses = true;
+                bar.suspend(|| {
+                    eprintln!(
+                        "note: step {}: {m} image(s)/prompt(s) not in the cache were encoded by the frozen encoders \
+                     (metrics.jsonl counts them as cache_misses; unireal-train cache adds them)",
+                        stats.step
+                    )
+                });
+            }
             bar.set_position(stats.step as u64);
             bar.set_message(format!("loss {:.4} lr {:.2e}", stats.loss, stats.lr));
             let step = stats.step;

@@ -468,3 +468,115 @@ fn the_t5_and_vae_config_trains() {
     assert!(var > 10.0, "a flat sample grid (variance {var})");
     assert!(run.join("checkpoints/step-00000024/model.safetensors").is_file());
 }
+
+/// Every `train` line of a run's metrics.jsonl.
+fn train_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .collect()
+}
+
+fn cache_cmd(config: &Path, run: &Path, set: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
+    c.arg("cache").arg("--config").arg(config).arg("--run-dir").arg(run).arg("-q").current_dir(repo());
+    for s in set {
+        c.arg("--set").arg(s);
+    }
+    c
+}
+
+/// Issue 13's cached frozen work on `configs/train/tiny-t5-vae.yaml`: 20 steps that run the
+/// VAE and T5, and 20 steps after `unireal-train cache` that read them instead, give the same
+/// losses (the cache holds what the encoders compute: posterior modes of the same pixels,
+/// T5 states of the same prompts); a second `cache` computes nothing; a resumed run is exact;
+/// rows the cache lacks are encoded live and counted; a cache made with other weights is
+/// refused.
+#[test]
+fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo().join("configs/train/tiny-t5-vae.yaml");
+    let sources = format!("data.sources=[{{path: {:?}, weight: 1.0}}]", shards().to_string_lossy());
+    let set = [sources.as_str(), "train.steps=20", "log.val_every=0", "log.sample_every=0", "checkpoint.every=0"];
+    let (live, cached) = (dir.path().join("live"), dir.path().join("cached"));
+    ok(train(&config, &live, &set).current_dir(repo()).output().unwrap());
+
+    let out = cache_cmd(&config, &cached, &set).output().unwrap();
+    let err = ok(out.clone());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{err}{report}");
+    assert!(report["latents_written"].as_u64().unwrap() > 0 && report["prompts_written"].as_u64().unwrap() > 1);
+    assert!(cached.join("cache/manifest.json").is_file() && cached.join("cache/shard-00000.safetensors").is_file());
+    // A second run finds everything there.
+    let again: serde_json::Value =
+        serde_json::from_slice(&cache_cmd(&config, &cached, &set).output().unwrap().stdout).unwrap();
+    assert_eq!(again["latents_written"], 0, "{again}");
+    assert_eq!(again["prompts_written"], 0, "{again}");
+    assert_eq!(again["latents_present"], report["latents_written"], "{again}");
+
+    let err = ok(train(&config, &cached, &set).current_dir(repo()).output().unwrap());
+    assert!(err.contains("cache: "), "{err}");
+    let (a, b) = (train_lines(&live), train_lines(&cached));
+    assert_eq!(a.len(), 20);
+    assert_eq!(b.len(), 20);
+    let step_s = |l: &[serde_json::Value]| l[2..].iter().map(|v| v["step_s"].as_f64().unwrap()).sum::<f64>() / 18.0;
+    println!("mean step time (steps 3-20): live encoders {:.3} s, cache {:.3} s", step_s(&a), step_s(&b));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x["loss"].as_f64().unwrap() - y["loss"].as_f64().unwrap()).abs());
+    println!("largest loss difference, live vs cached: {:e}", diff.fold(0.0, f64::max));
+    for (x, y) in a.iter().zip(&b) {
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((lx - ly).abs() <= 1e-5 * lx.abs(), "step {}: live {lx}, cached {ly}", x["step"]);
+        assert_eq!(y["cache_misses"], 0, "{y}");
+        assert!(x.get("cache_misses").is_none(), "{x}");
+    }
+
+    // Resume reads the cache as the run did: a run checkpointed at step 10, its step-20
+    // checkpoint removed and resumed, logs the cached run's losses bit for bit.
+    let resumed = dir.path().join("resumed");
+    let cache_dir = format!("data.cache_dir={:?}", cached.join("cache").to_string_lossy());
+    let mut rset = set.to_vec();
+    rset.extend(["checkpoint.every=10", cache_dir.as_str()]);
+    ok(train(&config, &resumed, &rset).current_dir(repo()).output().unwrap());
+    std::fs::remove_dir_all(resumed.join("checkpoints/step-00000020")).unwrap();
+    ok(train(&config, &resumed, &rset).arg("--resume").current_dir(repo()).output().unwrap());
+    let r = train_lines(&resumed);
+    assert_eq!(r.len(), 20);
+    for (x, y) in b.iter().zip(&r) {
+        assert_eq!(x["loss"], y["loss"], "step {}: cached {}, cached and resumed {}", x["step"], x["loss"], y["loss"]);
+    }
+
+    // A cache of the Frame2Frame rows alone: the other rows are encoded live, and counted.
+    let partial = dir.path().join("partial");
+    let f2f = format!("data.sources=[{{path: {:?}, weight: 1.0, tasks: [frame2frame]}}]", shards().to_string_lossy());
+    ok(cache_cmd(&config, &partial, &[f2f.as_str()]).output().unwrap());
+    let short = [sources.as_str(), "train.steps=6", "log.val_every=0", "log.sample_every=0", "checkpoint.every=0"];
+    let err = ok(train(&config, &partial, &short).current_dir(repo()).output().unwrap());
+    let misses: u64 = train_lines(&partial).iter().map(|v| v["cache_misses"].as_u64().unwrap()).sum();
+    assert!(misses > 0 && err.contains("not in the cache"), "{misses}\n{err}");
+
+    // Other VAE weights: the cache is refused, naming it.
+    let vae = dir.path().join("vae");
+    std::fs::create_dir(&vae).unwrap();
+    let fixture = repo().join("crates/unireal-model/tests/fixtures/vae");
+    std::fs::copy(fixture.join("config.json"), vae.join("config.json")).unwrap();
+    let mut weights = std::fs::read(fixture.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 1;
+    std::fs::write(vae.join("diffusion_pytorch_model.safetensors"), weights).unwrap();
+    let other = format!("model.latent={{kind: vae, path: {:?}}}", vae.to_string_lossy());
+    let mut set2 = set.to_vec();
+    set2.push(other.as_str());
+    let out = train(&config, &dir.path().join("other"), &set2)
+        .arg("--set")
+        .arg(format!("data.cache_dir={:?}", cached.join("cache").to_string_lossy()))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("VAE latents made with other weights") && err.contains("hint:"),
+        "{err}"
+    );
+}

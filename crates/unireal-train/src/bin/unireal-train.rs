@@ -1,4 +1,5 @@
 //! `unireal-train --config configs/train/tiny.yaml [--set key=value]… [--run-dir DIR] [--resume]`
+//! `unireal-train cache --config … [--set …] [--run-dir DIR] [--force]`
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +23,10 @@ const BACKEND: &str = if cfg!(feature = "cuda") {
 
 /// Train the UniReal DiT on shards (rectified flow), with checkpoints, metrics and samples.
 #[derive(Parser, Debug)]
-#[command(name = "unireal-train", version)]
+#[command(name = "unireal-train", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Training config (YAML). With --resume it may be left out: the run's config.yaml is used.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -36,6 +39,34 @@ struct Args {
     /// Continue the run in --run-dir from its latest checkpoint.
     #[arg(long)]
     resume: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Compute the frozen encoders' outputs once (VAE latents of every image at its bucket,
+    /// T5 states of every prompt) into the run's cache (data.cache_dir, default RUN/cache),
+    /// which training with the same config then reads instead of running the encoders.
+    Cache(CacheArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CacheArgs {
+    /// Training config (YAML), as for training.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key with a YAML value, as for training.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The run the cache is for (default: runs/<config name>); it goes in DIR/cache unless
+    /// data.cache_dir says otherwise.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Replace a cache made with other encoder weights or settings.
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -91,6 +122,15 @@ fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
             None => "check that the run directory is writable and the disk has room".into(),
         },
         TrainError::Write { .. } => "check that the run directory is writable and the disk has room".into(),
+        TrainError::Cache(unireal_train::cache::CacheError::Mismatch { .. }) => format!(
+            "rebuild it for this config: unireal-train cache --config … --run-dir {} --force; or set data.cache=off",
+            run_dir.display()
+        ),
+        TrainError::Cache(unireal_train::cache::CacheError::Missing { .. }) => format!(
+            "make it first: unireal-train cache --config … --run-dir {}; or set data.cache=auto",
+            run_dir.display()
+        ),
+        TrainError::Cache(_) => "the cache is damaged: make it again with unireal-train cache --force".into(),
         _ => return None,
     })
 }
@@ -158,10 +198,105 @@ fn collective() -> anyhow::Result<Box<dyn Collective>> {
     Ok(Box::new(unireal_train::SingleProcess))
 }
 
+/// The run directory a config's run uses by default: runs/<config name>.
+fn default_run_dir(config: &Path) -> PathBuf {
+    PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
+}
+
+/// A config file with `--set` overrides applied, validated.
+fn load(config: &Path, set: &[String]) -> anyhow::Result<TrainConfig> {
+    let cfg: TrainConfig =
+        unireal_core::load_config(config, set).hint("every key is documented in docs/configuration.md")?;
+    cfg.validate()
+        .map_err(|e| format!("{}: {e}", config.display()))
+        .hint("every key is documented in docs/configuration.md")?;
+    Ok(cfg)
+}
+
+/// `unireal-train cache`: on the backend training's frozen encoders run on.
+fn cache(args: CacheArgs) -> anyhow::Result<()> {
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.config));
+    let cfg = load(&args.config, &args.set)?;
+    let dir = unireal_train::cache::cache_dir(&cfg, &run_dir);
+    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} rows")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let report = build_cache(&cfg, &dir, args.force, progress).map_err(|e| {
+        let hint = match &e {
+            TrainError::Cache(unireal_train::cache::CacheError::Mismatch { .. }) => Some(format!(
+                "unireal-train cache --force replaces it; or set data.cache_dir to keep both (now {})",
+                dir.display()
+            )),
+            _ => hint_for(&e, &run_dir),
+        };
+        match hint {
+            Some(h) => anyhow::Error::from(Hinted::new(e, h)),
+            None => e.into(),
+        }
+    })?;
+    bar.finish_and_clear();
+    if report.fingerprints.is_none() {
+        eprintln!(
+            "nothing to cache: {} runs no frozen encoder (model.latent space_to_depth costs nothing, \
+             model.text bytes is trained); training runs as it is",
+            args.config.display()
+        );
+        return Ok(());
+    }
+    for s in &report.skipped {
+        eprintln!("warning: skipped {s}");
+    }
+    eprintln!(
+        "cache: {} rows in {:.1} s: {} latents written ({} there already), {} prompts written ({} there already); \
+         training with this config and --run-dir {} reads it",
+        report.rows,
+        report.seconds,
+        report.latents_written,
+        report.latents_present,
+        report.prompts_written,
+        report.prompts_present,
+        run_dir.display()
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn build_cache(
+    cfg: &TrainConfig,
+    dir: &Path,
+    force: bool,
+    progress: impl Fn(usize, usize),
+) -> Result<unireal_train::cache::CacheReport, TrainError> {
+    let device = burn::backend::cuda::CudaDevice::new(0);
+    unireal_train::cache::build::<burn::backend::Cuda<f32>>(cfg, dir, force, &device, progress)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn build_cache(
+    cfg: &TrainConfig,
+    dir: &Path,
+    force: bool,
+    progress: impl Fn(usize, usize),
+) -> Result<unireal_train::cache::CacheReport, TrainError> {
+    use burn::tensor::backend::AutodiffBackend;
+    type Inner = <Backend as AutodiffBackend>::InnerBackend;
+    unireal_train::cache::build::<Inner>(cfg, dir, force, &Default::default(), progress)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Cache(c)) = args.command {
+        return cache(c);
+    }
     let run_dir = match (&args.run_dir, &args.config) {
         (Some(d), _) => d.clone(),
-        (None, Some(c)) => PathBuf::from("runs").join(c.file_stem().unwrap_or_default()),
+        (None, Some(c)) => default_run_dir(c),
         (None, None) => {
             return Err(Hinted::new(
                 "no --config given",
@@ -181,11 +316,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .into())
         }
     };
-    let cfg: TrainConfig =
-        unireal_core::load_config(&config_path, &args.set).hint("every key is documented in docs/configuration.md")?;
-    cfg.validate()
-        .map_err(|e| format!("{}: {e}", config_path.display()))
-        .hint("every key is documented in docs/configuration.md")?;
+    let cfg = load(&config_path, &args.set)?;
     let coll = collective()?;
     let main_rank = coll.rank() == 0;
     if main_rank {
