@@ -7,6 +7,7 @@
 #
 # Prints the cache build time, the mean step time of each run (after 2 warm-up steps), their
 # ratio, and the largest loss difference between them. Record results in docs/benchmarks.md.
+# PROFILE=dev uses the debug-profile binaries (dependencies optimised) instead of release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-20}
@@ -14,8 +15,14 @@ shift || true
 SETS=(--set "train.steps=$STEPS" --set log.val_every=0 --set log.sample_every=0 --set checkpoint.every=0)
 for s in "$@"; do SETS+=("$s"); done
 bash scripts/setup.sh
-cargo build --release --locked -p unireal-data -p unireal-train
-BIN=${CARGO_TARGET_DIR:-target}/release
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = dev ]; then
+  cargo build --locked --workspace
+  BIN=${CARGO_TARGET_DIR:-target}/debug
+else
+  cargo build --locked --profile "$PROFILE" -p unireal-data -p unireal-train
+  BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
+fi
 [ -f out/shards/video/manifest.json ] || $BIN/unireal-data build configs/video.yaml
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

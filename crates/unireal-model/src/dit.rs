@@ -145,6 +145,24 @@ impl DiTConfig {
             + lin(h, self.patch_dim())
     }
 
+    /// Model FLOPs of one training pass (forward and backward) over one sample of
+    /// `image_tokens` patch tokens (every frame, inputs and outputs) and `text_tokens` text
+    /// tokens: 6 FLOPs per token per weight it is multiplied by (2 forward, 4 backward; biases
+    /// and the per-sample modulation left out), plus attention's 12·s²·hidden per block over
+    /// the joint sequence of s tokens (QKᵀ and AV, 2·s²·hidden each forward, three times that
+    /// with the backward). Counted per stream: in a double-stream block a token meets only its
+    /// own stream's weights, so this is below the 6·N·tokens rule, which counts both streams.
+    pub fn train_flops(&self, image_tokens: usize, text_tokens: usize) -> f64 {
+        let (h, m) = (self.hidden as f64, self.mlp_hidden() as f64);
+        let blocks = self.double_blocks as f64 * (4.0 * h * h + 2.0 * h * m)
+            + self.single_blocks as f64 * (h * (3.0 * h + m) + (h + m) * h);
+        let image = image_tokens as f64 * (blocks + 2.0 * self.patch_dim() as f64 * h);
+        let text = text_tokens as f64 * (blocks + self.text_dim as f64 * h);
+        let s = (image_tokens + text_tokens) as f64;
+        let attention = 12.0 * (self.double_blocks + self.single_blocks) as f64 * h * s * s;
+        6.0 * (image + text) + attention
+    }
+
     /// Builds the model. Panics if [`DiTConfig::validate`] fails.
     pub fn init<B: Backend>(&self, device: &B::Device) -> DiT<B> {
         if let Err(e) = self.validate() {

@@ -163,6 +163,9 @@ pub struct LoopConfig {
     pub task_weights: BTreeMap<String, f64>,
     /// Float type of weights and activations: `f32`, or `bf16` on the CUDA build.
     pub precision: Precision,
+    /// Peak dense TFLOP/s of one device at the training precision (e.g. 989 for an H100 SXM in
+    /// bf16): metrics.jsonl then has MFU, the achieved model TFLOP/s over this × ranks.
+    pub peak_tflops: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -192,6 +195,7 @@ impl Default for LoopConfig {
             shift: Shift::default(),
             task_weights: BTreeMap::new(),
             precision: Precision::F32,
+            peak_tflops: None,
         }
     }
 }
@@ -328,6 +332,9 @@ impl TrainConfig {
             if v == 0 {
                 return invalid(k, "must be at least 1");
             }
+        }
+        if t.peak_tflops.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
+            return invalid("train.peak_tflops", "must be a positive number of TFLOP/s");
         }
         if !(t.allreduce_bucket_mb > 0.0) {
             return invalid("train.allreduce_bucket_mb", "must be positive");

@@ -69,6 +69,10 @@ pub struct StepStats {
     /// With a cache in use (`unireal-train cache`): the images and prompts of the step (this
     /// rank's) it did not hold, which the frozen encoders computed instead.
     pub cache_misses: Option<usize>,
+    /// Model FLOPs of the step over all ranks (forward and backward; `DiTConfig::train_flops`).
+    pub model_flops: f64,
+    /// Peak TFLOP/s of all the run's devices together (`train.peak_tflops` × ranks), for MFU.
+    pub peak_tflops: Option<f64>,
 }
 
 impl StepStats {
@@ -85,6 +89,12 @@ impl StepStats {
         });
         if let Some(m) = self.cache_misses {
             line["cache_misses"] = json!(m);
+        }
+        let tflops = self.model_flops / self.step_s / 1e12;
+        line["model_flops"] = json!(self.model_flops);
+        line["tflops_per_s"] = json!(tflops);
+        if let Some(peak) = self.peak_tflops {
+            line["mfu"] = json!(tflops / peak);
         }
         line
     }
@@ -189,6 +199,8 @@ mod tests {
             dropped: DropCounts { text: 1, images: 0, both: 2 },
             truncated_prompts: 1,
             cache_misses: None,
+            model_flops: 4e12,
+            peak_tflops: Some(4.0),
         };
         let v = s.to_json();
         assert_eq!(v["samples_per_s"], 4.0);
@@ -196,5 +208,12 @@ mod tests {
         assert_eq!(v["loss_by_task"]["seg"], 0.25);
         assert_eq!(v["kind"], "train");
         assert_eq!(v["dropped"], json!({"text": 1, "images": 0, "both": 2}));
+        // 4e12 FLOPs in 2 s on a 4 TFLOP/s device: 2 TFLOP/s, half of it.
+        assert_eq!(v["tflops_per_s"], 2.0);
+        assert_eq!(v["mfu"], 0.5);
+        assert!(v.get("cache_misses").is_none());
+        let v = StepStats { peak_tflops: None, cache_misses: Some(3), ..s }.to_json();
+        assert!(v.get("mfu").is_none());
+        assert_eq!(v["cache_misses"], 3);
     }
 }

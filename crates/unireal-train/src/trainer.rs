@@ -104,6 +104,8 @@ struct MicroStats {
     truncated: usize,
     /// Images and prompts a cache in use did not hold.
     cache_misses: usize,
+    /// Model FLOPs of its forward and backward ([`Trainer::batch_flops`]).
+    flops: f64,
 }
 
 impl std::ops::AddAssign for MicroStats {
@@ -115,6 +117,7 @@ impl std::ops::AddAssign for MicroStats {
         self.dropped += o.dropped;
         self.truncated += o.truncated;
         self.cache_misses += o.cache_misses;
+        self.flops += o.flops;
     }
 }
 
@@ -148,6 +151,9 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     data: TrainData,
     /// The frozen encoders' outputs (`unireal-train cache`), when the run reads them.
     cache: Option<Arc<Cache>>,
+    /// The DiT's shape and the trained text encoder's parameter count, for model FLOPs.
+    dit_cfg: unireal_model::DiTConfig,
+    text_params: usize,
     /// Rank 0 only.
     metrics: Option<Metrics>,
     /// Training seconds of the run before this process (from the checkpoint).
@@ -226,6 +232,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let model = collective::broadcast_module(model, coll, 0)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
         let cache = cache::open_for_run(&cfg, &run)?.map(Arc::new);
+        let dit_cfg = cfg.model.dit_config()?;
+        let text_params = model.text.as_ref().map_or(0, |t| t.num_params());
         let mut data = TrainData::open(&cfg, cfg.model.pixel_align()?, state.loader_batches, cache.clone())?;
         for b in &mut data.fixed {
             b.fit_prompts(|c, base| fit_prompt(&cfg.model, &frozen, c, base));
@@ -246,6 +254,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             resumed_from: resume_from.map(|r| r.0),
             data,
             cache,
+            dit_cfg,
+            text_params,
             metrics,
             allreduce_total_s: 0.0,
             cfg,
@@ -366,7 +376,9 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         accum.accumulate(self.model(), grads);
         let b = batch.len();
         let text_len = batch.prompts.iter().map(|p| p.len()).max().unwrap_or(0) + 1;
-        let tokens = b * (self.tokens_per_frame(&batch) * (batch.n_inputs + batch.n_outputs) + text_len);
+        let image_tokens = self.tokens_per_frame(&batch) * (batch.n_inputs + batch.n_outputs);
+        let tokens = b * (image_tokens + text_len);
+        let flops = b as f64 * self.sample_flops(image_tokens, text_len);
         let mut dropped = DropCounts::default();
         draws.dropped.iter().for_each(|d| dropped.add(*d));
         Ok(MicroStats {
@@ -377,7 +389,15 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             dropped,
             truncated,
             cache_misses,
+            flops,
         })
+    }
+
+    /// Model FLOPs of training on one sample: the DiT's ([`unireal_model::DiTConfig::train_flops`])
+    /// and, when the byte text encoder is trained, 6 per its parameter per text token. The
+    /// frozen encoders' work is not model FLOPs.
+    fn sample_flops(&self, image_tokens: usize, text_tokens: usize) -> f64 {
+        self.dit_cfg.train_flops(image_tokens, text_tokens) + 6.0 * (self.text_params * text_tokens) as f64
     }
 
     /// Prompts of a batch that the cache in use has no text states for (0 without a cache of
@@ -438,6 +458,8 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             dropped: micro.dropped,
             truncated_prompts: micro.truncated,
             cache_misses: self.cache.is_some().then_some(micro.cache_misses),
+            model_flops: micro.flops * world as f64,
+            peak_tflops: self.cfg.train.peak_tflops.map(|p| p * world as f64),
         };
         self.log(&stats.to_json())?;
         Ok(stats)
@@ -566,7 +588,12 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 });
             }
             bar.set_position(stats.step as u64);
-            bar.set_message(format!("loss {:.4} lr {:.2e}", stats.loss, stats.lr));
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} tokens/s",
+                stats.loss,
+                stats.lr,
+                stats.tokens as f64 / stats.step_s
+            ));
             let step = stats.step;
             let due = |every: usize| every > 0 && (step.is_multiple_of(every) || step == total);
             if !self.is_main() {

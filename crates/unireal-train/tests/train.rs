@@ -86,9 +86,12 @@ fn tiny_preset_loss_falls_on_the_sample_shards() {
     // Metrics carry the documented fields; a validation loss and a sample grid were written.
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let first_line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    for k in ["loss", "loss_by_task", "lr", "grad_norm", "samples_per_s", "tokens_per_s"] {
+    for k in ["loss", "loss_by_task", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "model_flops", "tflops_per_s"]
+    {
         assert!(!first_line[k].is_null(), "metrics lack {k}: {first_line}");
     }
+    assert!(first_line["model_flops"].as_f64().unwrap() > 1e9, "{first_line}");
+    assert!(first_line.get("mfu").is_none(), "no train.peak_tflops, no MFU: {first_line}");
     let by_task = first_line["loss_by_task"].as_object().unwrap();
     assert!(!by_task.is_empty() && by_task.values().all(|v| v.is_number()), "{first_line}");
     assert!(text.contains("\"frame2frame\":"), "no frame2frame batch in 40 steps");
