@@ -280,6 +280,21 @@ impl Cache {
         Ok(())
     }
 
+    /// It holds VAE latents (the config it was made for encodes with a VAE).
+    pub fn has_latents(&self) -> bool {
+        self.manifest.fingerprints.latent.is_some()
+    }
+
+    /// It holds T5 text states.
+    pub fn has_text(&self) -> bool {
+        self.manifest.fingerprints.text.is_some()
+    }
+
+    /// The error for a tensor of this cache that is not what its name promises.
+    pub fn malformed(&self, key: &str, message: String) -> CacheError {
+        CacheError::Format { path: self.dir.join(MANIFEST), message: format!("{key}: {message}") }
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.index.contains_key(key)
     }
@@ -548,8 +563,7 @@ pub fn build<B: Backend>(
             }
             if fp.text.is_some() {
                 let prompt = fit_prompt(&cfg.model, &frozen, &s.context_prompt, &s.base_prompt).text;
-                if !written.contains(&text_key(&prompt)) {
-                    written.insert(text_key(&prompt));
+                if written.insert(text_key(&prompt)) {
                     prompts.push(prompt);
                 }
             }

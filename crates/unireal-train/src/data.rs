@@ -394,33 +394,62 @@ pub fn decode_batch(entries: &[Entry], buckets: &[Bucket]) -> Result<Batch, Data
 }
 
 /// The latents of every image of `samples` at `bucket` from `cache`, split into inputs and
-/// outputs; None (and how many images it lacks) unless it holds them all.
+/// outputs; or, when it lacks any, how many (and nothing is read).
 fn cached_latents(
     cache: &Cache,
     samples: &[Sample],
     bucket: Bucket,
-) -> Result<(Option<CachedLatents>, usize), DataError> {
-    let mut got = Vec::new();
-    let mut missing = 0;
-    for s in samples {
-        let content = content_hash(&s.images);
-        for (k, im) in s.images.iter().enumerate() {
-            match cache.get(&latent_key(&s.sample_id, &content, bucket, k))? {
-                Some((shape, data)) if missing == 0 => got.push((im.role.is_input(), shape, data)),
-                Some(_) => {}
-                None => missing += 1,
+) -> Result<Result<CachedLatents, usize>, DataError> {
+    let keys: Vec<(bool, String)> = samples
+        .iter()
+        .flat_map(|s| {
+            let content = content_hash(&s.images);
+            let id = &s.sample_id;
+            s.images.iter().enumerate().map(move |(k, im)| (im.role.is_input(), latent_key(id, &content, bucket, k)))
+        })
+        .collect();
+    let missing = keys.iter().filter(|(_, k)| !cache.contains(k)).count();
+    if missing > 0 {
+        return Ok(Err(missing));
+    }
+    let mut l = CachedLatents { inputs: Vec::new(), outputs: Vec::new(), shape: [0; 3] };
+    for (i, (input, key)) in keys.iter().enumerate() {
+        let (shape, data) = cache.get(key)?.unwrap_or_default();
+        match shape[..] {
+            [c, h, w] if i == 0 || l.shape == [c, h, w] => l.shape = [c, h, w],
+            _ => {
+                return Err(cache
+                    .malformed(key, format!("shape {shape:?}, the batch's other latents {:?}", l.shape))
+                    .into())
             }
         }
+        if *input { &mut l.inputs } else { &mut l.outputs }.extend(data);
     }
-    let shape = match got.first() {
-        Some((_, s, _)) if missing == 0 && s.len() == 3 && got.iter().all(|g| &g.1 == s) => [s[0], s[1], s[2]],
-        _ => return Ok((None, missing.max(usize::from(got.is_empty())))),
-    };
-    let mut l = CachedLatents { inputs: Vec::new(), outputs: Vec::new(), shape };
-    for (input, _, data) in got {
-        if input { &mut l.inputs } else { &mut l.outputs }.extend(data);
+    Ok(Ok(l))
+}
+
+/// A batch of `samples` at `bucket` with their ids, tasks, prompts and input roles, and no
+/// pixels or latents yet.
+fn describe(samples: &[Sample], bucket: Bucket, (n_inputs, n_outputs): (usize, usize)) -> Batch {
+    Batch {
+        sample_ids: samples.iter().map(|s| s.sample_id.clone()).collect(),
+        tasks: samples.iter().map(|s| s.task).collect(),
+        prompts: samples.iter().map(full_prompt).collect(),
+        contexts: samples.iter().map(|s| s.context_prompt.clone()).collect(),
+        bases: samples.iter().map(|s| s.base_prompt.clone()).collect(),
+        bucket,
+        n_inputs,
+        n_outputs,
+        inputs: Vec::new(),
+        input_roles: samples
+            .iter()
+            .flat_map(|s| s.images.iter().filter(|im| im.role.is_input()).map(|im| role_index(im.role)))
+            .collect(),
+        outputs: Vec::new(),
+        latents: None,
+        cache_misses: 0,
+        skipped: Vec::new(),
     }
-    Ok((Some(l), 0))
 }
 
 /// [`decode_batch`], reading the latents from `cache` instead of decoding pixels when it holds
@@ -429,42 +458,13 @@ fn cached_latents(
 pub fn decode_batch_cached(entries: &[Entry], buckets: &[Bucket], cache: Option<&Cache>) -> Result<Batch, DataError> {
     let samples = read_samples(entries)?;
     let bucket = buckets[entries[0].bucket];
-    let (n, m) = entries[0].signature;
-    let mut batch = Batch {
-        sample_ids: Vec::new(),
-        tasks: Vec::new(),
-        prompts: Vec::new(),
-        contexts: Vec::new(),
-        bases: Vec::new(),
-        bucket,
-        n_inputs: n,
-        n_outputs: m,
-        inputs: Vec::new(),
-        input_roles: Vec::new(),
-        outputs: Vec::new(),
-        latents: None,
-        cache_misses: 0,
-        skipped: Vec::new(),
-    };
-    let describe = |s: &[Sample], b: &mut Batch| {
-        b.sample_ids = s.iter().map(|s| s.sample_id.clone()).collect();
-        b.tasks = s.iter().map(|s| s.task).collect();
-        b.prompts = s.iter().map(full_prompt).collect();
-        b.contexts = s.iter().map(|s| s.context_prompt.clone()).collect();
-        b.bases = s.iter().map(|s| s.base_prompt.clone()).collect();
-        b.input_roles = s
-            .iter()
-            .flat_map(|s| s.images.iter().filter(|im| im.role.is_input()).map(|im| role_index(im.role)))
-            .collect();
-    };
-    if let Some(cache) = cache.filter(|c| c.manifest.fingerprints.latent.is_some()) {
-        let (latents, missing) = cached_latents(cache, &samples, bucket)?;
-        if latents.is_some() {
-            describe(&samples, &mut batch);
-            batch.latents = latents;
-            return Ok(batch);
+    let signature = entries[0].signature;
+    let mut cache_misses = 0;
+    if let Some(cache) = cache.filter(|c| c.has_latents()) {
+        match cached_latents(cache, &samples, bucket)? {
+            Ok(latents) => return Ok(Batch { latents: Some(latents), ..describe(&samples, bucket, signature) }),
+            Err(missing) => cache_misses = missing,
         }
-        batch.cache_misses = missing;
     }
     // A sample whose image does not decode is left out of the batch (and reported); the
     // run goes on.
@@ -478,15 +478,16 @@ pub fn decode_batch_cached(entries: &[Entry], buckets: &[Bucket], cache: Option<
             })
         })
         .collect();
+    let mut skipped = Vec::new();
     let mut kept = Vec::new();
     for ((s, e), d) in samples.into_iter().zip(entries).zip(decoded) {
         match d {
             Ok(px) => kept.push((s, px)),
-            Err(err) => batch.skipped.push(format!("{} row {}: {err}", e.file.display(), e.row)),
+            Err(err) => skipped.push(format!("{} row {}: {err}", e.file.display(), e.row)),
         }
     }
     let (samples, pixels): (Vec<Sample>, Vec<Vec<Vec<f32>>>) = kept.into_iter().unzip();
-    describe(&samples, &mut batch);
+    let mut batch = Batch { cache_misses, skipped, ..describe(&samples, bucket, signature) };
     for (s, px) in samples.iter().zip(pixels) {
         for (im, p) in s.images.iter().zip(px) {
             if im.role.is_input() {

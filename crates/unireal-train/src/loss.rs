@@ -125,7 +125,7 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
     /// The flow loss of `batch` under `draws`, for this rank's `part` of the global batch.
     pub fn loss(&self, batch: &Batch, draws: &Draws, part: Part) -> Result<FlowLoss<B>> {
         let (inputs, targets) = self.latents(batch);
-        let cached_text = match self.cache.filter(|c| c.manifest.fingerprints.text.is_some()) {
+        let cached_text = match self.cache.filter(|c| c.has_text()) {
             Some(c) => c.text_states::<B>(&draws.prompts, self.device).map_err(crate::TrainError::from)?,
             None => None,
         };

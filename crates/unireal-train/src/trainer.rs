@@ -403,7 +403,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
     /// Prompts of a batch that the cache in use has no text states for (0 without a cache of
     /// text states).
     fn text_misses(&self, prompts: &[String]) -> usize {
-        match self.cache.as_deref().filter(|c| c.manifest.fingerprints.text.is_some()) {
+        match self.cache.as_deref().filter(|c| c.has_text()) {
             Some(c) => prompts.iter().filter(|p| !c.contains(&cache::text_key(p))).count(),
             None => 0,
         }

@@ -213,7 +213,7 @@ fn load(config: &Path, set: &[String]) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// `unireal-train cache`: on the backend training's frozen encoders run on.
+/// `unireal-train cache`.
 fn cache(args: CacheArgs) -> anyhow::Result<()> {
     let run_dir = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.config));
     let cfg = load(&args.config, &args.set)?;
@@ -267,27 +267,23 @@ fn cache(args: CacheArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "cuda")]
+/// [`unireal_train::cache::build`] on the backend training's frozen encoders run on (f32 on
+/// CUDA, whatever `train.precision` is).
 fn build_cache(
     cfg: &TrainConfig,
     dir: &Path,
     force: bool,
     progress: impl Fn(usize, usize),
 ) -> Result<unireal_train::cache::CacheReport, TrainError> {
+    #[cfg(feature = "cuda")]
+    type Frozen = burn::backend::Cuda<f32>;
+    #[cfg(not(feature = "cuda"))]
+    type Frozen = <Backend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+    #[cfg(feature = "cuda")]
     let device = burn::backend::cuda::CudaDevice::new(0);
-    unireal_train::cache::build::<burn::backend::Cuda<f32>>(cfg, dir, force, &device, progress)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn build_cache(
-    cfg: &TrainConfig,
-    dir: &Path,
-    force: bool,
-    progress: impl Fn(usize, usize),
-) -> Result<unireal_train::cache::CacheReport, TrainError> {
-    use burn::tensor::backend::AutodiffBackend;
-    type Inner = <Backend as AutodiffBackend>::InnerBackend;
-    unireal_train::cache::build::<Inner>(cfg, dir, force, &Default::default(), progress)
+    #[cfg(not(feature = "cuda"))]
+    let device = Default::default();
+    unireal_train::cache::build::<Frozen>(cfg, dir, force, &device, progress)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
