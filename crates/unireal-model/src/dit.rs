@@ -15,6 +15,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
 
+use crate::precision::in_f32;
 use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, split_n, zero_linear, RmsNorm};
 use crate::rope::{sequence_positions, Rope};
 
@@ -215,11 +216,12 @@ impl<B: Backend> MlpEmbedder<B> {
 }
 
 /// Sinusoidal embedding of `t · time_factor`, `[cos | sin]` halves as in Flux's
-/// `timestep_embedding`.
+/// `timestep_embedding`, in f32.
 ///
 /// # Shapes
 /// - t: `[batch]` → `[batch, dim]`
 pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, time_factor: f64) -> Tensor<B, 2> {
+    let t = in_f32(t);
     let half = dim / 2;
     let device = t.device();
     let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32).collect();
@@ -505,12 +507,16 @@ fn key_mask<B: Backend>(
 }
 
 impl<B: Backend> DiT<B> {
-    /// Predicts the velocity ε − x₀ of the output frames.
+    /// Predicts the velocity ε − x₀ of the output frames. Computes in the dtype of the
+    /// parameters (see [`crate::precision`] for mixed precision) and returns the prediction in
+    /// the dtype of `input.outputs`.
     ///
     /// # Shapes
     /// - see [`DiTInput`]; returns `[batch, outputs, channels, height, width]`
     pub fn forward(&self, input: DiTInput<B>) -> Tensor<B, 5> {
         let device = input.outputs.device();
+        let out_dtype = input.outputs.dtype();
+        let dtype = self.img_in.weight.val().dtype();
         let [b, m, c, h, w] = input.outputs.dims();
         assert_eq!(c, self.in_channels, "output latents have {c} channels, the model expects {}", self.in_channels);
         assert!(h % self.patch == 0 && w % self.patch == 0, "latent size {h}x{w} is not a multiple of the patch");
@@ -544,13 +550,14 @@ impl<B: Backend> DiT<B> {
             Some(x) if n > 0 => Tensor::cat(vec![x, input.outputs], 1),
             _ => input.outputs,
         };
-        let img = self.img_in.forward(patchify(frames, self.patch)) + frame_emb;
-        let mut txt = self.txt_in.forward(input.text);
+        let img = self.img_in.forward(patchify(frames.cast(dtype), self.patch)) + frame_emb;
+        let mut txt = self.txt_in.forward(input.text.cast(dtype));
         let txt_len = txt.dims()[1];
-        let vec = self.time_in.forward(timestep_embedding(input.t, self.time_freq_dim, self.time_factor));
+        let t_emb = timestep_embedding(input.t, self.time_freq_dim, self.time_factor);
+        let vec = self.time_in.forward(t_emb.cast(dtype));
 
         let positions = sequence_positions(txt_len, n + m, rows, cols);
-        let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device);
+        let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device).cast(dtype);
         let total = positions.len();
         let mask = key_mask(input.text_pad, input.hide_inputs, [b, txt_len, n * per_frame, m * per_frame], &device)
             .map(|hidden| hidden.unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total]));
@@ -567,6 +574,6 @@ impl<B: Backend> DiT<B> {
         let out = x.narrow(1, total - m * per_frame, m * per_frame);
         let [shift, scale] = split_n(self.final_layer.modulation.forward(silu(vec)), 1);
         let out = self.final_layer.linear.forward(modulate(layer_norm(out, NORM_EPS), shift, scale));
-        unpatchify(out, m, rows, cols, self.patch)
+        unpatchify(out, m, rows, cols, self.patch).cast(out_dtype)
     }
 }

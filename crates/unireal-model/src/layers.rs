@@ -4,8 +4,12 @@
 use burn::module::Param;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
+use burn::tensor::DType;
 use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::precision::in_f32;
 
 /// A `Linear` with DiT's default initialisation (Xavier uniform weights, zero bias).
 pub fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
@@ -20,15 +24,18 @@ pub fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) ->
     LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device)
 }
 
-/// LayerNorm over the last dimension without learned affine parameters (DiT's `norm1`/`norm2`).
+/// LayerNorm over the last dimension without learned affine parameters (DiT's `norm1`/`norm2`),
+/// computed in f32 and returned in `x`'s dtype.
 ///
 /// # Shapes
 /// - x: `[..., d]` → `[..., d]`
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let x = in_f32(x);
     let mean = x.clone().mean_dim(D - 1);
     let centered = x - mean;
     let var = centered.clone().square().mean_dim(D - 1);
-    centered / (var + eps).sqrt()
+    (centered / (var + eps).sqrt()).cast(dtype)
 }
 
 /// RMSNorm with a learned per-channel `scale` (Flux's QK-norm).
@@ -43,12 +50,16 @@ impl<B: Backend> RmsNorm<B> {
         RmsNorm { scale: Initializer::Ones.init([d], device), eps }
     }
 
+    /// Normalised in f32, scaled in `x`'s dtype.
+    ///
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = in_f32(x);
         let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
         let scale = self.scale.val().unsqueeze::<D>();
-        x / rms * scale
+        (x / rms).cast(dtype) * scale
     }
 }
 
@@ -90,6 +101,9 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
 }
 
 /// Scaled dot-product attention, softmax(q·kᵀ·scale)·v; `mask` is true where a key is hidden.
+/// Burn's fused `attention` op (a flash-attention kernel on CUDA); under autodiff in a compute
+/// dtype below f32, the same computed with the softmax in f32 (Burn's autodiff decomposes
+/// the fused op in the input's dtype).
 ///
 /// # Shapes
 /// - q, k, v: `[batch, heads, tokens, head_dim]`; mask: `[batch, heads, tokens, tokens]`
@@ -102,6 +116,18 @@ pub fn sdpa<B: Backend>(
     bias: Option<Tensor<B, 4>>,
     scale: Option<f64>,
 ) -> Tensor<B, 4> {
-    let options = AttentionModuleOptions { scale, ..Default::default() };
-    attention(q, k, v, mask, bias, options)
+    let dtype = q.dtype();
+    if dtype == DType::F32 || !B::ad_enabled(&q.device()) {
+        let options = AttentionModuleOptions { scale, ..Default::default() };
+        return attention(q, k, v, mask, bias, options);
+    }
+    let scale = scale.unwrap_or_else(|| 1.0 / (q.dims()[3] as f64).sqrt());
+    let mut scores = in_f32(q.matmul(k.swap_dims(2, 3))) * scale;
+    if let Some(b) = bias {
+        scores = scores + in_f32(b);
+    }
+    if let Some(m) = mask {
+        scores = scores.mask_fill(m, f32::NEG_INFINITY);
+    }
+    softmax(scores, 3).cast(dtype).matmul(v)
 }

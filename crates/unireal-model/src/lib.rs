@@ -6,6 +6,7 @@
 pub mod dit;
 pub mod init;
 pub mod layers;
+pub mod precision;
 pub mod rope;
 pub mod t5;
 pub mod vae;

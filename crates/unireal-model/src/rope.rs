@@ -55,6 +55,11 @@ impl<B: Backend> Rope<B> {
         }
     }
 
+    /// The tables in `dtype` (the attention's compute dtype).
+    pub fn cast(self, dtype: burn::tensor::DType) -> Self {
+        Rope { cos: self.cos.cast(dtype), sin: self.sin.cast(dtype), rot: self.rot.cast(dtype) }
+    }
+
     /// Rotates `x` in interleaved pairs: `(x₀cos − x₁sin, x₀sin + x₁cos)`.
     ///
     /// # Shapes

@@ -96,6 +96,13 @@ impl T5Config {
         ]
     }
 
+    /// Parameters of the encoder this config builds, counted without building it.
+    pub fn num_params(&self) -> usize {
+        let (d, inner) = (self.d_model, self.num_heads * self.d_kv);
+        let block = 4 * d * inner + 3 * d * self.d_ff + 2 * d;
+        self.vocab_size * d + self.relative_attention_num_buckets * self.num_heads + self.num_layers * block + d
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> T5Encoder<B> {
         let inner = self.num_heads * self.d_kv;
         let lin = |i: usize, o: usize| {

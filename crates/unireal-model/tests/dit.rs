@@ -8,6 +8,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, FloatDType};
 use common::B;
 use unireal_model::dit::{DiTInput, ROLE_ASSET, ROLE_CANVAS, ROLE_CONTROL};
 use unireal_model::vae::{depth_to_space, space_to_depth};
@@ -92,6 +93,11 @@ fn parameter_counts_of_the_presets() {
         };
         assert!(want.contains(&(counted as f64)), "{name}: {counted}");
     }
+    // The T5 encoder's count too (the trained byte encoder's, for the memory plan).
+    let t5 = unireal_model::T5Config::new(259, 64, 16, 128, 2, 4);
+    let mut c = Counter(0);
+    t5.init::<B>(&device).visit(&mut c);
+    assert_eq!(c.0, t5.num_params(), "T5: built vs counted");
 }
 
 /// Collects every float parameter's id and element count.
@@ -200,14 +206,16 @@ fn tiny_dit_overfits_one_real_sample() {
 
 /// Every parameter nudged by fixed noise, so that the zero-initialised gates and output
 /// projection are open and every input can reach the prediction.
-fn perturbed(model: DiT<B>) -> DiT<B> {
+fn perturbed<Bk: Backend>(model: DiT<Bk>) -> DiT<Bk> {
     struct Nudge(u64);
-    impl burn::module::ModuleMapper<B> for Nudge {
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+    impl<Bk: Backend> burn::module::ModuleMapper<Bk> for Nudge {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
             let (id, t, mapper) = p.consume();
             self.0 += 1;
-            let noise = randn::<B, D>(t.dims(), self.0, &t.device()) * 0.2;
-            Param::from_mapped_value(id, t + noise, mapper)
+            let noise = randn::<Bk, D>(t.dims(), self.0, &t.device()) * 0.2;
+            // A leaf again under autodiff, so that it gets gradients.
+            let grad = t.is_require_grad();
+            Param::from_mapped_value(id, (t + noise).detach().set_require_grad(grad), mapper)
         }
     }
     model.map(&mut Nudge(100))
@@ -255,4 +263,57 @@ fn train_flops_of_the_tiny_preset() {
     let rule = 6.0 * cfg.num_params() as f64 * 250.0;
     let linear = cfg.train_flops(200, 50) - 12.0 * 4.0 * h * 250.0 * 250.0;
     assert!(linear < rule && linear > rule / 4.0, "{linear} vs {rule}");
+}
+
+/// Flattened gradients of every parameter, in visit order, with their dtypes.
+fn flat_grads<Bk: AutodiffBackend>(model: &DiT<Bk>, grads: &GradientsParams) -> (Vec<f32>, Vec<DType>) {
+    struct Flat<'a>(&'a GradientsParams, Vec<f32>, Vec<DType>);
+    impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for Flat<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+            let g = self.0.get::<Bk::InnerBackend, D>(p.id).expect("every parameter has a gradient");
+            self.2.push(g.dtype());
+            self.1.extend(g.cast(DType::F32).into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut f = Flat(grads, vec![], vec![]);
+    model.visit(&mut f);
+    (f.1, f.2)
+}
+
+/// Mixed precision (`train.precision: bf16`): the DiT run on a bf16 copy of its f32 weights
+/// predicts what it predicts in f32 to within bf16's rounding, but not bit for bit (the copy
+/// really computes in bf16); the prediction comes back in f32; under autodiff every gradient
+/// reaches its f32 weight in f32 and points where the f32 gradient does.
+#[test]
+fn bf16_compute_on_f32_weights_tracks_f32() {
+    use unireal_model::precision::cast_params;
+    let device = Default::default();
+    let pad = |x: &mut DiTInput<AB>| {
+        let p = [false, false, false, false, true, true, false, false, false, false, false, false];
+        x.text_pad = Some(Tensor::from_data(TensorData::new(p.to_vec(), [2, 6]), &device));
+    };
+    let model = perturbed(DiTConfig::tiny(12, 32).init::<AB>(&device));
+    let target = randn::<AB, 5>([2, 1, 12, 8, 8], 9, &device);
+    let run = |m: &DiT<AB>, bf16: bool| {
+        let mut x = input::<AB>(2, 1, 2, 12, 8, &device);
+        pad(&mut x);
+        let pred = if bf16 { cast_params(m.clone(), FloatDType::BF16).forward(x) } else { m.forward(x) };
+        assert_eq!(pred.dtype(), DType::F32, "the prediction comes back in the input's dtype");
+        let loss = (pred.clone() - target.clone()).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), m);
+        (pred.inner().into_data().to_vec::<f32>().unwrap(), flat_grads(m, &grads))
+    };
+    let (p32, (g32, _)) = run(&model, false);
+    let (p16, (g16, dtypes)) = run(&model, true);
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let diff: Vec<f32> = p32.iter().zip(&p16).map(|(a, b)| a - b).collect();
+    let rel = norm(&diff) / norm(&p32);
+    println!("prediction: relative difference bf16 vs f32 {rel:.2e}");
+    assert!(rel > 1e-4, "bf16 compute gave the f32 prediction ({rel:.1e}): nothing ran in bf16");
+    assert!(rel < 4e-2, "bf16 compute is {rel:.2e} away from f32");
+    assert!(dtypes.iter().all(|d| *d == DType::F32), "gradient dtypes {dtypes:?}");
+    let dot: f64 = g32.iter().zip(&g16).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let cos = dot / (norm(&g32) * norm(&g16));
+    println!("gradients: cosine bf16 vs f32 {cos:.5}");
+    assert!(cos > 0.995, "bf16 gradients point elsewhere: cosine {cos}");
 }

@@ -114,14 +114,18 @@ impl ModelConfig {
                 unireal_model::init::LookupInit { gain, norm_scale }.apply(self.dit_config()?.init(device))
             }
         };
-        let text = match &self.text {
+        Ok(UniReal { dit, text: self.byte_encoder().map(|c| c.init(device)) })
+    }
+
+    /// The trained byte-level text encoder's config (`text.kind: bytes`); None for a frozen T5.
+    pub fn byte_encoder(&self) -> Option<T5Config> {
+        match &self.text {
             TextConfig::Bytes(BytesText { width, layers, .. }) => {
                 let heads = (width / 16).max(1);
-                Some(T5Config::new(BYTE_VOCAB, *width, width / heads, width * 2, *layers, heads).init(device))
+                Some(T5Config::new(BYTE_VOCAB, *width, width / heads, width * 2, *layers, heads))
             }
             TextConfig::T5(_) => None,
-        };
-        Ok(UniReal { dit, text })
+        }
     }
 
     /// A trainable module with the weights of a safetensors file (a checkpoint's

@@ -161,11 +161,17 @@ pub struct LoopConfig {
     pub shift: Shift,
     /// Loss weight per task name (default 1).
     pub task_weights: BTreeMap<String, f64>,
-    /// Float type of weights and activations: `f32`, or `bf16` on the CUDA build.
+    /// Compute precision: `f32`, or `bf16` mixed precision (f32 master weights, bf16 compute).
     pub precision: Precision,
     /// Peak dense TFLOP/s of one device at the training precision (e.g. 989 for an H100 SXM in
     /// bf16): metrics.jsonl then has MFU, the achieved model TFLOP/s over this × ranks.
     pub peak_tflops: Option<f64>,
+    /// Recompute cheap activations in the backward pass instead of keeping them (Burn's
+    /// `BalancedCheckpointing` autodiff): less memory for some more compute, the same losses.
+    pub activation_checkpointing: bool,
+    /// Memory of one device in GB (10⁹ bytes) that `unireal-train plan` checks its estimate
+    /// against (on the CUDA build, the device's own memory when this is not set).
+    pub memory_budget_gb: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -173,9 +179,30 @@ pub struct LoopConfig {
 pub enum Precision {
     #[default]
     F32,
-    /// Everything in bfloat16 (weights, AdamW moments, EMA): half the memory, less precise
-    /// updates. Burn 0.21 has no mixed precision.
+    /// Mixed precision: parameters, gradients, AdamW moments and EMA stay in f32; each step's
+    /// forward and backward run on a bfloat16 copy of the DiT's weights with bfloat16
+    /// activations, except norms, softmax statistics, the timestep embedding and the loss
+    /// (f32). The trained byte-level text encoder and the frozen encoders run in f32. On the
+    /// CPU build this runs on Burn's Flex backend (NdArray cannot cast).
     Bf16,
+}
+
+impl Precision {
+    /// The dtype the DiT computes in, when it is not its parameters' f32.
+    pub fn compute_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+        }
+    }
+
+    /// Bytes of one activation element at this precision.
+    pub fn activation_bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
 }
 
 impl Default for LoopConfig {
@@ -196,6 +223,8 @@ impl Default for LoopConfig {
             task_weights: BTreeMap::new(),
             precision: Precision::F32,
             peak_tflops: None,
+            activation_checkpointing: false,
+            memory_budget_gb: None,
         }
     }
 }
@@ -335,6 +364,9 @@ impl TrainConfig {
         }
         if t.peak_tflops.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
             return invalid("train.peak_tflops", "must be a positive number of TFLOP/s");
+        }
+        if t.memory_budget_gb.is_some_and(|g| !(g > 0.0 && g.is_finite())) {
+            return invalid("train.memory_budget_gb", "must be a positive number of GB");
         }
         if !(t.allreduce_bucket_mb > 0.0) {
             return invalid("train.allreduce_bucket_mb", "must be positive");

@@ -46,6 +46,9 @@ pub enum TrainError {
     NothingToResume { checkpoints: PathBuf },
     #[error("{run} was trained on {trained} process(es); this job has {now}")]
     WorldSizeChanged { run: PathBuf, trained: usize, now: usize },
+    /// A model file the memory plan reads.
+    #[error("{path}: {message}")]
+    Plan { path: PathBuf, message: String },
     #[error("data.world_size is {0} but this process runs alone")]
     NotLaunchedByMpi(usize),
 }

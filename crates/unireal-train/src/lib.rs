@@ -13,8 +13,10 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
+pub mod plan;
 pub mod samples;
 pub mod trainer;
 

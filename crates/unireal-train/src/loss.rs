@@ -7,6 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch, FlowLoss};
 use unireal_flow::seeded_noise;
 use unireal_pipeline::generate::encode_frames;
+use unireal_model::precision::cast_params;
 use unireal_pipeline::{encode_text, Frozen, UniReal};
 
 use crate::cache::Cache;
@@ -172,7 +173,13 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
             targets,
             weights: None,
         };
-        let out = dit_flow_loss(&self.model.dit, fb, tt, noise);
+        // Mixed precision: the step runs on a copy of the weights in the compute dtype (its
+        // gradients reach the f32 weights through the casts).
+        let dit = match self.cfg.train.precision.compute_dtype() {
+            None => std::borrow::Cow::Borrowed(&self.model.dit),
+            Some(dtype) => std::borrow::Cow::Owned(cast_params(self.model.dit.clone(), dtype)),
+        };
+        let out = dit_flow_loss(&dit, fb, tt, noise);
         // Each sample's loss times its task's weight, over the batch size (a fixed normaliser,
         // not the weights' sum): a batch of one task with weight 2 counts twice.
         let w = Tensor::<B, 1>::from_data(TensorData::new(weights, [b]), self.device);

@@ -73,6 +73,9 @@ pub struct StepStats {
     pub model_flops: f64,
     /// Peak TFLOP/s of all the run's devices together (`train.peak_tflops` × ranks), for MFU.
     pub peak_tflops: Option<f64>,
+    /// The most heap bytes live at once during the step (this rank), where the binary counts
+    /// them ([`crate::memory`]): on the CPU backends, the training memory.
+    pub peak_mem_bytes: Option<usize>,
 }
 
 impl StepStats {
@@ -95,6 +98,9 @@ impl StepStats {
         line["tflops_per_s"] = json!(tflops);
         if let Some(peak) = self.peak_tflops {
             line["mfu"] = json!(tflops / peak);
+        }
+        if let Some(bytes) = self.peak_mem_bytes {
+            line["peak_mem_gb"] = json!(bytes as f64 / 1e9);
         }
         line
     }
@@ -201,8 +207,10 @@ mod tests {
             cache_misses: None,
             model_flops: 4e12,
             peak_tflops: Some(4.0),
+            peak_mem_bytes: Some(1_500_000_000),
         };
         let v = s.to_json();
+        assert_eq!(v["peak_mem_gb"], 1.5);
         assert_eq!(v["samples_per_s"], 4.0);
         assert_eq!(v["tokens_per_s"], 400.0);
         assert_eq!(v["loss_by_task"]["seg"], 0.25);
@@ -212,8 +220,9 @@ mod tests {
         assert_eq!(v["tflops_per_s"], 2.0);
         assert_eq!(v["mfu"], 0.5);
         assert!(v.get("cache_misses").is_none());
-        let v = StepStats { peak_tflops: None, cache_misses: Some(3), ..s }.to_json();
+        let v = StepStats { peak_tflops: None, cache_misses: Some(3), peak_mem_bytes: None, ..s }.to_json();
         assert!(v.get("mfu").is_none());
+        assert!(v.get("peak_mem_gb").is_none());
         assert_eq!(v["cache_misses"], 3);
     }
 }

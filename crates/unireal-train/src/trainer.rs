@@ -269,6 +269,11 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         self.model.as_ref().expect("the model is only taken out during the optimizer step")
     }
 
+    /// The EMA of the weights, when `train.ema_decay` > 0.
+    pub fn ema(&self) -> Option<&UniReal<B::InnerBackend>> {
+        self.ema.as_ref()
+    }
+
     fn is_main(&self) -> bool {
         self.part.rank == 0
     }
@@ -413,6 +418,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
     /// ranks, AdamW, EMA. Writes the step's line of metrics.jsonl.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let t0 = Instant::now();
+        crate::memory::reset_peak();
         let lr = learning_rate(&self.cfg.train, self.state.step);
         let mut accum = GradientsAccumulator::<UniReal<B>>::new();
         let mut by_task = BTreeMap::new();
@@ -460,6 +466,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             cache_misses: self.cache.is_some().then_some(micro.cache_misses),
             model_flops: micro.flops * world as f64,
             peak_tflops: self.cfg.train.peak_tflops.map(|p| p * world as f64),
+            peak_mem_bytes: crate::memory::counting().then(crate::memory::peak_bytes),
         };
         self.log(&stats.to_json())?;
         Ok(stats)

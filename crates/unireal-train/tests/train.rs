@@ -5,53 +5,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::losses;
+use common::{losses, shards, write_config};
 use unireal_core::Split;
-use unireal_testkit::{repo, SampleShards};
+use unireal_testkit::repo;
 use unireal_train::data::{Index, Sampler};
 use unireal_train::TrainConfig;
-
-/// Shards of every family from datasets/samples/videos, built once per test process.
-fn shards() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let opts = SampleShards { max_side: Some(256), val_fraction: Some(0.0), ..Default::default() };
-        let out = dir.join("shards");
-        let summary = unireal_testkit::build_samples(&out, &opts);
-        assert!(summary.manifest.totals.rows >= 8, "{:?}", summary.manifest.totals);
-        out
-    })
-}
-
-/// A tiny, fast config over the sample shards, with `extra` YAML lines merged by `--set`.
-fn write_config(dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-model: {{preset: tiny, latent: {{kind: space_to_depth, factor: 2}}, text: {{kind: bytes, width: 32, layers: 1, max_len: 48}}}}
-data:
-  sources: [{{path: {:?}, weight: 1.0}}]
-  resolution: 32
-  batch_size: 4
-  workers: 2
-  prefetch: 2
-train:
-  steps: 40
-  lr: 0.002
-  schedule: {{kind: constant, warmup: 5}}
-  ema_decay: 0.0
-log: {{val_every: 0, sample_every: 0}}
-checkpoint: {{every: 0, keep: 2}}
-"#,
-        shards().to_string_lossy()
-    );
-    let p = dir.join("tiny.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 fn train(config: &Path, run: &Path, set: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
@@ -424,12 +385,13 @@ fn undecodable_rows_are_skipped_and_reported() {
 }
 
 #[test]
-fn bf16_is_refused_on_the_cpu_build() {
+fn bf16_trains_on_the_cpu_build_on_flex() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path());
-    let out = train(&cfg, &dir.path().join("run"), &["train.precision=bf16"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("bf16 needs the CUDA build"), "{err}");
+    let run = dir.path().join("run");
+    let err = ok(train(&cfg, &run, &["train.precision=bf16", "train.steps=2"]).output().unwrap());
+    assert!(err.contains("on flex (CPU), bf16 mixed precision"), "{err}");
+    assert_eq!(losses(&run).len(), 2);
 }
 
 /// `configs/train/tiny-t5-vae.yaml` as shipped (run from the repository root, on the test's
@@ -582,4 +544,45 @@ fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
         !out.status.success() && err.contains("VAE latents made with other weights") && err.contains("hint:"),
         "{err}"
     );
+}
+
+/// `unireal-train plan` on `configs/train/tiny.yaml` (run from the repository root, on the
+/// tests' shards): a table on stderr and its JSON line on stdout whose terms add up to the
+/// total; bf16 adds the compute copy and shrinks the activations, checkpointing shrinks them;
+/// an impossible budget warns and names the largest term.
+#[test]
+fn plan_prints_the_table_and_json_and_warns_over_budget() {
+    let source = format!("data.sources=[{{path: {:?}, weight: 1.0}}]", shards().to_string_lossy());
+    let plan = |set: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
+        c.args(["plan", "--config", "configs/train/tiny.yaml", "--set", &source]).current_dir(repo());
+        for s in set {
+            c.arg("--set").arg(s);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, err)
+    };
+    let (f32_plan, err) = plan(&[]);
+    for term in ["weights (f32)", "AdamW moments", "EMA", "activations", "total", "largest batch"] {
+        assert!(err.contains(term), "no {term} in\n{err}");
+    }
+    assert!(!err.contains("warning"), "{err}");
+    let sum: u64 = ["weights", "gradients", "optimizer", "ema", "compute_copy", "frozen", "activations"]
+        .iter()
+        .map(|k| f32_plan[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(f32_plan["total"].as_u64().unwrap(), sum, "{f32_plan}");
+    assert_eq!(f32_plan["optimizer"].as_u64(), Some(2 * f32_plan["weights"].as_u64().unwrap()));
+    let (bf16, _) = plan(&["train.precision=bf16"]);
+    assert!(bf16["compute_copy"].as_u64().unwrap() > 0 && bf16["weights"] == f32_plan["weights"], "{bf16}");
+    assert!(bf16["activations"].as_u64() < f32_plan["activations"].as_u64());
+    let (ckpt, _) = plan(&["train.activation_checkpointing=true"]);
+    assert!(ckpt["activations"].as_u64() < f32_plan["activations"].as_u64());
+    let (tight, err) = plan(&["train.memory_budget_gb=0.001"]);
+    assert_eq!(tight["budget"].as_u64(), Some(1_000_000));
+    assert!(err.contains("warning: the plan's") && err.contains("the largest term is activations"), "{err}");
+    assert!(err.contains("hint: train.activation_checkpointing: true"), "{err}");
 }

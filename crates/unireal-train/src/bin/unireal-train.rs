@@ -8,18 +8,44 @@ use clap::Parser;
 use unireal_core::{Hinted, WithHint};
 use unireal_train::{Collective, RunOptions, RunSummary, TrainConfig, TrainError};
 
+/// The CPU backend of f32 training and of the frozen encoders: NdArray when built (the faster
+/// one, docs/benchmarks.md), else Flex.
 #[cfg(all(not(feature = "cuda"), feature = "ndarray"))]
-type Backend = burn::backend::Autodiff<burn::backend::NdArray>;
+type Cpu = burn::backend::NdArray;
 #[cfg(all(not(feature = "cuda"), not(feature = "ndarray"), feature = "flex"))]
-type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+type Cpu = burn::backend::Flex;
 
-const BACKEND: &str = if cfg!(feature = "cuda") {
-    "cuda"
-} else if cfg!(feature = "ndarray") {
-    "ndarray (CPU)"
-} else {
-    "flex (CPU)"
-};
+/// The backend a run of `cfg` trains on, for the log line.
+fn backend_name(cfg: &TrainConfig) -> String {
+    let bf16 = cfg.train.precision == unireal_train::config::Precision::Bf16;
+    let name = if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "ndarray") && !bf16 {
+        "ndarray (CPU)"
+    } else {
+        "flex (CPU)"
+    };
+    let precision = if bf16 { ", bf16 mixed precision" } else { "" };
+    let ckpt = if cfg.train.activation_checkpointing { ", activation checkpointing" } else { "" };
+    format!("{name}{precision}{ckpt}")
+}
+
+/// [`unireal_train::run_with`] on backend `B` under autodiff, with Burn's balanced
+/// checkpointing when `train.activation_checkpointing` is on.
+fn run_on<B: burn::tensor::backend::Backend>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    device: &B::Device,
+    coll: &dyn Collective,
+) -> Result<RunSummary, TrainError> {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use burn::backend::Autodiff;
+    if cfg.train.activation_checkpointing {
+        unireal_train::run_with::<Autodiff<B, BalancedCheckpointing>>(cfg, opts, device, coll)
+    } else {
+        unireal_train::run_with::<Autodiff<B>>(cfg, opts, device, coll)
+    }
+}
 
 /// Train the UniReal DiT on shards (rectified flow), with checkpoints, metrics and samples.
 #[derive(Parser, Debug)]
@@ -50,6 +76,25 @@ enum Command {
     /// T5 states of every prompt) into the run's cache (data.cache_dir, default RUN/cache),
     /// which training with the same config then reads instead of running the encoders.
     Cache(CacheArgs),
+    /// Estimate one rank's memory before launch: weights, gradients, AdamW moments, EMA, the
+    /// bf16 compute copy, frozen encoders and the activations of the largest batch the data
+    /// can produce, at the configured precision and checkpointing. A table on stderr, one JSON
+    /// line on stdout; a warning when the total exceeds train.memory_budget_gb (on the CUDA
+    /// build, GPU 0's memory when that is not set).
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// Training config (YAML), as for training.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key with a YAML value, as for training.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Processes of the data-parallel job (data.batch_size is per process).
+    #[arg(long, default_value_t = 1)]
+    world_size: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,6 +116,10 @@ struct CacheArgs {
     #[arg(short, long)]
     quiet: bool,
 }
+
+/// Counts heap bytes, so that CPU runs log their peak memory (metrics.jsonl `peak_mem_gb`).
+#[global_allocator]
+static ALLOC: unireal_train::memory::CountingAlloc = unireal_train::memory::CountingAlloc;
 
 fn main() -> ExitCode {
     unireal_core::hint::exit(run(Args::parse()))
@@ -135,11 +184,9 @@ fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
     })
 }
 
-/// Runs on the backend this binary was built for, at the configured precision.
+/// Runs on the backend this binary was built for (f32 weights; bf16 is a compute dtype).
 #[cfg(feature = "cuda")]
 fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyhow::Result<RunSummary> {
-    use burn::backend::{Autodiff, Cuda};
-    use unireal_train::config::Precision;
     // One GPU per process: the local rank picks it (CUDA_VISIBLE_DEVICES set by Slurm also works).
     let local = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
         .iter()
@@ -147,23 +194,26 @@ fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyh
         .unwrap_or(0);
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").map(|v| v.split(',').count()).unwrap_or(usize::MAX);
     let device = burn::backend::cuda::CudaDevice::new(if visible <= 1 { 0 } else { local });
-    let r = match cfg.train.precision {
-        Precision::F32 => unireal_train::run_with::<Autodiff<Cuda<f32>>>(cfg, opts, &device, coll),
-        Precision::Bf16 => unireal_train::run_with::<Autodiff<Cuda<burn::tensor::bf16>>>(cfg, opts, &device, coll),
-    };
-    with_hint(r, &opts.run_dir)
+    with_hint(run_on::<burn::backend::Cuda<f32>>(cfg, opts, &device, coll), &opts.run_dir)
 }
 
+/// On the CPU: f32 on [`Cpu`]; bf16 mixed precision on Flex, which can cast (NdArray cannot).
 #[cfg(not(feature = "cuda"))]
 fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyhow::Result<RunSummary> {
-    if cfg.train.precision != unireal_train::config::Precision::F32 {
-        return Err(Hinted::new(
-            "train.precision: bf16 needs the CUDA build; the CPU backends train in f32",
-            "cargo build --release -p unireal-train --features cuda, or --set train.precision=f32",
-        )
-        .into());
-    }
-    with_hint(unireal_train::run_with::<Backend>(cfg, opts, &Default::default(), coll), &opts.run_dir)
+    let r = match cfg.train.precision {
+        unireal_train::config::Precision::F32 => run_on::<Cpu>(cfg, opts, &Default::default(), coll),
+        #[cfg(feature = "flex")]
+        unireal_train::config::Precision::Bf16 => run_on::<burn::backend::Flex>(cfg, opts, &Default::default(), coll),
+        #[cfg(not(feature = "flex"))]
+        unireal_train::config::Precision::Bf16 => {
+            return Err(Hinted::new(
+                "train.precision: bf16 needs the Flex or CUDA backend; this unireal-train was built with NdArray only",
+                "cargo build --release -p unireal-train (the default features include flex), or --set train.precision=f32",
+            )
+            .into())
+        }
+    };
+    with_hint(r, &opts.run_dir)
 }
 
 /// A training error with the hint its kind calls for.
@@ -278,7 +328,7 @@ fn build_cache(
     #[cfg(feature = "cuda")]
     type Frozen = burn::backend::Cuda<f32>;
     #[cfg(not(feature = "cuda"))]
-    type Frozen = <Backend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+    type Frozen = Cpu;
     #[cfg(feature = "cuda")]
     let device = burn::backend::cuda::CudaDevice::new(0);
     #[cfg(not(feature = "cuda"))]
@@ -286,9 +336,53 @@ fn build_cache(
     unireal_train::cache::build::<Frozen>(cfg, dir, force, &device, progress)
 }
 
+/// GPU 0's memory in bytes, from nvidia-smi, on the CUDA build.
+fn device_memory() -> Option<u64> {
+    if !cfg!(feature = "cuda") {
+        return None;
+    }
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"])
+        .output()
+        .ok()?;
+    let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(mib << 20)
+}
+
+/// `unireal-train plan`.
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let cfg = load(&args.config, &args.set)?;
+    let p = unireal_train::plan::plan(&cfg, args.world_size.max(1), device_memory())
+        .map_err(|e| match hint_for(&e, &default_run_dir(&args.config)) {
+            Some(h) => anyhow::Error::from(Hinted::new(e, h)),
+            None => e.into(),
+        })?;
+    eprintln!("{}", p.table());
+    if p.over_budget() {
+        let (name, bytes) = p.largest();
+        eprintln!(
+            "warning: the plan's {:.2} GB exceed the budget of {:.2} GB; the largest term is {name} ({:.2} GB)\n\n\
+             hint: {}",
+            p.total as f64 / 1e9,
+            p.budget.unwrap_or(0) as f64 / 1e9,
+            bytes as f64 / 1e9,
+            if name == "activations" {
+                "train.activation_checkpointing: true, a smaller data.batch_size (with train.grad_accum) or data.resolution"
+            } else {
+                "more ranks do not shrink per-rank weights here; train.precision: bf16 only shrinks activations: \
+                 choose a smaller model.preset"
+            }
+        );
+    }
+    println!("{}", serde_json::to_string(&p)?);
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Cache(c)) = args.command {
-        return cache(c);
+    match args.command {
+        Some(Command::Cache(c)) => return cache(c),
+        Some(Command::Plan(p)) => return plan(p),
+        None => {}
     }
     let run_dir = match (&args.run_dir, &args.config) {
         (Some(d), _) => d.clone(),
@@ -317,8 +411,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let main_rank = coll.rank() == 0;
     if main_rank {
         eprintln!(
-            "unireal-train: preset {} on {BACKEND}, {} steps, {} process(es), run directory {}",
+            "unireal-train: preset {} on {}, {} steps, {} process(es), run directory {}",
             cfg.model.preset,
+            backend_name(&cfg),
             cfg.train.steps,
             coll.world_size(),
             run_dir.display()

@@ -1,7 +1,10 @@
 //! Helpers shared by the trainer's integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use unireal_testkit::SampleShards;
 
 /// `(step, loss)` of every training step a run logged in `metrics.jsonl`.
 pub fn losses(run: &Path) -> Vec<(u64, f64)> {
@@ -13,3 +16,43 @@ pub fn losses(run: &Path) -> Vec<(u64, f64)> {
         .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
         .collect()
 }
+
+/// Shards of every family from datasets/samples/videos, built once per test process.
+pub fn shards() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let opts = SampleShards { max_side: Some(256), val_fraction: Some(0.0), ..Default::default() };
+        let out = dir.join("shards");
+        let summary = unireal_testkit::build_samples(&out, &opts);
+        assert!(summary.manifest.totals.rows >= 8, "{:?}", summary.manifest.totals);
+        out
+    })
+}
+
+/// A tiny, fast config over the sample shards, with `extra` YAML lines merged by `--set`.
+pub fn write_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+model: {{preset: tiny, latent: {{kind: space_to_depth, factor: 2}}, text: {{kind: bytes, width: 32, layers: 1, max_len: 48}}}}
+data:
+  sources: [{{path: {:?}, weight: 1.0}}]
+  resolution: 32
+  batch_size: 4
+  workers: 2
+  prefetch: 2
+train:
+  steps: 40
+  lr: 0.002
+  schedule: {{kind: constant, warmup: 5}}
+  ema_decay: 0.0
+log: {{val_every: 0, sample_every: 0}}
+checkpoint: {{every: 0, keep: 2}}
+"#,
+        shards().to_string_lossy()
+    );
+    let p = dir.join("tiny.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+

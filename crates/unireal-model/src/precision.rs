@@ -1,0 +1,29 @@
+//! Mixed precision: parameters stay in f32 (the optimizer's master weights) and a forward pass
+//! runs on a copy cast to a lower compute dtype. Under autodiff the casts are part of the
+//! graph, so the backward pass casts each gradient back to its f32 parameter (Burn 0.21's
+//! `float_cast` backward). The layers keep what loses precision in f32 whatever the compute
+//! dtype: norms ([`crate::layers::layer_norm`], [`crate::layers::RmsNorm`]), softmax
+//! statistics ([`crate::layers::sdpa`] under autodiff) and the timestep embedding; callers
+//! compute the loss in f32.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+
+/// `module` with every float parameter cast to `dtype` (a no-op for parameters already in
+/// it). Parameter ids are kept; under autodiff the copies stay connected to the originals.
+pub fn cast_params<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
+    struct Cast(FloatDType);
+    impl<B: Backend> ModuleMapper<B> for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, mapper) = param.consume();
+            Param::from_mapped_value(id, t.cast(self.0), mapper)
+        }
+    }
+    module.map(&mut Cast(dtype))
+}
+
+/// `x` in f32, for the parts of a forward pass kept in full precision.
+pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.cast(DType::F32)
+}
