@@ -22,6 +22,8 @@ else
 fi
 if [ "${UNIREAL_SKIP_CUDA_BUILD:-0}" != 1 ]; then
   echo "building the cuda feature (unireal-train, unireal-infer and the DiT benchmark)" >&2
-  cargo build --locked -p unireal-train -p unireal-infer --features unireal-train/cuda,unireal-infer/cuda
-  cargo build --locked --profile dev -p unireal-model --features cuda --bench dit
+  # One invocation, so Burn and its CUDA, fusion and autotune crates compile once for all three.
+  cargo build --locked -p unireal-train -p unireal-infer -p unireal-model \
+    --features unireal-train/cuda,unireal-infer/cuda,unireal-model/cuda --bins --bench dit
+  bash -n scripts/gpu-check.sh
 fi

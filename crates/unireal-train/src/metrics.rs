@@ -36,6 +36,30 @@ impl std::ops::AddAssign for DropCounts {
     }
 }
 
+/// Peak dense TFLOP/s of known GPUs from their vendors' data sheets (without sparsity), by the
+/// name `nvidia-smi` reports: the bf16 tensor-core figure, and the f32 one (plain FP32, as
+/// Burn's f32 matmuls do not use TF32). The first entry whose key the name contains wins, so
+/// the more specific keys come first. Used for MFU when `train.peak_tflops` is not set.
+const KNOWN_DEVICES: &[(&str, f64, f64)] = &[
+    ("H200", 989.0, 67.0),
+    ("H100 PCIe", 756.0, 51.0),
+    ("H100 NVL", 835.0, 60.0),
+    ("H100", 989.0, 67.0),
+    ("GH200", 989.0, 67.0),
+    ("A100", 312.0, 19.5),
+    ("L40S", 362.0, 91.6),
+    ("RTX 4090", 165.0, 82.6),
+];
+
+/// Peak dense TFLOP/s of the GPU named `name` at `precision`, when it is a known one.
+pub fn known_peak_tflops(name: &str, precision: crate::config::Precision) -> Option<f64> {
+    let (_, bf16, f32) = KNOWN_DEVICES.iter().find(|(key, _, _)| name.contains(key))?;
+    Some(match precision {
+        crate::config::Precision::Bf16 => *bf16,
+        crate::config::Precision::F32 => *f32,
+    })
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepStats {
@@ -184,6 +208,16 @@ mod tests {
         assert_eq!(steps(dir.path()).last().unwrap(), &("train".to_string(), 5));
         Metrics::open(dir.path(), None).unwrap();
         assert!(!dir.path().join("metrics.jsonl").exists());
+    }
+
+    #[test]
+    fn known_devices_give_their_peak_at_the_training_precision() {
+        use crate::config::Precision;
+        assert_eq!(known_peak_tflops("NVIDIA H100 80GB HBM3", Precision::Bf16), Some(989.0));
+        assert_eq!(known_peak_tflops("NVIDIA H100 PCIe", Precision::Bf16), Some(756.0));
+        assert_eq!(known_peak_tflops("NVIDIA H200", Precision::F32), Some(67.0));
+        assert_eq!(known_peak_tflops("NVIDIA A100-SXM4-80GB", Precision::Bf16), Some(312.0));
+        assert_eq!(known_peak_tflops("Tesla T4", Precision::Bf16), None);
     }
 
     #[test]

@@ -336,16 +336,22 @@ fn build_cache(
     unireal_train::cache::build::<Frozen>(cfg, dir, force, &device, progress)
 }
 
-/// GPU 0's memory in bytes, from nvidia-smi, on the CUDA build.
-fn device_memory() -> Option<u64> {
+/// One field of GPU 0 from nvidia-smi, on the CUDA build (None elsewhere or without it).
+fn nvidia_smi(field: &str) -> Option<String> {
     if !cfg!(feature = "cuda") {
         return None;
     }
     let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"])
+        .args([&format!("--query-gpu={field}"), "--format=csv,noheader,nounits", "-i", "0"])
         .output()
         .ok()?;
-    let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+/// GPU 0's memory in bytes.
+fn device_memory() -> Option<u64> {
+    let mib: u64 = nvidia_smi("memory.total")?.parse().ok()?;
     Some(mib << 20)
 }
 
@@ -406,9 +412,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             .into())
         }
     };
-    let cfg = load(&config_path, &args.set)?;
+    let mut cfg = load(&config_path, &args.set)?;
     let coll = collective()?;
     let main_rank = coll.rank() == 0;
+    // MFU on a known GPU without train.peak_tflops.
+    if cfg.train.peak_tflops.is_none() {
+        if let Some((name, peak)) = nvidia_smi("name")
+            .and_then(|n| unireal_train::metrics::known_peak_tflops(&n, cfg.train.precision).map(|p| (n, p)))
+        {
+            if main_rank {
+                eprintln!("MFU against {name}'s {peak} TFLOP/s (its data sheet; train.peak_tflops overrides)");
+            }
+            cfg.train.peak_tflops = Some(peak);
+        }
+    }
     if main_rank {
         eprintln!(
             "unireal-train: preset {} on {}, {} steps, {} process(es), run directory {}",
