@@ -10,12 +10,13 @@
 #
 # The GPU machine needs no FFmpeg: build the shards where FFmpeg is
 # (unireal-data build configs/video.yaml) and bring out/shards along. Environment:
-# PEAK_TFLOPS (default 989: H100/H200 SXM dense bf16), CARGO_PROFILE (default dev: the
+# PEAK_TFLOPS (the GPU's peak dense TFLOP/s for MFU; by default the binary looks the GPU up in
+# its table of known devices, at each run's precision), CARGO_PROFILE (default dev: the
 # dependencies are optimised in it), GPU_CHECK_OUT (default out/gpu-check).
 set -euo pipefail
+# SHARDS relative to where the script is called from.
+SHARDS="$(realpath -m "${1:-$(dirname "$0")/../out/shards/video}")"
 cd "$(dirname "$0")/.."
-SHARDS="${1:-out/shards/video}"
-PEAK="${PEAK_TFLOPS:-989}"
 PROFILE="${CARGO_PROFILE:-dev}"
 OUT="${GPU_CHECK_OUT:-out/gpu-check}"
 if [ ! -f "$SHARDS/manifest.json" ]; then
@@ -35,9 +36,12 @@ BIN="$DIR/unireal-train"
 echo "built in $(( $(date +%s) - t0 )) s" >&2
 
 rm -rf "$OUT" && mkdir -p "$OUT"
-SOURCE="data.sources=[{path: $PWD/$SHARDS, weight: 1.0, tasks: [frame2frame]}]"
-COMMON=(--set "$SOURCE" --set "train.peak_tflops=$PEAK" --set log.val_every=0 --set log.sample_every=0
-        --set checkpoint.every=0)
+# The GPU training uses: the first of CUDA_VISIBLE_DEVICES, else 0.
+GPU="${CUDA_VISIBLE_DEVICES:-0}"
+GPU="${GPU%%,*}"
+SOURCE="data.sources=[{path: \"$SHARDS\", weight: 1.0, tasks: [frame2frame]}]"
+COMMON=(--set "$SOURCE" --set log.val_every=0 --set log.sample_every=0 --set checkpoint.every=0)
+[ -z "${PEAK_TFLOPS:-}" ] || COMMON+=(--set "train.peak_tflops=$PEAK_TFLOPS")
 
 # run NAME STEPS TIMEOUT_S SET...: trains with nvidia-smi sampling memory.used, then prints one
 # summary line (steps after the first: the first compiles and autotunes kernels).
@@ -45,21 +49,23 @@ run() {
   local name=$1 steps=$2 limit=$3
   shift 3
   local sets=("${COMMON[@]}" --set "train.steps=$steps" "$@")
-  "$BIN" plan --config configs/train/tiny.yaml "${sets[@]}" 2>"$OUT/$name.plan.txt" >"$OUT/$name.plan.json"
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 -i 0 >"$OUT/$name.mem" &
+  "$BIN" plan --config configs/train/tiny.yaml "${sets[@]}" 2>"$OUT/$name.plan.txt" >"$OUT/$name.plan.json" ||
+    { echo "plan for $name failed:" >&2; cat "$OUT/$name.plan.txt" >&2; echo '{"total": 0, "activations": 0}' >"$OUT/$name.plan.json"; }
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 -i "$GPU" \
+    >"$OUT/$name.mem" 2>/dev/null &
   local smi=$!
   local t=$(date +%s) rc=0
   timeout "$limit" "$BIN" --config configs/train/tiny.yaml --run-dir "$OUT/$name" -q "${sets[@]}" \
     >"$OUT/$name.log" 2>&1 || rc=$?
   kill "$smi" 2>/dev/null || true
   wait "$smi" 2>/dev/null || true
-  python3 - "$OUT" "$name" "$rc" "$(( $(date +%s) - t ))" <<'PY'
+  python3 - "$OUT" "$name" "$rc" "$(( $(date +%s) - t ))" <<'PY' || echo "$name: no summary (see $OUT/$name.log)" >&2
 import json, statistics, sys
 out, name, rc, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 plan = json.load(open(f"{out}/{name}.plan.json"))
 mem = [int(l) for l in open(f"{out}/{name}.mem") if l.strip().isdigit()]
 try:
-    steps = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl") if '"train"' in l]
+    steps = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl") if '"train"' in l and l.endswith("\n")]
 except FileNotFoundError:
     steps = []
 timed = steps[1:] or steps
@@ -82,12 +88,13 @@ PY
 }
 
 TINY=(--set data.resolution=64 --set data.batch_size=8)
-run tiny-f32 20 120 "${TINY[@]}" --set train.precision=f32
-run tiny-bf16 20 120 "${TINY[@]}" --set train.precision=bf16
+run tiny-f32 20 90 "${TINY[@]}" --set train.precision=f32
+run tiny-bf16 20 90 "${TINY[@]}" --set train.precision=bf16
 # base at 512² px: space-to-depth by 8 gives a VAE's token count (32×32 patches per frame)
 # without VAE weights; Frame2Frame, one input and one output frame.
 BASE=(--set model.preset=base --set "model.latent={kind: space_to_depth, factor: 8}" --set model.init.kind=default
       --set data.resolution=512 --set data.batch_size=2 --set train.precision=bf16 --set train.ema_decay=0.999)
-run base-bf16 5 240 "${BASE[@]}"
-run base-bf16-ckpt 5 240 "${BASE[@]}" --set train.activation_checkpointing=true
+# Each run ends by writing its checkpoint (16 GB for base), inside its time limit.
+run base-bf16 5 150 "${BASE[@]}"
+run base-bf16-ckpt 5 150 "${BASE[@]}" --set train.activation_checkpointing=true
 echo "gpu-check: $(( $(date +%s) - t0 )) s in all; per-run files in $OUT" >&2

@@ -15,8 +15,8 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
 
-use crate::precision::in_f32;
 use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, split_n, zero_linear, RmsNorm};
+use crate::precision::in_f32;
 use crate::rope::{sequence_positions, Rope};
 
 /// Image roles as embedding indices. The order is part of the checkpoint format.
@@ -557,7 +557,7 @@ impl<B: Backend> DiT<B> {
         let vec = self.time_in.forward(t_emb.cast(dtype));
 
         let positions = sequence_positions(txt_len, n + m, rows, cols);
-        let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device).cast(dtype);
+        let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device);
         let total = positions.len();
         let mask = key_mask(input.text_pad, input.hide_inputs, [b, txt_len, n * per_frame, m * per_frame], &device)
             .map(|hidden| hidden.unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total]));

@@ -6,8 +6,8 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
-use burn::tensor::DType;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::DType;
 
 use crate::precision::in_f32;
 

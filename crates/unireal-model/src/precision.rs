@@ -2,9 +2,10 @@
 //! runs on a copy cast to a lower compute dtype. Under autodiff the casts are part of the
 //! graph, so the backward pass casts each gradient back to its f32 parameter (Burn 0.21's
 //! `float_cast` backward). The layers keep what loses precision in f32 whatever the compute
-//! dtype: norms ([`crate::layers::layer_norm`], [`crate::layers::RmsNorm`]), softmax
-//! statistics ([`crate::layers::sdpa`] under autodiff) and the timestep embedding; callers
-//! compute the loss in f32.
+//! dtype: norms ([`crate::layers::layer_norm`], [`crate::layers::RmsNorm`]), RoPE
+//! ([`crate::rope::Rope::apply`]), the softmax ([`crate::layers::sdpa`] under autodiff; the
+//! scores come from a bf16 matmul) and the timestep embedding; callers compute the loss in
+//! f32. The residual stream adds up in the compute dtype.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;

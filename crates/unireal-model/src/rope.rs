@@ -55,18 +55,16 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// The tables in `dtype` (the attention's compute dtype).
-    pub fn cast(self, dtype: burn::tensor::DType) -> Self {
-        Rope { cos: self.cos.cast(dtype), sin: self.sin.cast(dtype), rot: self.rot.cast(dtype) }
-    }
-
-    /// Rotates `x` in interleaved pairs: `(x₀cos − x₁sin, x₀sin + x₁cos)`.
+    /// Rotates `x` in interleaved pairs: `(x₀cos − x₁sin, x₀sin + x₁cos)`, in f32 (as Flux
+    /// does), returned in `x`'s dtype.
     ///
     /// # Shapes
     /// - x: `[batch, heads, tokens, head_dim]` → same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = x.dtype();
+        let x = crate::precision::in_f32(x);
         let rotated = x.clone().matmul(self.rot.clone().unsqueeze::<4>());
-        x * self.cos.clone() + rotated * self.sin.clone()
+        (x * self.cos.clone() + rotated * self.sin.clone()).cast(dtype)
     }
 }
 

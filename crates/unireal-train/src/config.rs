@@ -181,7 +181,7 @@ pub enum Precision {
     F32,
     /// Mixed precision: parameters, gradients, AdamW moments and EMA stay in f32; each step's
     /// forward and backward run on a bfloat16 copy of the DiT's weights with bfloat16
-    /// activations, except norms, softmax statistics, the timestep embedding and the loss
+    /// activations, except norms, RoPE, the softmax, the timestep embedding and the loss
     /// (f32). The trained byte-level text encoder and the frozen encoders run in f32. On the
     /// CPU build this runs on Burn's Flex backend (NdArray cannot cast).
     Bf16,
@@ -193,14 +193,6 @@ impl Precision {
         match self {
             Precision::F32 => None,
             Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
-        }
-    }
-
-    /// Bytes of one activation element at this precision.
-    pub fn activation_bytes(self) -> usize {
-        match self {
-            Precision::F32 => 4,
-            Precision::Bf16 => 2,
         }
     }
 }

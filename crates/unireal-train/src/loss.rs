@@ -6,8 +6,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch, FlowLoss};
 use unireal_flow::seeded_noise;
-use unireal_pipeline::generate::encode_frames;
 use unireal_model::precision::cast_params;
+use unireal_pipeline::generate::encode_frames;
 use unireal_pipeline::{encode_text, Frozen, UniReal};
 
 use crate::cache::Cache;

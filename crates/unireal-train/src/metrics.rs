@@ -37,17 +37,19 @@ impl std::ops::AddAssign for DropCounts {
 }
 
 /// Peak dense TFLOP/s of known GPUs from their vendors' data sheets (without sparsity), by the
-/// name `nvidia-smi` reports: the bf16 tensor-core figure, and the f32 one (plain FP32, as
-/// Burn's f32 matmuls do not use TF32). The first entry whose key the name contains wins, so
-/// the more specific keys come first. Used for MFU when `train.peak_tflops` is not set.
+/// name `nvidia-smi` reports: the bf16 tensor-core figure, and for f32 training the TF32 one
+/// (Burn's autotuned f32 matmuls run on tensor cores in TF32). The first entry whose key the
+/// name contains wins, so the more specific keys come first. Used for MFU when
+/// `train.peak_tflops` is not set.
 const KNOWN_DEVICES: &[(&str, f64, f64)] = &[
-    ("H200", 989.0, 67.0),
-    ("H100 PCIe", 756.0, 51.0),
-    ("H100 NVL", 835.0, 60.0),
-    ("H100", 989.0, 67.0),
-    ("GH200", 989.0, 67.0),
-    ("A100", 312.0, 19.5),
-    ("L40S", 362.0, 91.6),
+    ("GH200", 989.0, 494.0),
+    ("H200 NVL", 835.0, 418.0),
+    ("H200", 989.0, 494.0),
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100 NVL", 835.0, 418.0),
+    ("H100", 989.0, 494.0),
+    ("A100", 312.0, 156.0),
+    ("L40S", 362.0, 183.0),
     ("RTX 4090", 165.0, 82.6),
 ];
 
@@ -215,7 +217,8 @@ mod tests {
         use crate::config::Precision;
         assert_eq!(known_peak_tflops("NVIDIA H100 80GB HBM3", Precision::Bf16), Some(989.0));
         assert_eq!(known_peak_tflops("NVIDIA H100 PCIe", Precision::Bf16), Some(756.0));
-        assert_eq!(known_peak_tflops("NVIDIA H200", Precision::F32), Some(67.0));
+        assert_eq!(known_peak_tflops("NVIDIA H200", Precision::F32), Some(494.0));
+        assert_eq!(known_peak_tflops("NVIDIA GH200 480GB", Precision::Bf16), Some(989.0));
         assert_eq!(known_peak_tflops("NVIDIA A100-SXM4-80GB", Precision::Bf16), Some(312.0));
         assert_eq!(known_peak_tflops("Tesla T4", Precision::Bf16), None);
     }

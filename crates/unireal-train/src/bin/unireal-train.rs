@@ -92,7 +92,8 @@ struct PlanArgs {
     /// Override a config key with a YAML value, as for training.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Processes of the data-parallel job (data.batch_size is per process).
+    /// Processes of the data-parallel job, for the record: data.batch_size is per process, so
+    /// the per-rank terms do not depend on it.
     #[arg(long, default_value_t = 1)]
     world_size: usize,
 }
@@ -205,13 +206,11 @@ fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyh
         #[cfg(feature = "flex")]
         unireal_train::config::Precision::Bf16 => run_on::<burn::backend::Flex>(cfg, opts, &Default::default(), coll),
         #[cfg(not(feature = "flex"))]
-        unireal_train::config::Precision::Bf16 => {
-            return Err(Hinted::new(
-                "train.precision: bf16 needs the Flex or CUDA backend; this unireal-train was built with NdArray only",
-                "cargo build --release -p unireal-train (the default features include flex), or --set train.precision=f32",
-            )
-            .into())
-        }
+        unireal_train::config::Precision::Bf16 => return Err(Hinted::new(
+            "train.precision: bf16 needs the Flex or CUDA backend; this unireal-train was built with NdArray only",
+            "cargo build --release -p unireal-train (the default features include flex), or --set train.precision=f32",
+        )
+        .into()),
     };
     with_hint(r, &opts.run_dir)
 }
@@ -358,11 +357,12 @@ fn device_memory() -> Option<u64> {
 /// `unireal-train plan`.
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let cfg = load(&args.config, &args.set)?;
-    let p = unireal_train::plan::plan(&cfg, args.world_size.max(1), device_memory())
-        .map_err(|e| match hint_for(&e, &default_run_dir(&args.config)) {
+    let p = unireal_train::plan::plan(&cfg, args.world_size.max(1), device_memory()).map_err(|e| {
+        match hint_for(&e, &default_run_dir(&args.config)) {
             Some(h) => anyhow::Error::from(Hinted::new(e, h)),
             None => e.into(),
-        })?;
+        }
+    })?;
     eprintln!("{}", p.table());
     if p.over_budget() {
         let (name, bytes) = p.largest();
@@ -372,8 +372,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             p.total as f64 / 1e9,
             p.budget.unwrap_or(0) as f64 / 1e9,
             bytes as f64 / 1e9,
-            if name == "activations" {
+            if name == "activations" && !cfg.train.activation_checkpointing {
                 "train.activation_checkpointing: true, a smaller data.batch_size (with train.grad_accum) or data.resolution"
+            } else if name == "activations" {
+                "a smaller data.batch_size (with train.grad_accum) or data.resolution"
             } else {
                 "more ranks do not shrink per-rank weights here; train.precision: bf16 only shrinks activations: \
                  choose a smaller model.preset"

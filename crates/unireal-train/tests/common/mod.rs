@@ -55,4 +55,3 @@ checkpoint: {{every: 0, keep: 2}}
     std::fs::write(&p, text).unwrap();
     p
 }
-
