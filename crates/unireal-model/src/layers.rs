@@ -9,7 +9,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::DType;
 
-use crate::precision::in_f32;
+use crate::precision::{computed_in_f32, in_f32};
 
 /// A `Linear` with DiT's default initialisation (Xavier uniform weights, zero bias).
 pub fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
@@ -30,12 +30,12 @@ pub fn zero_linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) ->
 /// # Shapes
 /// - x: `[..., d]` → `[..., d]`
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let dtype = x.dtype();
-    let x = in_f32(x);
-    let mean = x.clone().mean_dim(D - 1);
-    let centered = x - mean;
-    let var = centered.clone().square().mean_dim(D - 1);
-    (centered / (var + eps).sqrt()).cast(dtype)
+    computed_in_f32(x, |x| {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        centered / (var + eps).sqrt()
+    })
 }
 
 /// RMSNorm with a learned per-channel `scale` (Flux's QK-norm).
@@ -55,11 +55,11 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = in_f32(x);
-        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-        let scale = self.scale.val().unsqueeze::<D>();
-        (x / rms).cast(dtype) * scale
+        let normed = computed_in_f32(x, |x| {
+            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+            x / rms
+        });
+        normed * self.scale.val().unsqueeze::<D>()
     }
 }
 

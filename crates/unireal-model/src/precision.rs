@@ -24,6 +24,16 @@ pub fn cast_params<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M 
     module.map(&mut Cast(dtype))
 }
 
+/// `f` applied to `x` in f32, its result returned in `x`'s dtype: a part of the forward pass
+/// kept in full precision whatever the compute dtype.
+pub fn computed_in_f32<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    f(in_f32(x)).cast(dtype)
+}
+
 /// `x` in f32, for the parts of a forward pass kept in full precision.
 pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.cast(DType::F32)

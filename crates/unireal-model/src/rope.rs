@@ -61,10 +61,10 @@ impl<B: Backend> Rope<B> {
     /// # Shapes
     /// - x: `[batch, heads, tokens, head_dim]` → same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let dtype = x.dtype();
-        let x = crate::precision::in_f32(x);
-        let rotated = x.clone().matmul(self.rot.clone().unsqueeze::<4>());
-        (x * self.cos.clone() + rotated * self.sin.clone()).cast(dtype)
+        crate::precision::computed_in_f32(x, |x| {
+            let rotated = x.clone().matmul(self.rot.clone().unsqueeze::<4>());
+            x * self.cos.clone() + rotated * self.sin.clone()
+        })
     }
 }
 

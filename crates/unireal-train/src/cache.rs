@@ -179,24 +179,38 @@ struct TensorInfo {
     data_offsets: [u64; 2],
 }
 
-/// The header of a safetensors file (tensor name → info) and where its data starts.
-fn read_header(f: &File, path: &Path) -> Result<(BTreeMap<String, TensorInfo>, u64), CacheError> {
-    let bad = |message: String| CacheError::Format { path: path.to_path_buf(), message };
+/// Why a safetensors header could not be read.
+pub(crate) enum HeaderError {
+    Io(std::io::Error),
+    Format(String),
+}
+
+/// The header of the safetensors file `f` (only the header is read): each tensor's entry as
+/// JSON by name, `__metadata__` left out, and where the data starts.
+pub(crate) fn safetensors_header(f: &File) -> Result<(BTreeMap<String, serde_json::Value>, u64), HeaderError> {
     let mut n = [0u8; 8];
-    f.read_exact_at(&mut n, 0).map_err(io(path))?;
+    f.read_exact_at(&mut n, 0).map_err(HeaderError::Io)?;
     let n = u64::from_le_bytes(n);
     if n > 1 << 31 {
-        return Err(bad(format!("a safetensors header of {n} bytes: not a cache shard")));
+        return Err(HeaderError::Format(format!("a safetensors header of {n} bytes: not a safetensors file")));
     }
     let mut buf = vec![0u8; n as usize];
-    f.read_exact_at(&mut buf, 8).map_err(io(path))?;
-    let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&buf).map_err(|e| bad(format!("safetensors header: {e}")))?;
+    f.read_exact_at(&mut buf, 8).map_err(HeaderError::Io)?;
+    let mut raw: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&buf).map_err(|e| HeaderError::Format(format!("safetensors header: {e}")))?;
+    raw.remove("__metadata__");
+    Ok((raw, 8 + n))
+}
+
+/// The header of a cache shard (tensor name → info, every tensor F32) and where its data starts.
+fn read_header(f: &File, path: &Path) -> Result<(BTreeMap<String, TensorInfo>, u64), CacheError> {
+    let bad = |message: String| CacheError::Format { path: path.to_path_buf(), message };
+    let (raw, start) = safetensors_header(f).map_err(|e| match e {
+        HeaderError::Io(source) => CacheError::Io { path: path.to_path_buf(), source },
+        HeaderError::Format(message) => bad(message),
+    })?;
     let mut out = BTreeMap::new();
     for (name, v) in raw {
-        if name == "__metadata__" {
-            continue;
-        }
         let info: TensorInfo = serde_json::from_value(v).map_err(|e| bad(format!("tensor {name}: {e}")))?;
         let numel: usize = info.shape.iter().product();
         if info.dtype != "F32" || info.data_offsets[1] - info.data_offsets[0] != 4 * numel as u64 {
@@ -207,7 +221,7 @@ fn read_header(f: &File, path: &Path) -> Result<(BTreeMap<String, TensorInfo>, u
         }
         out.insert(name, info);
     }
-    Ok((out, 8 + n))
+    Ok((out, start))
 }
 
 impl Cache {

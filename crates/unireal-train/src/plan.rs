@@ -19,6 +19,7 @@ use serde::Serialize;
 use unireal_pipeline::config::{LatentConfig, TextConfig};
 use unireal_pipeline::tokens_per_frame;
 
+use crate::cache::{safetensors_header, HeaderError};
 use crate::config::{Precision, TrainConfig};
 use crate::data::Index;
 use crate::error::{Result, TrainError};
@@ -156,24 +157,15 @@ fn safetensors_params(dir: &Path) -> Result<usize> {
 
 /// Elements of every tensor a safetensors file's header lists (the header only is read).
 fn header_params(path: &Path) -> Result<usize> {
-    use std::io::Read;
-    let bad = |message: String| TrainError::Plan { path: path.to_path_buf(), message };
-    let mut f = std::fs::File::open(path).map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| bad(format!("no safetensors header: {e}")))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(bad(format!("a header of {len} bytes is not a safetensors header")));
-    }
-    let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).map_err(|e| bad(format!("truncated safetensors header: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("safetensors header is not JSON: {e}")))?;
-    let map = v.as_object().ok_or_else(|| bad("safetensors header is not a JSON object".into()))?;
-    Ok(map
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .filter_map(|(_, t)| t["shape"].as_array())
+    let io = |source| TrainError::Io { path: path.to_path_buf(), source };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let (tensors, _) = safetensors_header(&f).map_err(|e| match e {
+        HeaderError::Io(source) => io(source),
+        HeaderError::Format(message) => TrainError::Plan { path: path.to_path_buf(), message },
+    })?;
+    Ok(tensors
+        .values()
+        .filter_map(|t| t["shape"].as_array())
         .map(|shape| shape.iter().map(|d| d.as_u64().unwrap_or(0) as usize).product::<usize>())
         .sum())
 }

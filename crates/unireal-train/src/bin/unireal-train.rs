@@ -357,12 +357,10 @@ fn device_memory() -> Option<u64> {
 /// `unireal-train plan`.
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let cfg = load(&args.config, &args.set)?;
-    let p = unireal_train::plan::plan(&cfg, args.world_size.max(1), device_memory()).map_err(|e| {
-        match hint_for(&e, &default_run_dir(&args.config)) {
-            Some(h) => anyhow::Error::from(Hinted::new(e, h)),
-            None => e.into(),
-        }
-    })?;
+    let p = with_hint(
+        unireal_train::plan::plan(&cfg, args.world_size.max(1), device_memory()),
+        &default_run_dir(&args.config),
+    )?;
     eprintln!("{}", p.table());
     if p.over_budget() {
         let (name, bytes) = p.largest();
