@@ -1,8 +1,9 @@
 //! The UniReal model side in Burn 0.21: the DiT ([`dit`]) with its layers and 3-axis RoPE, the
-//! T5 encoder and tokenizer ([`t5`]), the VAE and the parameter-free latent ([`vae`]), and
+//! T5 encoder and tokenizer ([`t5`]), CLIP's text and vision towers ([`clip`]), the VAE and the parameter-free latent ([`vae`]), and
 //! safetensors loading ([`weights`]). No I/O beyond reading the weight, config and tokenizer
 //! files a user names.
 
+pub mod clip;
 pub mod dit;
 pub mod init;
 pub mod layers;
@@ -12,10 +13,11 @@ pub mod t5;
 pub mod vae;
 pub mod weights;
 
+pub use clip::{Clip, ClipConfig, ClipImageProcessor, ClipOutput, ClipTextConfig, ClipVisionConfig};
 pub use dit::{DiT, DiTConfig, DiTInput};
 pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
-pub use weights::{load_safetensors, save_safetensors, LoadOptions, LoadReport};
+pub use weights::{load_safetensors, save_safetensors, weight_files, weights_in, LoadOptions, LoadReport};
 
 /// Errors of the model crate.
 #[derive(Debug, thiserror::Error)]
@@ -26,4 +28,7 @@ pub enum ModelError {
     Config(String),
     #[error("tokenizer {0}")]
     Tokenizer(String),
+    /// An error with what the user can do about it (shown as `hint:` by the binaries).
+    #[error("{0}")]
+    Hinted(#[source] unireal_core::Hinted),
 }

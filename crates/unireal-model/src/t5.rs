@@ -318,7 +318,18 @@ impl TextTokenizer {
         self.max_len
     }
 
+    /// Token ids padded to the batch's longest sequence (at most `max_len`).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch, ModelError> {
+        self.encode(texts, false)
+    }
+
+    /// Token ids each padded to `max_len`, as `padding="max_length"` does (how diffusers
+    /// calls CLIP and T5 for Flux).
+    pub fn encode_to_max_len(&self, texts: &[&str]) -> Result<TokenBatch, ModelError> {
+        self.encode(texts, true)
+    }
+
+    fn encode(&self, texts: &[&str], to_max_len: bool) -> Result<TokenBatch, ModelError> {
         let mut ids = Vec::with_capacity(texts.len());
         for t in texts {
             let enc = self.inner.encode(*t, true).map_err(|e| ModelError::Tokenizer(format!("{t:?}: {e}")))?;
@@ -333,13 +344,30 @@ impl TextTokenizer {
             }
             ids.push(v);
         }
-        let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let len = if to_max_len { self.max_len } else { ids.iter().map(Vec::len).max().unwrap_or(0).max(1) };
         let pad = ids.iter().map(|v| (0..len).map(|i| i >= v.len()).collect()).collect();
         for v in &mut ids {
             v.resize(len, self.pad_id);
         }
         Ok(TokenBatch { ids, pad, len })
     }
+}
+
+/// `DIR/tokenizer.json`, or an error with the way to write it when the directory has only
+/// SentencePiece's `spiece.model` (as Google's T5 releases and some Flux copies ship).
+pub fn tokenizer_json(dir: &Path) -> Result<std::path::PathBuf, ModelError> {
+    let path = dir.join("tokenizer.json");
+    if path.is_file() || !dir.join("spiece.model").is_file() {
+        return Ok(path);
+    }
+    let d = dir.display();
+    Err(ModelError::Hinted(unireal_core::Hinted::new(
+        format!("{d} has spiece.model but no tokenizer.json, and only tokenizer.json (Hugging Face's fast tokenizer) is read"),
+        format!(
+            "write tokenizer.json beside it once, with transformers, sentencepiece and protobuf installed: \
+             python -c \"from transformers import AutoTokenizer; AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}')\""
+        ),
+    )))
 }
 
 /// Tokenizer + encoder: prompts in, `[batch, tokens, d_model]` states and the padding mask out.
@@ -352,7 +380,8 @@ pub struct T5Text<B: Backend> {
 
 impl<B: Backend> T5Text<B> {
     /// Loads a Hugging Face T5 directory: `config.json`, `tokenizer.json` and
-    /// `model.safetensors` (a `T5EncoderModel` or a full T5: the decoder's tensors are unused).
+    /// `model.safetensors` or a sharded `model.safetensors.index.json` (a `T5EncoderModel` or a
+    /// full T5: the decoder's tensors are unused; f16/bf16 tensors become f32).
     pub fn from_hf_dir(
         dir: &Path,
         max_len: usize,
@@ -363,11 +392,11 @@ impl<B: Backend> T5Text<B> {
                 .map_err(|e| ModelError::Config(format!("{}: {e}", dir.join(name).display())))
         };
         let cfg = T5Config::from_hf_json(&read("config.json")?)?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), "<pad>", max_len)?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer_json(dir)?, "<pad>", max_len)?;
         let mut encoder = cfg.init::<B>(device);
         let report = crate::load_safetensors(
             &mut encoder,
-            &dir.join("model.safetensors"),
+            &crate::weights_in(dir, "model")?,
             &T5Config::hf_key_remap(),
             crate::LoadOptions { strict: true },
         )?;

@@ -149,3 +149,78 @@ fn t5_text_from_a_hugging_face_directory() {
     let err = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).err().unwrap();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
+
+/// CLIP against transformers' `CLIPModel` (tiny random config, quick_gelu): the tokenizer
+/// (tokenizer.json, padded to 77 as diffusers pads for Flux), both towers' hidden states,
+/// pooled outputs and projected embeddings, and `CLIPImageProcessor`'s pixels for two sample
+/// photographs.
+#[test]
+fn clip_matches_transformers() {
+    use unireal_model::{Clip, ClipConfig, ClipImageProcessor};
+    let device = Default::default();
+    let (clip, report): (Clip<B>, _) = ClipConfig::load(&fixture("clip"), &device).unwrap();
+    assert_eq!(report.missing, Vec::<String>::new());
+    assert_eq!(report.unused, ["logit_scale"], "{report:?}");
+    let io = Io::open("clip_io.safetensors");
+
+    let tok = TextTokenizer::from_file(&fixture("clip/tokenizer.json"), "<|endoftext|>", 77).unwrap();
+    let batch = tok
+        .encode_to_max_len(&["a photograph of an astronaut holding a flag on the moon", "a cat on a wooden floor"])
+        .unwrap();
+    let (ids, pad) = batch.to_tensors::<B>(&device);
+    assert_eq!(
+        ids.to_data(),
+        io.i64::<2>("ids", &device).to_data(),
+        "token ids differ from transformers' CLIPTokenizer"
+    );
+    assert_eq!(pad.to_data(), io.i64::<2>("mask", &device).equal_elem(0).to_data());
+
+    let text = clip.encode_text(ids, Some(pad)).unwrap();
+    for (name, got, want) in [
+        ("text pooled", text.pooled.clone(), io.f32::<2>("text_pooled", &device)),
+        ("text embeds", text.embeds.clone().unwrap(), io.f32::<2>("text_embeds", &device)),
+    ] {
+        let d = max_abs_diff(got, want);
+        assert!(d < TOL, "{name}: max |Δ| = {d}");
+    }
+    let d = max_abs_diff(text.hidden, io.f32::<3>("text_hidden", &device));
+    assert!(d < TOL, "text last_hidden_state: max |Δ| = {d}");
+
+    let image = clip.encode_image(io.f32::<4>("pixel_values", &device)).unwrap();
+    let d = max_abs_diff(image.hidden, io.f32::<3>("vision_hidden", &device));
+    assert!(d < TOL, "vision last_hidden_state: max |Δ| = {d}");
+    let d = max_abs_diff(image.pooled, io.f32::<2>("vision_pooled", &device));
+    assert!(d < TOL, "vision pooled: max |Δ| = {d}");
+    let d = max_abs_diff(image.embeds.unwrap(), io.f32::<2>("image_embeds", &device));
+    assert!(d < TOL, "image embeds: max |Δ| = {d}");
+
+    // The processor's pixels: PIL's bicubic on 8-bit pixels, reproduced exactly.
+    let proc = ClipImageProcessor::from_json(&fixture("clip/preprocessor_config.json")).unwrap();
+    let want = io.f32::<4>("pixel_values", &device);
+    for (i, name) in ["chelsea.png", "coffee.png"].iter().enumerate() {
+        let path = format!("{}/../../datasets/samples/images/{name}", env!("CARGO_MANIFEST_DIR"));
+        let rgb = image::open(&path).unwrap().to_rgb8();
+        let (w, h) = proc.output_size(rgb.width(), rgb.height());
+        let pixels = proc.preprocess(rgb.as_raw(), rgb.width(), rgb.height());
+        let got = Tensor::<B, 1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, h as usize, w as usize]);
+        let d = max_abs_diff(got, want.clone().slice([i..i + 1]));
+        assert!(d < 1e-5, "{name}: preprocessed pixels differ from CLIPImageProcessor's by {d}");
+    }
+
+    // A vision tower refuses images of another size, naming both.
+    let err = clip.encode_image(Tensor::zeros([1, 3, 32, 32], &device)).unwrap_err();
+    assert!(err.to_string().contains("30x30") && err.to_string().contains("32x32"), "{err}");
+}
+
+/// The ViT-L/14 and ViT-B/32 presets have the published sizes.
+#[test]
+fn clip_presets_have_the_published_sizes() {
+    let l = unireal_model::ClipConfig::vit_l_14();
+    let (t, v) = (l.text.unwrap(), l.vision.unwrap());
+    assert_eq!(
+        (t.hidden_size, t.num_hidden_layers, v.hidden_size, v.num_hidden_layers, v.patch_size),
+        (768, 12, 1024, 24, 14)
+    );
+    let b = unireal_model::ClipConfig::vit_b_32();
+    assert_eq!((b.projection_dim, b.vision.unwrap().patch_size), (Some(512), 32));
+}

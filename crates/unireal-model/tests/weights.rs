@@ -104,3 +104,67 @@ fn bad_vae_config_is_a_typed_error() {
     .unwrap_err();
     assert!(err.to_string().contains("norm_num_groups"), "{err}");
 }
+
+/// A T5 saved by transformers in bf16 across two shards (`model.safetensors.index.json`, the
+/// layout T5-XXL and Flux ship in) loads through the index, converted to f32, and computes what
+/// transformers computes with those weights; a shard gone is an error naming it.
+#[test]
+fn sharded_bf16_checkpoints_load_through_their_index() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture("t5-sharded")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::copy(fixture("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    assert_eq!(unireal_model::weights_in(dir.path(), "model").unwrap(), index);
+    let files = unireal_model::weight_files(&index).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+
+    let (text, report) = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).unwrap();
+    assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
+    let cfg = T5Config::from_hf_json(&std::fs::read_to_string(fixture("t5/config.json")).unwrap()).unwrap();
+    let mut all = cfg.clone().init::<B>(&device);
+    let single =
+        load_safetensors(&mut all, &fixture("t5/model.safetensors"), &T5Config::hf_key_remap(), LoadOptions::default())
+            .unwrap();
+    assert_eq!(report.loaded, single.loaded, "every tensor is filled from one shard or the other");
+    let io = common::Io::open("t5_io.safetensors");
+    let out = text.encoder.forward(io.i64::<2>("ids", &device), Some(io.i64::<2>("mask", &device).equal_elem(0)));
+    assert_eq!(text.encoder.embed_tokens.weight.val().dtype(), burn::tensor::DType::F32, "bf16 converted on load");
+    let want = common::Io::open("t5-sharded_io.safetensors").f32::<3>("out", &device);
+    let d = max_abs_diff(out, want);
+    assert!(d < 1e-4, "bf16 shards through f32: max |Δ| = {d}");
+
+    // A deeper model misses the same tensors in both shards: reported once, strict refuses.
+    let mut deeper = T5Config { num_layers: cfg.num_layers + 1, ..cfg }.init::<B>(&device);
+    let err =
+        load_safetensors(&mut deeper, &index, &T5Config::hf_key_remap(), LoadOptions { strict: true }).unwrap_err();
+    assert!(err.to_string().contains("block.2.") && err.to_string().contains("index.json"), "{err}");
+
+    let second = files[1].file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(&files[1]).unwrap();
+    let err = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).err().unwrap();
+    assert!(err.to_string().contains(&second) && err.to_string().contains("weight_map"), "{err}");
+    std::fs::remove_file(&index).unwrap();
+    let err = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).err().unwrap();
+    assert!(err.to_string().contains("model.safetensors.index.json"), "{err}");
+}
+
+/// A directory with SentencePiece's `spiece.model` and no `tokenizer.json` gets an error that
+/// says how to write one.
+#[test]
+fn only_spiece_model_gets_a_hint() {
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("t5/config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(fixture("t5/model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("spiece.model"), b"sentencepiece").unwrap();
+    let err = unireal_model::T5Text::<B>::from_hf_dir(dir.path(), 64, &device).err().unwrap();
+    let report = unireal_core::hint::report(&err);
+    assert!(
+        report.contains("spiece.model") && report.contains("\n\nhint: ") && report.contains("save_pretrained"),
+        "{report}"
+    );
+}

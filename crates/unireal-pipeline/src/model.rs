@@ -143,13 +143,10 @@ impl ModelConfig {
             LatentConfig::SpaceToDepth { factor } => Latent::SpaceToDepth(SpaceToDepth { factor: *factor }),
             LatentConfig::Vae { path } => {
                 let mut vae = vae_config(path)?.init::<B>(device);
-                unireal_model::load_safetensors(
-                    &mut vae,
-                    &path.join("diffusion_pytorch_model.safetensors"),
-                    &[],
-                    unireal_model::LoadOptions { strict: true },
-                )
-                .map_err(PipelineError::Weights)?;
+                let weights =
+                    unireal_model::weights_in(path, "diffusion_pytorch_model").map_err(PipelineError::Weights)?;
+                unireal_model::load_safetensors(&mut vae, &weights, &[], unireal_model::LoadOptions { strict: true })
+                    .map_err(PipelineError::Weights)?;
                 Latent::Kl(vae)
             }
         };

@@ -80,6 +80,14 @@ pub struct Fingerprints {
     pub text: Option<String>,
 }
 
+/// The weight files of model directory `dir` (`STEM.safetensors`, or the index and its shards).
+fn model_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>, CacheError> {
+    let format = |e: unireal_model::ModelError| CacheError::Format { path: dir.to_path_buf(), message: e.to_string() };
+    let weights = unireal_model::weights_in(dir, stem).map_err(format)?;
+    let shards = unireal_model::weight_files(&weights).map_err(format)?;
+    Ok(if shards.first() == Some(&weights) { shards } else { [vec![weights], shards].concat() })
+}
+
 fn hash_files(label: &str, files: &[PathBuf]) -> Result<String, CacheError> {
     let mut h = blake3::Hasher::new();
     h.update(label.as_bytes());
@@ -98,14 +106,15 @@ impl Fingerprints {
         let latent = match &cfg.latent {
             LatentConfig::Vae { path } => Some(hash_files(
                 &format!("vae posterior mode; transform {TRANSFORM_VERSION}"),
-                &[path.join("config.json"), path.join("diffusion_pytorch_model.safetensors")],
+                &[vec![path.join("config.json")], model_files(path, "diffusion_pytorch_model")?].concat(),
             )?),
             LatentConfig::SpaceToDepth { .. } => None,
         };
         let text = match &cfg.text {
             TextConfig::T5(t) => Some(hash_files(
                 &format!("t5 states; max_len {}", t.max_len),
-                &[t.path.join("config.json"), t.path.join("tokenizer.json"), t.path.join("model.safetensors")],
+                &[vec![t.path.join("config.json"), t.path.join("tokenizer.json")], model_files(&t.path, "model")?]
+                    .concat(),
             )?),
             TextConfig::Bytes(_) => None,
         };

@@ -13,7 +13,7 @@
 //! sum of the terms: gradients are built while activations are freed, so the measured peak
 //! is somewhat below it on models whose gradients are large next to their activations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use unireal_pipeline::config::{LatentConfig, TextConfig};
@@ -140,16 +140,14 @@ impl MemoryPlan {
     }
 }
 
-/// Float parameters in the safetensors files of a model directory (a single file or shards).
-fn safetensors_params(dir: &Path) -> Result<usize> {
-    let entries = std::fs::read_dir(dir).map_err(|source| TrainError::Io { path: dir.to_path_buf(), source })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
+/// Float parameters in the weights of a model directory (`STEM.safetensors`, or the shards of
+/// `STEM.safetensors.index.json`).
+fn safetensors_params(dir: &Path, stem: &str) -> Result<usize> {
+    let weights = unireal_model::weights_in(dir, stem)
+        .and_then(|w| unireal_model::weight_files(&w))
+        .map_err(|e| TrainError::Plan { path: dir.to_path_buf(), message: e.to_string() })?;
     let mut n = 0;
-    for f in files {
+    for f in weights {
         n += header_params(&f)?;
     }
     Ok(n)
@@ -220,10 +218,10 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
     let trained = dit_params + text_params;
     let mut frozen_params = 0;
     if let LatentConfig::Vae { path } = &cfg.model.latent {
-        frozen_params += safetensors_params(path)?;
+        frozen_params += safetensors_params(path, "diffusion_pytorch_model")?;
     }
     if let TextConfig::T5(t) = &cfg.model.text {
-        frozen_params += safetensors_params(&t.path)?;
+        frozen_params += safetensors_params(&t.path, "model")?;
     }
     let f32 = |n: usize| 4 * n as u64;
     let t = &cfg.train;
