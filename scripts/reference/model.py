@@ -133,7 +133,8 @@ def vae():
 # ----------------------------------------------------------------- the DiT, plain PyTorch
 
 DIT = dict(in_channels=4, hidden=32, heads=2, double_blocks=1, single_blocks=1, text_dim=24, mlp_ratio=4.0,
-           patch=2, max_frames=8, axes_dim=[4, 6, 6], rope_theta=10000.0, time_factor=1000.0, time_freq_dim=32)
+           patch=2, max_frames=8, axes_dim=[4, 6, 6], rope_theta=10000.0, time_factor=1000.0, time_freq_dim=32,
+           vec_in_dim=None, guidance_embed=False, outputs_at_origin=False)
 
 
 def layer_norm(x):

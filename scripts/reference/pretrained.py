@@ -16,6 +16,16 @@ Writes crates/unireal-model/tests/fixtures/:
                           projections, quick_gelu), saved by save_pretrained, with a CLIP
                           byte-level BPE tokenizer (tokenizer.json, trained on the captions) and
                           the CLIPImageProcessor's preprocessor_config.json (30 px)
+  flux/transformer/       tiny random diffusers.FluxTransformer2DModel with guidance_embeds (dev's
+                          layout), saved by save_pretrained (config.json + diffusion_pytorch_model.safetensors)
+  flux/flux1-tiny-dev.safetensors
+                          the same weights in Black Forest Labs' single-file layout (flux1-dev.safetensors'
+                          names: double_blocks.N.img_attn.qkv, …), converted below
+  flux-schnell/transformer/, flux-schnell/flux1-tiny-schnell.safetensors
+                          the same without guidance_embeds (schnell's layout)
+  flux_io.safetensors     unpacked latents [2, 4, 8, 12], T5-like states, CLIP-like pooled vectors,
+                          timesteps and guidance, and the transformers' outputs (dev: `out_dev`,
+                          schnell: `out_schnell`), unpacked to [2, 4, 8, 12]
   clip_io.safetensors     two prompts padded to 77 tokens as CLIPTokenizer pads them (ids,
                           mask), the text tower's last_hidden_state, pooled output and text
                           embeds; the processor's pixel_values for datasets/samples/images/
@@ -58,29 +68,29 @@ def t5_sharded():
 
 def clip_tokenizer(dest):
     """CLIP's tokenizer pipeline (lower-cased, byte-level BPE with `</w>` word ends,
-    <|startoftext|> … <|endoftext|>) over a vocabulary trained on the prompts, written by
-    transformers' CLIPTokenizer so tokenizer.json is the real layout."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    <|startoftext|> … <|endoftext|>) over a small deterministic vocabulary: every byte-level
+    character alone and as a word end, plus merges that spell each word of the prompts whole
+    (other words fall back to characters). Written by transformers' CLIPTokenizer, so
+    tokenizer.json is the real layout."""
     from transformers import CLIPTokenizer
-
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    alphabet = sorted(set("".join(PROMPTS + ["the of and a in"]).lower()) - {" "})
-    trainer = trainers.BpeTrainer(
-        vocab_size=200, end_of_word_suffix="</w>", initial_alphabet=alphabet, show_progress=False
-    )
-    tok.train_from_iterator([p.lower() for p in PROMPTS] * 4, trainer)
-    model = json.loads(tok.to_str())["model"]
-    vocab = dict(model["vocab"])
-    # CLIP's vocabulary holds every byte-level character, alone and as a word end.
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+    vocab = {}
     for ch in bytes_to_unicode().values():
-        for t in (ch, ch + "</w>"):
-            vocab.setdefault(t, len(vocab))
+        vocab.setdefault(ch, len(vocab))
+    for ch in bytes_to_unicode().values():
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges = []
+    for word in sorted({w for p in PROMPTS for w in p.lower().split()}):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for right in pieces[1:]:
+            if left + right not in vocab:
+                merges.append((left, right))
+                vocab[left + right] = len(vocab)
+            left = left + right
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     clip_tok = CLIPTokenizer(vocab=vocab, merges=merges)
     clip_tok.save_pretrained(dest)
     assert (dest / "tokenizer.json").is_file()
@@ -152,7 +162,124 @@ def clip():
     )
 
 
+def bfl_from_diffusers(sd, double, single):
+    """diffusers' FluxTransformer2DModel state dict in Black Forest Labs' names (the inverse of
+    diffusers' scripts/convert_flux_to_diffusers.py): fused qkv, `linear1` = q|k|v|mlp, the
+    final adaLN's (scale, shift) halves swapped back to (shift, scale)."""
+    out = {}
+
+    def mlp(dst, src):
+        for p in ("weight", "bias"):
+            if f"{src}.linear_1.{p}" in sd:
+                out[f"{dst}.in_layer.{p}"] = sd[f"{src}.linear_1.{p}"]
+                out[f"{dst}.out_layer.{p}"] = sd[f"{src}.linear_2.{p}"]
+
+    mlp("time_in", "time_text_embed.timestep_embedder")
+    mlp("vector_in", "time_text_embed.text_embedder")
+    mlp("guidance_in", "time_text_embed.guidance_embedder")
+    for p in ("weight", "bias"):
+        out[f"img_in.{p}"] = sd[f"x_embedder.{p}"]
+        out[f"txt_in.{p}"] = sd[f"context_embedder.{p}"]
+        for i in range(double):
+            s, d = f"transformer_blocks.{i}", f"double_blocks.{i}"
+            out[f"{d}.img_mod.lin.{p}"] = sd[f"{s}.norm1.linear.{p}"]
+            out[f"{d}.txt_mod.lin.{p}"] = sd[f"{s}.norm1_context.linear.{p}"]
+            out[f"{d}.img_attn.qkv.{p}"] = torch.cat([sd[f"{s}.attn.to_{x}.{p}"] for x in "qkv"])
+            out[f"{d}.txt_attn.qkv.{p}"] = torch.cat([sd[f"{s}.attn.add_{x}_proj.{p}"] for x in "qkv"])
+            out[f"{d}.img_attn.proj.{p}"] = sd[f"{s}.attn.to_out.0.{p}"]
+            out[f"{d}.txt_attn.proj.{p}"] = sd[f"{s}.attn.to_add_out.{p}"]
+            out[f"{d}.img_mlp.0.{p}"] = sd[f"{s}.ff.net.0.proj.{p}"]
+            out[f"{d}.img_mlp.2.{p}"] = sd[f"{s}.ff.net.2.{p}"]
+            out[f"{d}.txt_mlp.0.{p}"] = sd[f"{s}.ff_context.net.0.proj.{p}"]
+            out[f"{d}.txt_mlp.2.{p}"] = sd[f"{s}.ff_context.net.2.{p}"]
+        for i in range(single):
+            s, d = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+            out[f"{d}.modulation.lin.{p}"] = sd[f"{s}.norm.linear.{p}"]
+            out[f"{d}.linear1.{p}"] = torch.cat([sd[f"{s}.attn.to_{x}.{p}"] for x in "qkv"] + [sd[f"{s}.proj_mlp.{p}"]])
+            out[f"{d}.linear2.{p}"] = sd[f"{s}.proj_out.{p}"]
+        scale, shift = sd[f"norm_out.linear.{p}"].chunk(2)
+        out[f"final_layer.adaLN_modulation.1.{p}"] = torch.cat([shift, scale])
+        out[f"final_layer.linear.{p}"] = sd[f"proj_out.{p}"]
+    for i in range(double):
+        s, d = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        for src, dst in [("norm_q", "img_attn.norm.query_norm"), ("norm_k", "img_attn.norm.key_norm"),
+                         ("norm_added_q", "txt_attn.norm.query_norm"), ("norm_added_k", "txt_attn.norm.key_norm")]:
+            out[f"{d}.{dst}.scale"] = sd[f"{s}.attn.{src}.weight"]
+    for i in range(single):
+        s, d = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        out[f"{d}.norm.query_norm.scale"] = sd[f"{s}.attn.norm_q.weight"]
+        out[f"{d}.norm.key_norm.scale"] = sd[f"{s}.attn.norm_k.weight"]
+    assert sum(v.numel() for v in out.values()) == sum(v.numel() for v in sd.values())
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def pack(latents):
+    """diffusers' FluxPipeline._pack_latents: [b, c, h, w] -> [b, h/2 · w/2, c · 4]."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens, h, w):
+    b, _, d = tokens.shape
+    c = d // 4
+    x = tokens.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c, h, w)
+
+
+def flux():
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(1)
+    b, c, h, w, txt = 2, 4, 8, 12, 7
+    io = {
+        "latents": torch.randn(b, c, h, w),
+        "text": torch.randn(b, txt, 32),
+        "pooled": torch.randn(b, 32),
+        "t": torch.tensor([0.7, 0.25]),
+        "guidance": torch.tensor([3.5, 1.0]),
+    }
+    img_ids = torch.zeros(h // 2, w // 2, 3)
+    img_ids[..., 1] = torch.arange(h // 2)[:, None]
+    img_ids[..., 2] = torch.arange(w // 2)[None, :]
+    img_ids = img_ids.reshape(-1, 3)
+    for name, guidance in [("dev", True), ("schnell", False)]:
+        model = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=c * 4,
+            num_layers=2,
+            num_single_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=guidance,
+            axes_dims_rope=(4, 6, 6),
+        ).eval()
+        with torch.no_grad():  # larger weights than the zero-ish init so every term matters
+            for p in model.parameters():
+                p.normal_(0.0, 0.15)
+        root = OUT / ("flux" if name == "dev" else "flux-schnell")
+        shutil.rmtree(root, ignore_errors=True)
+        model.save_pretrained(root / "transformer", safe_serialization=True)
+        save_file(bfl_from_diffusers(model.state_dict(), 2, 2), root / f"flux1-tiny-{name}.safetensors")
+        with torch.no_grad():
+            out = model(
+                hidden_states=pack(io["latents"]),
+                encoder_hidden_states=io["text"],
+                pooled_projections=io["pooled"],
+                timestep=io["t"],
+                img_ids=img_ids,
+                txt_ids=torch.zeros(txt, 3),
+                guidance=io["guidance"] if guidance else None,
+                return_dict=False,
+            )[0]
+        io[f"out_{name}"] = unpack(out, h, w)
+    save_file({k: v.contiguous() for k, v in io.items()}, OUT / "flux_io.safetensors")
+
+
 if __name__ == "__main__":
     t5_sharded()
     clip()
+    flux()
     print(f"wrote fixtures under {OUT}")

@@ -49,6 +49,8 @@ impl<B: Backend> VelocityModel<B> for DitVelocity<'_, B> {
             text,
             text_pad,
             hide_inputs,
+            pooled: None,
+            guidance: None,
         })
     }
 }
@@ -93,6 +95,8 @@ pub fn dit_flow_loss<B: Backend>(
         text: c.text,
         text_pad: c.text_pad,
         hide_inputs: c.hide_inputs,
+        pooled: None,
+        guidance: None,
     });
     let per_sample = per_sample_mse(pred, target);
     FlowLoss { loss: weighted_mean(per_sample.clone(), batch.weights), per_sample }

@@ -146,6 +146,8 @@ fn loss_touches_only_output_tokens() {
         text: batch.cond.text.clone(),
         text_pad: None,
         hide_inputs: None,
+        pooled: None,
+        guidance: None,
     });
     assert_eq!(pred.dims(), [2, 1, 12, 4, 4], "the model predicts output frames only");
     let want = (pred - (noise.clone() - batch.targets.clone())).powi_scalar(2).mean().into_scalar();

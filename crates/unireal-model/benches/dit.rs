@@ -51,6 +51,8 @@ fn run<Bk: AutodiffBackend>(backend: &str, preset: &str, steps: usize) {
             text: fill::<Bk, 3>([b, text_len, cfg.text_dim], 3, &device),
             text_pad: None,
             hide_inputs: None,
+            pooled: None,
+            guidance: None,
         };
         let target = fill::<Bk, 5>([b, 1, c, side, side], 4, &device);
         let loss = (model.forward(input) - target).powi_scalar(2).mean();

@@ -60,6 +60,19 @@ pub struct DiTConfig {
     pub time_factor: f64,
     #[config(default = 256)]
     pub time_freq_dim: usize,
+    /// Width of a pooled text vector added to the conditioning through `vector_in` (Flux:
+    /// CLIP-L's pooled output, 768); None: no such input.
+    #[config(default = "None")]
+    pub vec_in_dim: Option<usize>,
+    /// A distilled-guidance embedding `guidance_in` (FLUX.1-dev), fed the guidance scale as
+    /// the timestep is fed t.
+    #[config(default = false)]
+    pub guidance_embed: bool,
+    /// RoPE's frame axis puts the output frames at 0, 1, … and the inputs after them (Flux
+    /// places its one generated image at 0, Kontext its context image at 1), instead of every
+    /// frame at 1, 2, … in sequence order.
+    #[config(default = false)]
+    pub outputs_at_origin: bool,
 }
 
 impl DiTConfig {
@@ -84,13 +97,35 @@ impl DiTConfig {
         DiTConfig::new(in_channels, 3072, 24, 8, 16, text_dim, [16, 56, 56])
     }
 
-    /// A preset by name.
+    /// FLUX.1-dev (Black Forest Labs, `flux/util.py` `configs["flux-dev"]`; diffusers'
+    /// `FluxTransformer2DModel` defaults with `guidance_embeds=True`): 19 double and 38 single
+    /// blocks, width 3072, 24 heads, T5-XXL states (4096) and CLIP-L's pooled vector (768), 16
+    /// latent channels, distilled guidance. The generated image sits at RoPE frame 0.
+    pub fn flux_dev() -> Self {
+        DiTConfig::new(16, 3072, 24, 19, 38, 4096, [16, 56, 56])
+            .with_vec_in_dim(Some(768))
+            .with_guidance_embed(true)
+            .with_outputs_at_origin(true)
+    }
+
+    /// FLUX.1-schnell: FLUX.1-dev without the guidance embedding (`configs["flux-schnell"]`).
+    pub fn flux_schnell() -> Self {
+        DiTConfig { guidance_embed: false, ..Self::flux_dev() }
+    }
+
+    /// The preset names [`DiTConfig::preset`] knows.
+    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "base", "unireal", "flux-dev", "flux-schnell"];
+
+    /// A preset by name. The Flux presets fix their own latent channels and text width and
+    /// ignore `in_channels` and `text_dim`.
     pub fn preset(name: &str, in_channels: usize, text_dim: usize) -> Option<Self> {
         Some(match name {
             "tiny" => Self::tiny(in_channels, text_dim),
             "small" => Self::small(in_channels, text_dim),
             "base" => Self::base(in_channels, text_dim),
             "unireal" => Self::unireal(in_channels, text_dim),
+            "flux-dev" => Self::flux_dev(),
+            "flux-schnell" => Self::flux_schnell(),
             _ => return None,
         })
     }
@@ -135,10 +170,12 @@ impl DiTConfig {
         let mlp = lin(h, m) + lin(m, h);
         let double = 2 * (lin(h, 6 * h) + attn + mlp);
         let single = lin(h, 3 * h) + lin(h, 3 * h + m) + lin(h + m, h) + 2 * hd;
+        let embedder = |d_in: usize| lin(d_in, h) + lin(h, h);
         lin(self.patch_dim(), h)
             + lin(self.text_dim, h)
-            + lin(self.time_freq_dim, h)
-            + lin(h, h)
+            + embedder(self.time_freq_dim)
+            + self.vec_in_dim.map_or(0, embedder)
+            + if self.guidance_embed { embedder(self.time_freq_dim) } else { 0 }
             + (self.max_frames + NUM_ROLES) * h
             + self.double_blocks * double
             + self.single_blocks * single
@@ -176,10 +213,9 @@ impl DiTConfig {
         DiT {
             img_in: linear(self.patch_dim(), h, true, device),
             txt_in: linear(self.text_dim, h, true, device),
-            time_in: MlpEmbedder {
-                in_layer: linear(self.time_freq_dim, h, true, device),
-                out_layer: linear(h, h, true, device),
-            },
+            time_in: MlpEmbedder::new(self.time_freq_dim, h, device),
+            vector_in: self.vec_in_dim.map(|d| MlpEmbedder::new(d, h, device)),
+            guidance_in: self.guidance_embed.then(|| MlpEmbedder::new(self.time_freq_dim, h, device)),
             index_embed: embed(self.max_frames),
             role_embed: embed(NUM_ROLES),
             double_blocks: (0..self.double_blocks).map(|_| DoubleStreamBlock::new(self, device)).collect(),
@@ -196,6 +232,7 @@ impl DiTConfig {
             rope_theta: self.rope_theta,
             time_factor: self.time_factor,
             time_freq_dim: self.time_freq_dim,
+            outputs_at_origin: self.outputs_at_origin,
         }
     }
 }
@@ -208,6 +245,10 @@ pub struct MlpEmbedder<B: Backend> {
 }
 
 impl<B: Backend> MlpEmbedder<B> {
+    fn new(d_in: usize, hidden: usize, device: &B::Device) -> Self {
+        MlpEmbedder { in_layer: linear(d_in, hidden, true, device), out_layer: linear(hidden, hidden, true, device) }
+    }
+
     /// # Shapes
     /// - x: `[batch, freq_dim]` → `[batch, hidden]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -224,7 +265,9 @@ pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, time_factor: 
     let t = in_f32(t);
     let half = dim / 2;
     let device = t.device();
-    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32).collect();
+    // In f32 as Flux and diffusers compute them: at guidance 3.5 (an argument of 3500) one ulp
+    // of a frequency moves the angle by 2e-4.
+    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f32.ln()) * i as f32 / half as f32).exp()).collect();
     let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze::<2>(); // [1, half]
     let args = (t * time_factor).unsqueeze_dim::<2>(1) * freqs; // [batch, half]
     Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
@@ -430,6 +473,12 @@ pub struct DiTInput<B: Backend> {
     /// sequence (so every frame keeps its position) but no query attends to them, which is
     /// what the image-unconditional branch of guidance is trained and sampled with.
     pub hide_inputs: Option<Tensor<B, 1, Bool>>,
+    /// The pooled text vector for `vector_in`, `[batch, vec_in_dim]`; required by a model with
+    /// `vec_in_dim`, ignored by one without.
+    pub pooled: Option<Tensor<B, 2>>,
+    /// The distilled guidance scale per sample, `[batch]`, for `guidance_in` (FLUX.1-dev);
+    /// required by a model with `guidance_embed`.
+    pub guidance: Option<Tensor<B, 1>>,
 }
 
 /// The UniReal DiT. Build it with [`DiTConfig::init`].
@@ -438,6 +487,10 @@ pub struct DiT<B: Backend> {
     pub img_in: Linear<B>,
     pub txt_in: Linear<B>,
     pub time_in: MlpEmbedder<B>,
+    /// Flux's pooled-text embedder (`vec_in_dim`).
+    pub vector_in: Option<MlpEmbedder<B>>,
+    /// FLUX.1-dev's guidance embedder (`guidance_embed`).
+    pub guidance_in: Option<MlpEmbedder<B>>,
     pub index_embed: Embedding<B>,
     pub role_embed: Embedding<B>,
     pub double_blocks: Vec<DoubleStreamBlock<B>>,
@@ -451,6 +504,7 @@ pub struct DiT<B: Backend> {
     pub rope_theta: f64,
     pub time_factor: f64,
     pub time_freq_dim: usize,
+    pub outputs_at_origin: bool,
 }
 
 /// Cuts frames into `patch × patch` tokens, channel-major within a token (Flux's
@@ -554,9 +608,24 @@ impl<B: Backend> DiT<B> {
         let mut txt = self.txt_in.forward(input.text.cast(dtype));
         let txt_len = txt.dims()[1];
         let t_emb = timestep_embedding(input.t, self.time_freq_dim, self.time_factor);
-        let vec = self.time_in.forward(t_emb.cast(dtype));
+        let mut vec = self.time_in.forward(t_emb.cast(dtype));
+        if let Some(g_in) = &self.guidance_in {
+            let g = input.guidance.expect("this DiT has guidance_in (FLUX.1-dev): DiTInput.guidance is required");
+            let g_emb = timestep_embedding(g, self.time_freq_dim, self.time_factor);
+            vec = vec + g_in.forward(g_emb.cast(dtype));
+        }
+        if let Some(v_in) = &self.vector_in {
+            let pooled = input.pooled.expect("this DiT has vector_in (Flux): DiTInput.pooled is required");
+            vec = vec + v_in.forward(pooled.cast(dtype));
+        }
 
-        let positions = sequence_positions(txt_len, n + m, rows, cols);
+        let frame_order = if self.outputs_at_origin {
+            // Outputs at 0..m, then the inputs: in sequence order (inputs first) m..m+n, 0..m.
+            (m..m + n).chain(0..m).collect()
+        } else {
+            (1..=n + m).collect::<Vec<_>>()
+        };
+        let positions = sequence_positions(txt_len, &frame_order, rows, cols);
         let rope = Rope::new(&positions, self.axes_dim, self.rope_theta, &device);
         let total = positions.len();
         let mask = key_mask(input.text_pad, input.hide_inputs, [b, txt_len, n * per_frame, m * per_frame], &device)

@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod dit;
+pub mod flux;
 pub mod init;
 pub mod layers;
 pub mod precision;
@@ -15,6 +16,7 @@ pub mod weights;
 
 pub use clip::{Clip, ClipConfig, ClipImageProcessor, ClipOutput, ClipTextConfig, ClipVisionConfig};
 pub use dit::{DiT, DiTConfig, DiTInput};
+pub use flux::{load_flux, FluxLayout};
 pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
 pub use weights::{load_safetensors, save_safetensors, weight_files, weights_in, LoadOptions, LoadReport};

@@ -1,7 +1,8 @@
 //! 3-axis rotary position embedding over (frame, row, column), as Flux applies it to
 //! (text/image id, row, column): each axis owns a slice of the head dimension, rotated in
 //! interleaved pairs `(x[2i], x[2i+1])` by `pos · θ^(−2i/d_axis)`. Text tokens sit at position
-//! (0, 0, 0); image tokens of frame k (1-based over the whole sequence) at (k, row, col).
+//! (0, 0, 0); image tokens of a frame at (its frame position, row, col): the k-th frame of the
+//! sequence at k (1-based), or, for Flux, the outputs from 0 (see `DiTConfig::outputs_at_origin`).
 
 use burn::prelude::*;
 
@@ -68,13 +69,14 @@ impl<B: Backend> Rope<B> {
     }
 }
 
-/// Positions for `text_len` text tokens followed by `frames` frames of `rows × cols` patches.
-pub fn sequence_positions(text_len: usize, frames: usize, rows: usize, cols: usize) -> Vec<Pos3> {
+/// Positions for `text_len` text tokens followed by one frame of `rows × cols` patches per
+/// entry of `frames`, each at that frame-axis position.
+pub fn sequence_positions(text_len: usize, frames: &[usize], rows: usize, cols: usize) -> Vec<Pos3> {
     let mut pos = vec![[0.0; 3]; text_len];
-    for f in 0..frames {
+    for &f in frames {
         for r in 0..rows {
             for c in 0..cols {
-                pos.push([(f + 1) as f64, r as f64, c as f64]);
+                pos.push([f as f64, r as f64, c as f64]);
             }
         }
     }

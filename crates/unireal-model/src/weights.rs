@@ -99,7 +99,7 @@ pub fn weight_files(path: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// Converts every f16, bf16 or f64 tensor of a file to f32 as it is read (modules hold f32
 /// master weights; mixed precision casts a copy).
 #[derive(Debug, Clone, Default)]
-struct FloatToF32;
+pub(crate) struct FloatToF32;
 
 impl ModuleAdapter for FloatToF32 {
     fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {

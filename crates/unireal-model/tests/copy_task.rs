@@ -86,6 +86,8 @@ fn forward<Bk: Backend>(model: &DiT<Bk>, canvas: Tensor<Bk, 5>, x_t: Tensor<Bk, 
         text: Tensor::zeros([b, 1, 32], &device),
         text_pad: None,
         hide_inputs: None,
+        pooled: None,
+        guidance: None,
     })
 }
 

@@ -44,6 +44,8 @@ fn input<Bk: Backend>(n: usize, m: usize, b: usize, c: usize, hw: usize, device:
         text: randn([b, 6, 32], 3, device),
         text_pad: None,
         hide_inputs: None,
+        pooled: None,
+        guidance: None,
     }
 }
 
@@ -193,6 +195,8 @@ fn tiny_dit_overfits_one_real_sample() {
             text: text.clone(),
             text_pad: None,
             hide_inputs: None,
+            pooled: None,
+            guidance: None,
         });
         let loss = (pred - target_v.clone()).powi_scalar(2).mean();
         losses.push(loss.clone().into_scalar().elem::<f32>());

@@ -29,6 +29,8 @@ fn dit_matches_pytorch() {
         text: io.f32::<3>("text", &device),
         text_pad: Some(io.bool::<2>("pad", &device)),
         hide_inputs: None,
+        pooled: None,
+        guidance: None,
     };
     let edit = model.forward(input.clone());
     let d = max_abs_diff(edit, io.f32::<5>("edit", &device));
@@ -223,4 +225,62 @@ fn clip_presets_have_the_published_sizes() {
     );
     let b = unireal_model::ClipConfig::vit_b_32();
     assert_eq!((b.projection_dim, b.vision.unwrap().patch_size), (Some(512), 32));
+}
+
+/// FLUX.1 transformers saved by diffusers (`FluxTransformer2DModel`, a `FluxPipeline`-style
+/// directory) and in Black Forest Labs' single-file layout load into the DiT and compute
+/// diffusers' output: text-to-image, one output frame at RoPE frame 0, pooled vector and (dev)
+/// distilled guidance; both `guidance_embeds` settings.
+#[test]
+fn flux_checkpoints_match_diffusers() {
+    use unireal_model::load_flux;
+    let device = Default::default();
+    let io = Io::open("flux_io.safetensors");
+    let latents = io.f32::<4>("latents", &device);
+    for (name, dir, bfl, guidance) in [
+        ("dev", "flux", "flux/flux1-tiny-dev.safetensors", true),
+        ("schnell", "flux-schnell", "flux-schnell/flux1-tiny-schnell.safetensors", false),
+    ] {
+        let cfg = DiTConfig::new(4, 32, 2, 2, 2, 32, [4, 6, 6])
+            .with_vec_in_dim(Some(32))
+            .with_guidance_embed(guidance)
+            .with_outputs_at_origin(true);
+        let want = io.f32::<4>(&format!("out_{name}"), &device);
+        for path in [fixture(dir), fixture(bfl)] {
+            let mut dit = cfg.init::<B>(&device);
+            let report = load_flux(&mut dit, &cfg, &path, true).unwrap();
+            assert!(report.missing.is_empty() && report.unused.is_empty(), "{name} {}: {report:?}", path.display());
+            assert_eq!(dit.index_embed.weight.val().abs().max().into_scalar(), 0.0);
+            let out = dit.forward(DiTInput {
+                inputs: None,
+                input_roles: None,
+                outputs: latents.clone().unsqueeze_dim(1),
+                t: io.f32::<1>("t", &device),
+                text: io.f32::<3>("text", &device),
+                text_pad: None,
+                hide_inputs: None,
+                pooled: Some(io.f32::<2>("pooled", &device)),
+                guidance: guidance.then(|| io.f32::<1>("guidance", &device)),
+            });
+            let d = max_abs_diff(out.squeeze_dim(1), want.clone());
+            assert!(d < TOL, "flux-{name} from {}: max |Δ| = {d}", path.display());
+        }
+    }
+
+    // dev's checkpoint in a schnell config: the guidance embedder is left unused; schnell's in a
+    // dev config: the guidance embedder is missing, by name.
+    let schnell = DiTConfig::new(4, 32, 2, 2, 2, 32, [4, 6, 6]).with_vec_in_dim(Some(32)).with_outputs_at_origin(true);
+    let mut dit = schnell.init::<B>(&device);
+    let report = load_flux(&mut dit, &schnell, &fixture("flux/flux1-tiny-dev.safetensors"), true).unwrap();
+    assert_eq!(report.unused.len(), 4, "{:?}", report.unused);
+    assert!(report.unused.iter().all(|k| k.starts_with("guidance_in.")));
+    let dev = schnell.clone().with_guidance_embed(true);
+    let mut dit = dev.init::<B>(&device);
+    let err = load_flux(&mut dit, &dev, &fixture("flux-schnell"), true).unwrap_err().to_string();
+    assert!(err.contains("guidance_in.in_layer.weight") && err.contains("time_text_embed.guidance_embedder"), "{err}");
+    // A wider model: the mismatch names the checkpoint's tensor.
+    let wide = DiTConfig { hidden: 64, heads: 4, ..schnell };
+    let mut dit = wide.init::<B>(&device);
+    let err = load_flux(&mut dit, &wide, &fixture("flux-schnell"), true).unwrap_err().to_string();
+    assert!(err.contains("has shape") && err.contains("flux-schnell"), "{err}");
 }
