@@ -26,6 +26,16 @@ Writes crates/unireal-model/tests/fixtures/:
   flux_io.safetensors     unpacked latents [2, 4, 8, 12], T5-like states, CLIP-like pooled vectors,
                           timesteps and guidance, and the transformers' outputs (dev: `out_dev`,
                           schnell: `out_schnell`), unpacked to [2, 4, 8, 12]
+  flux/                   …completed into a tiny FLUX.1-dev FluxPipeline directory as Black Forest
+                          Labs ship it: model_index.json, scheduler/ (dynamic shifting), vae/ (16→4
+                          latent channels, Flux's scaling and shift, no quant convs), text_encoder/
+                          (the CLIP fixture's text tower as CLIPTextModel), tokenizer/ (vocab.json +
+                          merges.txt only, no tokenizer.json, like FLUX.1-dev), text_encoder_2/ (the
+                          bf16 two-shard T5 above), tokenizer_2/
+  flux_pipeline_io.safetensors
+                          `noise` [1, 4, 8, 12] (unpacked) and FluxPipeline's 4-step latents from it
+                          (prompt PROMPTS[0], 48x32 px, guidance_scale 3.5, output_type="latent",
+                          unpacked) as `latents`
   clip_io.safetensors     two prompts padded to 77 tokens as CLIPTokenizer pads them (ids,
                           mask), the text tower's last_hidden_state, pooled output and text
                           embeds; the processor's pixel_values for datasets/samples/images/
@@ -278,8 +288,92 @@ def flux():
     save_file({k: v.contiguous() for k, v in io.items()}, OUT / "flux_io.safetensors")
 
 
+def flux_pipeline():
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import CLIPModel, CLIPTextModel
+
+    root = OUT / "flux"  # transformer/ is flux()'s dev model
+    for sub in ["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"]:
+        shutil.rmtree(root / sub, ignore_errors=True)
+    torch.manual_seed(2)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).eval()
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+            else:
+                p.normal_(0.0, 0.15)
+    vae.save_pretrained(root / "vae", safe_serialization=True)
+    clip = CLIPModel.from_pretrained(OUT / "clip")
+    text = CLIPTextModel(clip.config.text_config).eval()
+    text.load_state_dict(clip.text_model.state_dict())
+    text.save_pretrained(root / "text_encoder", safe_serialization=True)
+    # FLUX.1-dev's tokenizer/ has the slow tokenizer's files only.
+    tok = json.loads((OUT / "clip/tokenizer.json").read_text())
+    (root / "tokenizer").mkdir()
+    vocab = dict(tok["model"]["vocab"])
+    for t in tok["added_tokens"]:
+        vocab[t["content"]] = t["id"]
+    (root / "tokenizer/vocab.json").write_text(json.dumps(vocab))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    (root / "tokenizer/merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (root / "tokenizer/tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "model_max_length": 77}))
+    shutil.copytree(OUT / "t5-sharded", root / "text_encoder_2")
+    (root / "tokenizer_2").mkdir()
+    shutil.copy(OUT / "tokenizer.json", root / "tokenizer_2/tokenizer.json")
+    (root / "tokenizer_2/tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5TokenizerFast", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+        "model_max_length": 512}))
+    FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    ).save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "FluxPipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }, indent=1))
+
+    pipe = FluxPipeline.from_pretrained(root, torch_dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(1, 4, 8, 12, generator=g)
+    with torch.no_grad():
+        out = pipe(
+            prompt=PROMPTS[0],
+            height=32,
+            width=48,
+            num_inference_steps=4,
+            guidance_scale=3.5,
+            latents=pack(noise),
+            output_type="latent",
+        ).images
+    save_file({"noise": noise.contiguous(), "latents": unpack(out, 8, 12).contiguous()},
+              OUT / "flux_pipeline_io.safetensors")
+
+
 if __name__ == "__main__":
     t5_sharded()
     clip()
     flux()
+    flux_pipeline()
     print(f"wrote fixtures under {OUT}")

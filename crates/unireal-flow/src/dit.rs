@@ -20,6 +20,12 @@ pub struct DitConditioning<B: Backend> {
     /// The encoding of the empty prompt, `[batch, tokens', text_dim]`, for guidance.
     pub null_text: Tensor<B, 3>,
     pub null_text_pad: Option<Tensor<B, 2, Bool>>,
+    /// The pooled text vector `[batch, vec_in_dim]` of a DiT with `vector_in` (Flux), and the
+    /// empty prompt's.
+    pub pooled: Option<Tensor<B, 2>>,
+    pub null_pooled: Option<Tensor<B, 2>>,
+    /// The distilled guidance scale `[batch]` of a DiT with `guidance_in` (FLUX.1-dev).
+    pub guidance: Option<Tensor<B, 1>>,
 }
 
 /// A DiT closed over its conditioning.
@@ -31,9 +37,11 @@ pub struct DitVelocity<'a, B: Backend> {
 impl<B: Backend> VelocityModel<B> for DitVelocity<'_, B> {
     fn velocity(&self, x_t: Tensor<B, 5>, t: Tensor<B, 1>, condition: Condition) -> Tensor<B, 5> {
         let c = &self.cond;
-        let (text, text_pad) = match condition {
-            Condition::Full => (c.text.clone(), c.text_pad.clone()),
-            Condition::ImagesOnly | Condition::None => (c.null_text.clone(), c.null_text_pad.clone()),
+        let (text, text_pad, pooled) = match condition {
+            Condition::Full => (c.text.clone(), c.text_pad.clone(), c.pooled.clone()),
+            Condition::ImagesOnly | Condition::None => {
+                (c.null_text.clone(), c.null_text_pad.clone(), c.null_pooled.clone())
+            }
         };
         // Without images, the input frames stay in the sequence but are hidden from every
         // query: the positions the model was trained with when its images were dropped.
@@ -49,8 +57,8 @@ impl<B: Backend> VelocityModel<B> for DitVelocity<'_, B> {
             text,
             text_pad,
             hide_inputs,
-            pooled: None,
-            guidance: None,
+            pooled,
+            guidance: c.guidance.clone(),
         })
     }
 }
@@ -95,8 +103,8 @@ pub fn dit_flow_loss<B: Backend>(
         text: c.text,
         text_pad: c.text_pad,
         hide_inputs: c.hide_inputs,
-        pooled: None,
-        guidance: None,
+        pooled: c.pooled,
+        guidance: c.guidance,
     });
     let per_sample = per_sample_mse(pred, target);
     FlowLoss { loss: weighted_mean(per_sample.clone(), batch.weights), per_sample }

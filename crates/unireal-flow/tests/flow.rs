@@ -122,6 +122,9 @@ fn tiny_batch(n_inputs: usize, seed: u64) -> (unireal_model::DiT<B>, FlowBatch<B
         hide_inputs: None,
         null_text: text.zeros_like(),
         null_text_pad: None,
+        pooled: None,
+        null_pooled: None,
+        guidance: None,
     };
     let targets = seeded_noise::<B, 5>([2, 1, 12, 4, 4], seed + 2, &d);
     (model, FlowBatch { cond, targets, weights: None })

@@ -2,6 +2,9 @@
 //!
 //! Runs any task: 0 images is text-to-image; each `--image` is an input frame (`IMG1`, `IMG2`,
 //! …) with a role from `--role` or the task's default. Writes the output frame(s) as PNG.
+//!
+//! `--checkpoint` may also be a FLUX.1 `FluxPipeline` directory: text-to-image as diffusers'
+//! `FluxPipeline` samples it (T5 + CLIP, Flux's schedule, `--distilled-guidance` for dev).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +12,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_core::{Hinted, ImageRole, Task, WithHint};
 use unireal_flow::Guidance;
+use unireal_pipeline::flux::{is_pipeline_dir, read_latent_file, write_latent_file, FluxPipelineDir};
+use unireal_pipeline::generate::decode_frames;
 use unireal_pipeline::image::{chw_to_image, image_to_chw, mean_colour, open_rgb, psnr, save_png, SampleFit};
 use unireal_pipeline::prompt::{default_context, default_roles, role_index};
-use unireal_pipeline::{generate_pixels, Bucket, Checkpoint, PipelineError, Request};
+use unireal_pipeline::{generate_latents, Bucket, Checkpoint, PipelineError, Request, DEFAULT_DISTILLED_GUIDANCE};
 
 #[cfg(feature = "cuda")]
 type Backend = burn::backend::Cuda;
@@ -24,7 +29,8 @@ type Backend = burn::backend::Flex;
 #[derive(Parser, Debug)]
 #[command(name = "unireal-infer", version)]
 struct Args {
-    /// A checkpoint directory (RUN/checkpoints/step-N), or a run directory (its latest checkpoint).
+    /// A checkpoint directory (RUN/checkpoints/step-N), a run directory (its latest
+    /// checkpoint), or a FLUX.1 FluxPipeline directory (model_index.json, transformer/, vae/, …).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Input images, in order (IMG1, IMG2, …). None for text-to-image.
@@ -74,6 +80,19 @@ struct Args {
     /// baseline an output must beat to show more than the scene's average colour).
     #[arg(long)]
     target: Option<PathBuf>,
+    /// FLUX.1-dev's distilled guidance (diffusers' `guidance_scale`); default 3.5. Ignored by
+    /// models without a guidance embedding.
+    #[arg(long)]
+    distilled_guidance: Option<f64>,
+    /// Start from this noise instead of --seed's: a safetensors file with a tensor `noise` of
+    /// shape [1, C, H/f, W/f] (the VAE's C latent channels and factor f; [1, 16, H/8, W/8] for
+    /// Flux), in the unpacked latent layout. One output.
+    #[arg(long)]
+    init_noise: Option<PathBuf>,
+    /// Also write the final latents (tensor `latents`, [outputs, C, H/f, W/f], the scaled
+    /// latent space, before decoding) to this safetensors file.
+    #[arg(long)]
+    out_latents: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -111,7 +130,117 @@ fn roles(task: Task, args: &Args) -> anyhow::Result<Vec<ImageRole>> {
     Ok(roles)
 }
 
+/// The starting noise of `--init-noise`, for `outputs` frames of `bucket`.
+fn init_noise(
+    path: &std::path::Path,
+    outputs: usize,
+    channels: usize,
+    factor: usize,
+    bucket: Bucket,
+) -> anyhow::Result<Vec<f32>> {
+    if outputs != 1 {
+        return Err(Hinted::new("--init-noise is one output's noise", "drop --outputs, or --init-noise").into());
+    }
+    let shape = [1, channels, bucket.height as usize / factor, bucket.width as usize / factor];
+    Ok(read_latent_file(path, "noise", &shape)?)
+}
+
+/// Text-to-image from a FLUX.1 `FluxPipeline` directory, as diffusers samples it.
+fn run_flux(args: &Args) -> anyhow::Result<()> {
+    if !args.images.is_empty() {
+        return Err(Hinted::new(
+            "FLUX.1 generates from text alone: --image needs a UniReal checkpoint",
+            "train from it first (model.init_from: the FluxPipeline directory), or drop --image",
+        )
+        .into());
+    }
+    let flux = FluxPipelineDir::open(&args.checkpoint)?;
+    let cfg = &flux.model;
+    let device = Default::default();
+    let model = cfg.init::<Backend>(&device)?;
+    let frozen = cfg.frozen::<Backend>(&device)?;
+    let align = cfg.pixel_align()?;
+    let (w, h) = match &args.size {
+        Some(s) => parse_size(s)?,
+        None => (1024, 1024),
+    };
+    // diffusers rounds down to the VAE factor times the 2x2 packing.
+    let snap = |x: u32| (x / align).max(1) * align;
+    let bucket = Bucket { width: snap(w), height: snap(h) };
+    let (channels, factor) = cfg.latent_shape()?;
+    let outputs = args.outputs.max(1);
+    let noise = args.init_noise.as_ref().map(|p| init_noise(p, outputs, channels, factor, bucket)).transpose()?;
+    let tokens = unireal_pipeline::tokens_per_frame(bucket, factor, model.dit.patch);
+    let req = Request {
+        prompts: vec![args.prompt.clone(); 1],
+        inputs: Vec::new(),
+        input_roles: Vec::new(),
+        n_inputs: 0,
+        n_outputs: outputs,
+        bucket,
+        steps: args.steps.unwrap_or(unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS),
+        shift: flux.schedule.shift(tokens),
+        // Flux has no classifier-free guidance; dev's guidance is distilled into guidance_in.
+        guidance: Guidance { text: args.text_guidance.unwrap_or(1.0), image: 1.0 },
+        distilled_guidance: args.distilled_guidance.unwrap_or(DEFAULT_DISTILLED_GUIDANCE),
+        seed: args.seed,
+        noise,
+    };
+    eprintln!(
+        "unireal-infer: {} ({}), text-to-image, {}x{}, {} steps",
+        args.checkpoint.display(),
+        cfg.preset,
+        bucket.width,
+        bucket.height,
+        req.steps
+    );
+    let z = generate_latents(&model, &frozen, cfg, &req, &device, |_, _| {})?;
+    write_outputs(args, z, &frozen, bucket, None)
+}
+
+/// Writes `--out-latents` and the decoded PNGs; stdout gets each PNG's path, or with a
+/// target one JSON line each.
+fn write_outputs(
+    args: &Args,
+    z: burn::tensor::Tensor<Backend, 5>,
+    frozen: &unireal_pipeline::Frozen<Backend>,
+    bucket: Bucket,
+    target: Option<&image::RgbImage>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.out_latents {
+        let [b, n, c, h, w] = z.dims();
+        write_latent_file(path, "latents", z.clone().reshape([b * n, c, h, w]))?;
+    }
+    let px: Vec<f32> = decode_frames(&frozen.latent, z).into_data().convert::<f32>().into_vec()?;
+    let plane = (3 * bucket.width * bucket.height) as usize;
+    for k in 0..px.len() / plane {
+        let path = if k == 0 {
+            args.out.clone()
+        } else {
+            let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
+            args.out.with_file_name(format!("{stem}-{}.png", k + 1))
+        };
+        let out = chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height);
+        save_png(&out, &path)?;
+        match target {
+            Some(t) => println!(
+                "{}",
+                serde_json::json!({
+                    "output": path,
+                    "psnr_db": psnr(&out, t),
+                    "mean_colour_psnr_db": psnr(&mean_colour(t), t),
+                })
+            ),
+            None => println!("{}", path.display()),
+        }
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    if is_pipeline_dir(&args.checkpoint) {
+        return run_flux(&args);
+    }
     let ckpt = Checkpoint::open(&args.checkpoint).map_err(|e| match e {
         PipelineError::NotACheckpoint(_) => {
             Hinted::new(e, "point --checkpoint at RUN/checkpoints/step-N or at the run directory").into()
@@ -164,6 +293,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         })
         .transpose()?;
     let inputs: Vec<f32> = images.iter().zip(&roles).flat_map(|(img, r)| image_to_chw(&fit.apply(img, *r))).collect();
+    let (channels, factor) = ckpt.config.model.latent_shape()?;
+    let noise =
+        args.init_noise.as_ref().map(|p| init_noise(p, args.outputs.max(1), channels, factor, bucket)).transpose()?;
     let req = Request {
         prompts: vec![prompt.text],
         inputs,
@@ -177,7 +309,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             text: args.text_guidance.unwrap_or(run_log.guidance.text),
             image: args.image_guidance.unwrap_or(run_log.guidance.image),
         },
+        distilled_guidance: args.distilled_guidance.unwrap_or(DEFAULT_DISTILLED_GUIDANCE),
         seed: args.seed,
+        noise,
     };
     let weights = ckpt.weights(ema);
     eprintln!(
@@ -190,28 +324,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         bucket.height,
         req.steps
     );
-    let px = generate_pixels(&model, &frozen, &ckpt.config.model, &req, &device, |_, _| {})?;
-    let plane = (3 * bucket.width * bucket.height) as usize;
-    for k in 0..req.n_outputs {
-        let path = if k == 0 {
-            args.out.clone()
-        } else {
-            let stem = args.out.file_stem().unwrap_or_default().to_string_lossy();
-            args.out.with_file_name(format!("{stem}-{}.png", k + 1))
-        };
-        let out = chw_to_image(&px[k * plane..(k + 1) * plane], bucket.width, bucket.height);
-        save_png(&out, &path)?;
-        match &target {
-            Some(t) => println!(
-                "{}",
-                serde_json::json!({
-                    "output": path,
-                    "psnr_db": psnr(&out, t),
-                    "mean_colour_psnr_db": psnr(&mean_colour(t), t),
-                })
-            ),
-            None => println!("{}", path.display()),
-        }
-    }
-    Ok(())
+    let z = generate_latents(&model, &frozen, &ckpt.config.model, &req, &device, |_, _| {})?;
+    write_outputs(&args, z, &frozen, bucket, target.as_ref())
 }

@@ -136,3 +136,68 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     let r = infer(&["--checkpoint", &s(&ckpt), "--image", "/nonexistent.png", "--prompt", "x"]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent.png"));
 }
+
+/// A tiny FLUX.1-dev `FluxPipeline` directory (scripts/reference/pretrained.py: bf16 T5 in two
+/// shards, CLIP's tokenizer as vocab.json + merges.txt, dynamic shifting): four steps from the
+/// same `--init-noise` end on diffusers' `FluxPipeline` latents (`output_type="latent"`).
+#[test]
+fn flux_pipeline_directory_matches_diffusers() {
+    let fixtures = repo().join("crates/unireal-model/tests/fixtures");
+    let io = fixtures.join("flux_pipeline_io.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let (png, latents) = (dir.path().join("flux.png"), dir.path().join("latents.safetensors"));
+    let out = infer(&[
+        "--checkpoint",
+        fixtures.join("flux").to_str().unwrap(),
+        "--prompt",
+        "a photograph of an astronaut holding a flag on the moon",
+        "--size",
+        "48x32",
+        "--steps",
+        "4",
+        "--init-noise",
+        io.to_str().unwrap(),
+        "--out-latents",
+        latents.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f32s = |bytes: &[u8], name: &str| {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        (t.shape().to_vec(), v)
+    };
+    let (got_shape, got) = f32s(&std::fs::read(&latents).unwrap(), "latents");
+    let (want_shape, want) = f32s(&std::fs::read(&io).unwrap(), "latents");
+    assert_eq!(got_shape, want_shape);
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d < 1e-3, "latents differ from diffusers' FluxPipeline by {d}");
+    assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (48, 32));
+
+    // FLUX.1 itself does not edit; noise of the wrong size is named.
+    let img = repo().join("datasets/samples/images/astronaut.png");
+    let out = infer(&[
+        "--checkpoint",
+        fixtures.join("flux").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--image",
+        img.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--image") && err.contains("\n\nhint: "), "{err}");
+    let out = infer(&[
+        "--checkpoint",
+        fixtures.join("flux").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--size",
+        "64x32",
+        "--init-noise",
+        io.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("[1, 4, 8, 16]") && err.contains("flux_pipeline_io"), "{err}");
+}

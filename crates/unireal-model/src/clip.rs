@@ -136,10 +136,17 @@ impl ClipConfig {
             ModelError::Config(format!("{}: {}", path.display(), e.to_string().trim_start_matches("config: ")))
         })?;
         let mut clip = cfg.init::<B>(device);
+        // A single tower saved by transformers 5 has no `text_model.` / `vision_model.` prefix
+        // (4.x wrote one, as FLUX.1's text_encoder has it).
+        let remap: &[(&str, &str)] = match (&cfg.text, &cfg.vision) {
+            (Some(_), None) => &[(r"^(embeddings|encoder|final_layer_norm)\.", "text_model.$1.")],
+            (None, Some(_)) => &[(r"^(embeddings|encoder|pre_layrnorm|post_layernorm)\.", "vision_model.$1.")],
+            _ => &[],
+        };
         let report = crate::load_safetensors(
             &mut clip,
             &crate::weights_in(dir, "model")?,
-            &[],
+            remap,
             crate::LoadOptions { strict: true },
         )?;
         Ok((clip, report))
@@ -244,6 +251,101 @@ impl<B: Backend> Clip<B> {
         let (hidden, pooled) = tower.forward(pixels)?;
         let embeds = self.visual_projection.as_ref().map(|p| p.forward(pooled.clone()));
         Ok(ClipOutput { hidden, pooled, embeds })
+    }
+}
+
+/// CLIP's tokenizer in `dir`: its `tokenizer.json`, or else one built from the slow
+/// tokenizer's `vocab.json` and `merges.txt` (what FLUX.1's `tokenizer/` holds) with the
+/// pipeline transformers' `CLIPTokenizer` gives it: NFC, whitespace runs to one space, lower
+/// case; CLIP's word pattern then byte-level; BPE with `</w>` word ends;
+/// `<|startoftext|> … <|endoftext|>`. Padding is `<|endoftext|>`.
+pub fn clip_tokenizer(dir: &Path, max_len: usize) -> Result<crate::TextTokenizer, ModelError> {
+    const PAD: &str = "<|endoftext|>";
+    let json = dir.join("tokenizer.json");
+    if json.is_file() {
+        return crate::TextTokenizer::from_file(&json, PAD, max_len);
+    }
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| {
+            ModelError::Tokenizer(format!(
+                "{}: neither tokenizer.json nor the slow tokenizer's vocab.json + merges.txt: {e}",
+                dir.display()
+            ))
+        })
+    };
+    let vocab: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&read("vocab.json")?)
+        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", dir.join("vocab.json").display())))?;
+    let merges_txt = read("merges.txt")?;
+    let merges: Vec<&str> = merges_txt.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
+    let id = |t: &str| {
+        vocab.get(t).and_then(|v| v.as_u64()).ok_or_else(|| {
+            ModelError::Tokenizer(format!("{}: vocab.json has no `{t}`", dir.join("vocab.json").display()))
+        })
+    };
+    let (bos, eos) = (id("<|startoftext|>")?, id(PAD)?);
+    let special = |content: &str, id: u64| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special("<|startoftext|>", bos), special(PAD, eos)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFC"},
+            {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+            {"type": "Lowercase"}
+        ]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex":
+                "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"},
+             "behavior": "Removed", "invert": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": {"type": "RobertaProcessing", "sep": [PAD, eos], "cls": ["<|startoftext|>", bos],
+            "trim_offsets": false, "add_prefix_space": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": PAD, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "</w>", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges}
+    });
+    let inner: tokenizers::Tokenizer = tokenizer
+        .to_string()
+        .parse()
+        .map_err(|e| ModelError::Tokenizer(format!("{}: building CLIP's tokenizer: {e}", dir.display())))?;
+    crate::TextTokenizer::from_tokenizer(inner, PAD, max_len)
+        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", dir.display())))
+}
+
+/// CLIP's text tower with its tokenizer, as Flux uses it: prompts padded to 77 tokens, no
+/// attention mask, the pooled output.
+pub struct ClipText<B: Backend> {
+    pub tokenizer: crate::TextTokenizer,
+    pub clip: Clip<B>,
+}
+
+impl<B: Backend> ClipText<B> {
+    /// A text tower directory (`config.json` + weights) and its tokenizer directory (for
+    /// FLUX.1: `text_encoder/` and `tokenizer/`).
+    pub fn load(model_dir: &Path, tokenizer_dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
+        let (clip, _) = ClipConfig::load::<B>(model_dir, device)?;
+        let max_len = clip
+            .text_model
+            .as_ref()
+            .map(|t| t.embeddings.position_embedding.weight.dims()[0])
+            .ok_or_else(|| ModelError::Config(format!("{}: a CLIP without a text tower", model_dir.display())))?;
+        Ok(ClipText { tokenizer: clip_tokenizer(tokenizer_dir, max_len)?, clip })
+    }
+
+    /// The text tower's pooled output for each prompt, padded to the tower's length (77) and
+    /// run without a mask, as diffusers' `FluxPipeline._get_clip_prompt_embeds` runs it.
+    ///
+    /// # Shapes
+    /// - returns `[prompts, hidden]`
+    pub fn pooled(&self, prompts: &[&str], device: &B::Device) -> Result<Tensor<B, 2>, ModelError> {
+        let (ids, _) = self.tokenizer.encode_to_max_len(prompts)?.to_tensors::<B>(device);
+        Ok(self.clip.encode_text(ids, None)?.pooled)
     }
 }
 

@@ -340,3 +340,53 @@ fn converted(
         ParamId::new(),
     ))
 }
+
+impl DiTConfig {
+    /// The DiT of a diffusers `FluxTransformer2DModel`'s `config.json` (its block counts,
+    /// widths, `guidance_embeds` and RoPE axes; `in_channels` counts the 2×2 packed latent,
+    /// so the latent has a quarter of them).
+    pub fn from_diffusers_flux_json(text: &str) -> Result<DiTConfig, ModelError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ModelError::Config(format!("Flux transformer config.json: {e}")))?;
+        let get = |k: &str| {
+            v[k].as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| ModelError::Config(format!("Flux transformer config.json: no integer `{k}`")))
+        };
+        let packed = get("in_channels")?;
+        if packed % 4 != 0 || get("patch_size").unwrap_or(1) != 1 {
+            return Err(ModelError::Config(format!(
+                "Flux transformer config.json: in_channels {packed} with patch_size {} is not a 2x2-packed latent",
+                v["patch_size"]
+            )));
+        }
+        let heads = get("num_attention_heads")?;
+        let axes: Vec<usize> = v["axes_dims_rope"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+            .unwrap_or_else(|| vec![16, 56, 56]);
+        let axes: [usize; 3] = axes.try_into().map_err(|_| {
+            ModelError::Config("Flux transformer config.json: `axes_dims_rope` is not three numbers".into())
+        })?;
+        let cfg = DiTConfig::new(
+            packed / 4,
+            heads * get("attention_head_dim")?,
+            heads,
+            get("num_layers")?,
+            get("num_single_layers")?,
+            get("joint_attention_dim")?,
+            axes,
+        )
+        .with_vec_in_dim(Some(get("pooled_projection_dim")?))
+        .with_guidance_embed(v["guidance_embeds"].as_bool().unwrap_or(false))
+        .with_outputs_at_origin(true);
+        cfg.validate().map_err(|e| ModelError::Config(format!("Flux transformer config.json: {e}")))?;
+        Ok(cfg)
+    }
+}
+
+/// The `config.json` of the diffusers transformer at `path` (a `transformer/` directory or a
+/// `FluxPipeline` directory), if it has one; BFL's single file has none.
+pub fn flux_transformer_config(path: &Path) -> Option<PathBuf> {
+    [path.join("transformer/config.json"), path.join("config.json")].into_iter().find(|p| p.is_file())
+}

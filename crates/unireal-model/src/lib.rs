@@ -14,9 +14,11 @@ pub mod t5;
 pub mod vae;
 pub mod weights;
 
-pub use clip::{Clip, ClipConfig, ClipImageProcessor, ClipOutput, ClipTextConfig, ClipVisionConfig};
+pub use clip::{
+    clip_tokenizer, Clip, ClipConfig, ClipImageProcessor, ClipOutput, ClipText, ClipTextConfig, ClipVisionConfig,
+};
 pub use dit::{DiT, DiTConfig, DiTInput};
-pub use flux::{load_flux, FluxLayout};
+pub use flux::{flux_transformer_config, load_flux, FluxLayout};
 pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
 pub use weights::{load_safetensors, save_safetensors, weight_files, weights_in, LoadOptions, LoadReport};

@@ -297,9 +297,14 @@ impl TextTokenizer {
     pub fn from_file(path: &Path, pad_token: &str, max_len: usize) -> Result<Self, ModelError> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
-        let pad_id = inner.token_to_id(pad_token).ok_or_else(|| {
-            ModelError::Tokenizer(format!("{}: the vocabulary has no pad token `{pad_token}`", path.display()))
-        })?;
+        Self::from_tokenizer(inner, pad_token, max_len)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// A tokenizer built in memory; the error names no file.
+    pub fn from_tokenizer(inner: tokenizers::Tokenizer, pad_token: &str, max_len: usize) -> Result<Self, String> {
+        let pad_id =
+            inner.token_to_id(pad_token).ok_or_else(|| format!("the vocabulary has no pad token `{pad_token}`"))?;
         Ok(TextTokenizer { inner, pad_id, max_len })
     }
 
@@ -379,6 +384,29 @@ pub struct T5Text<B: Backend> {
 }
 
 impl<B: Backend> T5Text<B> {
+    /// A T5 encoder directory and a separate tokenizer directory (FLUX.1's `text_encoder_2/`
+    /// and `tokenizer_2/`).
+    pub fn from_dirs(
+        model_dir: &Path,
+        tokenizer_dir: &Path,
+        max_len: usize,
+        device: &B::Device,
+    ) -> Result<(Self, crate::LoadReport), ModelError> {
+        let path = model_dir.join("config.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+        let cfg = T5Config::from_hf_json(&text)?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer_json(tokenizer_dir)?, "<pad>", max_len)?;
+        let mut encoder = cfg.init::<B>(device);
+        let report = crate::load_safetensors(
+            &mut encoder,
+            &crate::weights_in(model_dir, "model")?,
+            &T5Config::hf_key_remap(),
+            crate::LoadOptions { strict: true },
+        )?;
+        Ok((T5Text { tokenizer, encoder }, report))
+    }
+
     /// Loads a Hugging Face T5 directory: `config.json`, `tokenizer.json` and
     /// `model.safetensors` or a sharded `model.safetensors.index.json` (a `T5EncoderModel` or a
     /// full T5: the decoder's tensors are unused; f16/bf16 tensors become f32).
@@ -401,6 +429,16 @@ impl<B: Backend> T5Text<B> {
             crate::LoadOptions { strict: true },
         )?;
         Ok((T5Text { tokenizer, encoder }, report))
+    }
+
+    /// Every prompt padded to `max_len` and encoded without a mask, the padding attended
+    /// to, as diffusers' `FluxPipeline._get_t5_prompt_embeds` does.
+    ///
+    /// # Shapes
+    /// - returns states `[batch, max_len, d_model]`
+    pub fn encode_unmasked(&self, prompts: &[&str], device: &B::Device) -> Result<Tensor<B, 3>, ModelError> {
+        let (ids, _) = self.tokenizer.encode_to_max_len(prompts)?.to_tensors::<B>(device);
+        Ok(self.encoder.forward(ids, None))
     }
 
     /// # Shapes

@@ -12,15 +12,40 @@ use unireal_flow::{resolution_shift, FLUX_SHIFT_ANCHORS};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// DiT preset: `tiny`, `small`, `base`, `unireal`.
+    /// DiT preset: `tiny`, `small`, `base`, `unireal`, `flux-dev`, `flux-schnell`.
     pub preset: String,
     #[serde(default)]
     pub latent: LatentConfig,
     #[serde(default)]
     pub text: TextConfig,
+    /// A pooled text vector for the DiT's `vector_in` (the Flux presets need CLIP's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled: Option<PooledText>,
     /// How a fresh DiT starts (ignored when weights are loaded).
     #[serde(default)]
     pub init: DitInit,
+    /// Pretrained DiT weights a fresh run starts from: a FLUX.1 checkpoint (Black Forest Labs'
+    /// single file, a diffusers `transformer/` directory or a whole `FluxPipeline` directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    /// The distilled guidance scale a DiT with `guidance_in` (FLUX.1-dev) is trained with;
+    /// default 1.0. Sampling uses its own (`unireal-infer --distilled-guidance`, 3.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+}
+
+/// `model.pooled`: where the pooled text vector comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PooledText {
+    /// A CLIP text tower (transformers `CLIPTextModel` directory; FLUX.1's `text_encoder/`),
+    /// its pooled output at 77 tokens; `tokenizer` defaults to `path` (FLUX.1: `tokenizer/`,
+    /// whose vocab.json + merges.txt are read when there is no tokenizer.json).
+    Clip {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer: Option<PathBuf>,
+    },
 }
 
 /// `model.init`: the initialisation of a fresh DiT.
@@ -101,11 +126,29 @@ impl Default for BytesText {
 #[serde(deny_unknown_fields)]
 pub struct T5Text {
     pub path: PathBuf,
+    /// The directory with `tokenizer.json`, when it is not `path` (FLUX.1: `tokenizer_2/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
     #[serde(default = "T5Text::default_max_len")]
     pub max_len: usize,
+    /// Every prompt padded to `max_len` and the padding attended to, in T5 and in the DiT:
+    /// how Flux was trained (diffusers' `FluxPipeline`: 512 tokens for dev, 256 for schnell).
+    /// Default false: padded to the batch's longest prompt and masked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmasked: bool,
 }
 
 impl T5Text {
+    /// A T5 directory holding its own tokenizer, prompts padded per batch and masked.
+    pub fn new(path: PathBuf, max_len: usize) -> Self {
+        T5Text { path, tokenizer: None, max_len, unmasked: false }
+    }
+
+    /// The directory with `tokenizer.json`.
+    pub fn tokenizer_dir(&self) -> &std::path::Path {
+        self.tokenizer.as_deref().unwrap_or(&self.path)
+    }
+
     /// The byte encoder's default length: both encoders see prompts of one length.
     fn default_max_len() -> usize {
         BytesText::default().max_len
@@ -169,7 +212,9 @@ mod tests {
         let bytes: TextConfig = serde_yaml::from_str("{kind: bytes, width: 32}").unwrap();
         assert_eq!(bytes, TextConfig::Bytes(BytesText { width: 32, ..BytesText::default() }));
         let t5: TextConfig = serde_yaml::from_str("{kind: t5, path: /m}").unwrap();
-        assert_eq!(t5, TextConfig::T5(T5Text { path: "/m".into(), max_len: 128 }));
+        assert_eq!(t5, TextConfig::T5(T5Text::new("/m".into(), 128)));
+        let yaml = serde_yaml::to_string(&t5).unwrap();
+        assert!(!yaml.contains("unmasked") && !yaml.contains("tokenizer"), "{yaml}");
         assert!(serde_yaml::from_str::<TextConfig>("{kind: bytes, widht: 32}").is_err());
         // The written form is the one read.
         let yaml = serde_yaml::to_string(&bytes).unwrap();

@@ -23,8 +23,11 @@ pub enum PipelineError {
         #[source]
         source: unireal_model::ModelError,
     },
-    #[error("model.preset: unknown preset `{0}` (tiny, small, base, unireal)")]
+    #[error("model.preset: unknown preset `{0}` (tiny, small, base, unireal, flux-dev, flux-schnell)")]
     UnknownPreset(String),
+    /// Parts of the model config that do not fit together (latent channels, text widths).
+    #[error("model: {0}")]
+    Mismatch(String),
     /// Weights that do not load (missing file, missing or unused tensors, shapes), or a model
     /// directory that does not open (its errors name the file).
     #[error(transparent)]

@@ -13,6 +13,9 @@ use crate::model::{encode_text, Frozen, UniReal};
 /// Euler steps of a sample unless configured (`log.sample_steps`, `unireal-infer --steps`).
 pub const DEFAULT_SAMPLE_STEPS: usize = 28;
 
+/// FLUX.1-dev's distilled guidance when sampling (diffusers' `FluxPipeline` `guidance_scale`).
+pub const DEFAULT_DISTILLED_GUIDANCE: f64 = 3.5;
+
 /// What to generate.
 pub struct Request {
     pub prompts: Vec<String>,
@@ -25,7 +28,11 @@ pub struct Request {
     pub steps: usize,
     pub shift: f64,
     pub guidance: Guidance,
+    /// Fed to a DiT with `guidance_in` (FLUX.1-dev); ignored by others.
+    pub distilled_guidance: f64,
     pub seed: u64,
+    /// The starting noise `[batch, n_outputs, c, H/f, W/f]` instead of the seed's.
+    pub noise: Option<Vec<f32>>,
 }
 
 /// Image tokens per frame of a bucket: latent pixels per side divided by the patch.
@@ -44,13 +51,32 @@ pub fn generate<B: Backend>(
     cfg: &ModelConfig,
     req: &Request,
     device: &B::Device,
+    on_step: impl FnMut(usize, usize),
+) -> Result<Tensor<B, 5>> {
+    let z = generate_latents(model, frozen, cfg, req, device, on_step)?;
+    Ok(decode_frames(&frozen.latent, z))
+}
+
+/// Runs the sampler; returns the outputs' final latents, in the latent space the DiT works in
+/// (a VAE's scaled and shifted one), before decoding.
+///
+/// # Shapes
+/// - returns `[batch, n_outputs, c, H/f, W/f]`
+pub fn generate_latents<B: Backend>(
+    model: &UniReal<B>,
+    frozen: &Frozen<B>,
+    cfg: &ModelConfig,
+    req: &Request,
+    device: &B::Device,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Tensor<B, 5>> {
     let b = req.prompts.len();
     let (w, h) = (req.bucket.width as usize, req.bucket.height as usize);
-    let (text, text_pad) = encode_text(model, frozen, cfg, &req.prompts, device, device, |t| t)?;
+    let text = encode_text(model, frozen, cfg, &req.prompts, device, device, |t| t)?;
     let empty = vec![String::new(); b];
-    let (null_text, null_pad) = encode_text(model, frozen, cfg, &empty, device, device, |t| t)?;
+    // The empty prompt is used by the text- and image-guided branches only.
+    let guided = req.guidance.text != 1.0 || (req.guidance.image != 1.0 && req.n_inputs > 0);
+    let null = if guided { Some(encode_text(model, frozen, cfg, &empty, device, device, |t| t)?) } else { None };
     let inputs = (req.n_inputs > 0).then(|| {
         let px = Tensor::<B, 5>::from_data(TensorData::new(req.inputs.clone(), [b, req.n_inputs, 3, h, w]), device);
         encode_frames(&frozen.latent, px)
@@ -59,21 +85,41 @@ pub fn generate<B: Backend>(
         .then(|| Tensor::<B, 2, Int>::from_data(TensorData::new(req.input_roles.clone(), [b, req.n_inputs]), device));
     let f = frozen.latent.factor();
     let c = frozen.latent.channels();
-    let noise = seeded_noise::<B, 5>([b, req.n_outputs, c, h / f, w / f], req.seed, device);
+    let shape = [b, req.n_outputs, c, h / f, w / f];
+    let noise = match &req.noise {
+        Some(n) => {
+            if n.len() != shape.iter().product::<usize>() {
+                return Err(crate::PipelineError::Tensor(format!(
+                    "the starting noise has {} values, the outputs' latents {shape:?} take {}",
+                    n.len(),
+                    shape.iter().product::<usize>()
+                )));
+            }
+            Tensor::<B, 5>::from_data(TensorData::new(n.clone(), shape), device)
+        }
+        None => seeded_noise::<B, 5>(shape, req.seed, device),
+    };
+    let guidance = model.dit.guidance_in.is_some().then(|| Tensor::<B, 1>::full([b], req.distilled_guidance, device));
+    let (null_text, null_text_pad, null_pooled) = match null {
+        Some(n) => (n.states, n.pad, n.pooled),
+        None => (text.states.clone(), text.pad.clone(), text.pooled.clone()),
+    };
     let v = DitVelocity {
         model: &model.dit,
         cond: DitConditioning {
             inputs,
             input_roles: roles,
-            text,
-            text_pad: Some(text_pad),
+            text: text.states,
+            text_pad: text.pad,
             hide_inputs: None,
             null_text,
-            null_text_pad: Some(null_pad),
+            null_text_pad,
+            pooled: text.pooled,
+            null_pooled,
+            guidance,
         },
     };
-    let z = sample_euler(&v, noise, &schedule(req.steps, req.shift), req.guidance, req.n_inputs > 0, &mut on_step);
-    Ok(decode_frames(&frozen.latent, z))
+    Ok(sample_euler(&v, noise, &schedule(req.steps, req.shift), req.guidance, req.n_inputs > 0, &mut on_step))
 }
 
 /// [`generate`], its outputs brought to the host as `[batch, n_outputs, 3, H, W]` floats.

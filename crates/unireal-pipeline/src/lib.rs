@@ -7,14 +7,17 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod flux;
 pub mod generate;
 pub mod image;
 pub mod model;
 pub mod prompt;
 
 pub use checkpoint::Checkpoint;
-pub use config::{BytesText, DitInit, LatentConfig, ModelConfig, Shift, T5Text, TextConfig};
+pub use config::{BytesText, DitInit, LatentConfig, ModelConfig, PooledText, Shift, T5Text, TextConfig};
 pub use error::PipelineError;
-pub use generate::{generate, generate_pixels, tokens_per_frame, Request};
+pub use generate::{
+    generate, generate_latents, generate_pixels, tokens_per_frame, Request, DEFAULT_DISTILLED_GUIDANCE,
+};
 pub use image::Bucket;
-pub use model::{encode_text, fit_prompt, prompt_fits, Frozen, UniReal};
+pub use model::{encode_pooled, encode_text, fit_prompt, prompt_fits, Frozen, TextStates, UniReal};

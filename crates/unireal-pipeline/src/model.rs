@@ -8,7 +8,7 @@ use burn::prelude::*;
 use unireal_model::t5::T5Config;
 use unireal_model::{DiT, DiTConfig, Latent, SpaceToDepth, T5Encoder};
 
-use crate::config::{BytesText, DitInit, LatentConfig, ModelConfig, T5Text, TextConfig};
+use crate::config::{BytesText, DitInit, LatentConfig, ModelConfig, PooledText, TextConfig};
 use crate::error::{PipelineError, Result};
 use crate::prompt::FittedPrompt;
 
@@ -56,6 +56,18 @@ pub fn byte_tokens<B: Backend>(
 pub struct Frozen<B: Backend> {
     pub latent: Latent<B>,
     pub t5: Option<unireal_model::T5Text<B>>,
+    /// CLIP's text tower for the pooled vector (`model.pooled`).
+    pub clip: Option<unireal_model::ClipText<B>>,
+}
+
+/// What the DiT reads of the prompts.
+pub struct TextStates<B: Backend> {
+    /// `[batch, tokens, text_dim]`.
+    pub states: Tensor<B, 3>,
+    /// True at padding, `[batch, tokens]`; None when the padding is attended to (`unmasked`).
+    pub pad: Option<Tensor<B, 2, Bool>>,
+    /// `[batch, vec_in_dim]` with `model.pooled`.
+    pub pooled: Option<Tensor<B, 2>>,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -94,10 +106,57 @@ impl ModelConfig {
         })
     }
 
+    /// Width of the pooled text vector (`model.pooled`), if any.
+    pub fn pooled_dim(&self) -> Result<Option<usize>> {
+        let Some(PooledText::Clip { path, .. }) = &self.pooled else { return Ok(None) };
+        let cfg_path = path.join("config.json");
+        let clip = unireal_model::ClipConfig::from_hf_json(&read(&cfg_path)?)
+            .map_err(|source| PipelineError::ModelConfig { path: cfg_path.clone(), source })?;
+        let text = clip.text.ok_or_else(|| PipelineError::ModelConfig {
+            path: cfg_path,
+            source: unireal_model::ModelError::Config("model.pooled: a CLIP without a text tower".into()),
+        })?;
+        Ok(Some(text.hidden_size))
+    }
+
+    /// The DiT: the preset's, or for the Flux presets with `init_from` a diffusers
+    /// checkpoint, the one its `transformer/config.json` describes. Checked against the latent
+    /// channels, the text width and the pooled vector's width.
     pub fn dit_config(&self) -> Result<DiTConfig> {
         let (channels, _) = self.latent_shape()?;
-        DiTConfig::preset(&self.preset, channels, self.text_dim()?)
-            .ok_or_else(|| PipelineError::UnknownPreset(self.preset.clone()))
+        let text_dim = self.text_dim()?;
+        let flux = self.preset.starts_with("flux-");
+        let cfg = match self.init_from.as_deref().filter(|_| flux).and_then(unireal_model::flux_transformer_config) {
+            Some(path) => DiTConfig::from_diffusers_flux_json(&read(&path)?)
+                .map_err(|source| PipelineError::ModelConfig { path, source })?,
+            None => DiTConfig::preset(&self.preset, channels, text_dim)
+                .ok_or_else(|| PipelineError::UnknownPreset(self.preset.clone()))?,
+        };
+        let preset = &self.preset;
+        if cfg.in_channels != channels {
+            return Err(PipelineError::Mismatch(format!(
+                "the DiT ({preset}) takes {} latent channels, model.latent gives {channels}",
+                cfg.in_channels
+            )));
+        }
+        if cfg.text_dim != text_dim {
+            return Err(PipelineError::Mismatch(format!(
+                "the DiT ({preset}) takes text states {} wide, model.text gives {text_dim}",
+                cfg.text_dim
+            )));
+        }
+        match (cfg.vec_in_dim, self.pooled_dim()?) {
+            (Some(d), Some(p)) if d != p => Err(PipelineError::Mismatch(format!(
+                "the DiT ({preset}) takes a pooled text vector {d} wide, model.pooled gives {p}"
+            ))),
+            (Some(d), None) => Err(PipelineError::Mismatch(format!(
+                "the DiT ({preset}) takes a pooled text vector {d} wide: set model.pooled (CLIP's text tower)"
+            ))),
+            (None, Some(_)) => {
+                Err(PipelineError::Mismatch(format!("model.pooled is set, but the DiT ({preset}) has no vector_in")))
+            }
+            _ => Ok(cfg),
+        }
     }
 
     /// Pixels per side of one DiT token: the latent factor times the patch size. Bucket sides
@@ -106,15 +165,25 @@ impl ModelConfig {
         Ok((self.latent_shape()?.1 * self.dit_config()?.patch) as u32)
     }
 
-    /// A freshly initialised trainable module.
+    /// A freshly initialised trainable module, its DiT loaded from `init_from` when set
+    /// (every tensor of the config required; UniReal's index and role embeddings zeroed).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
-        let dit = match self.init {
-            DitInit::Default => self.dit_config()?.init(device),
+        let cfg = self.dit_config()?;
+        let mut dit = match self.init {
+            DitInit::Default => cfg.init(device),
             DitInit::Lookup { gain, norm_scale } => {
-                unireal_model::init::LookupInit { gain, norm_scale }.apply(self.dit_config()?.init(device))
+                unireal_model::init::LookupInit { gain, norm_scale }.apply(cfg.init(device))
             }
         };
+        if let Some(path) = &self.init_from {
+            unireal_model::load_flux(&mut dit, &cfg, path, true).map_err(PipelineError::Weights)?;
+        }
         Ok(UniReal { dit, text: self.byte_encoder().map(|c| c.init(device)) })
+    }
+
+    /// The distilled guidance a DiT with `guidance_in` trains with (`model.guidance`, 1.0).
+    pub fn train_guidance(&self) -> f64 {
+        self.guidance.unwrap_or(1.0)
     }
 
     /// The trained byte-level text encoder's config (`text.kind: bytes`); None for a frozen T5.
@@ -151,12 +220,21 @@ impl ModelConfig {
             }
         };
         let t5 = match &self.text {
-            TextConfig::T5(T5Text { path, max_len }) => {
-                Some(unireal_model::T5Text::from_hf_dir(path, *max_len, device).map_err(PipelineError::Weights)?.0)
-            }
+            TextConfig::T5(t) => Some(
+                unireal_model::T5Text::from_dirs(&t.path, t.tokenizer_dir(), t.max_len, device)
+                    .map_err(PipelineError::Weights)?
+                    .0,
+            ),
             TextConfig::Bytes(_) => None,
         };
-        Ok(Frozen { latent, t5 })
+        let clip = match &self.pooled {
+            Some(PooledText::Clip { path, tokenizer }) => Some(
+                unireal_model::ClipText::load(path, tokenizer.as_deref().unwrap_or(path), device)
+                    .map_err(PipelineError::Weights)?,
+            ),
+            None => None,
+        };
+        Ok(Frozen { latent, t5, clip })
     }
 }
 
@@ -175,11 +253,12 @@ pub fn fit_prompt<B: Backend>(cfg: &ModelConfig, frozen: &Frozen<B>, context: &s
     crate::prompt::fit_prompt(context, base, |p| prompt_fits(cfg, frozen, p))
 }
 
-/// Text states and padding mask for prompts: the trainable byte encoder of `model`, or the
-/// frozen T5 (computed on `F`, brought over with `from_frozen`).
+/// Text states, padding mask and pooled vector for prompts: the trainable byte encoder of
+/// `model` or the frozen T5, and the frozen CLIP (computed on `F`, brought over with
+/// `from_frozen`).
 ///
 /// # Shapes
-/// - returns states `[batch, len, text_dim]` and the padding mask `[batch, len]`
+/// - states `[batch, len, text_dim]`, pad `[batch, len]`, pooled `[batch, vec_in_dim]`
 pub fn encode_text<B: Backend, F: Backend>(
     model: &UniReal<B>,
     frozen: &Frozen<F>,
@@ -188,6 +267,48 @@ pub fn encode_text<B: Backend, F: Backend>(
     device: &B::Device,
     fdevice: &F::Device,
     from_frozen: impl Fn(Tensor<F, 3>) -> Tensor<B, 3>,
+) -> Result<TextStates<B>> {
+    let unmasked = matches!(&cfg.text, TextConfig::T5(t) if t.unmasked);
+    let (states, pad) = match (&frozen.t5, unmasked) {
+        (Some(t5), true) => {
+            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            (from_frozen(t5.encode_unmasked(&refs, fdevice).map_err(PipelineError::Text)?), None)
+        }
+        _ => {
+            let (s, p) = encode_states(model, frozen, cfg, prompts, device, fdevice, &from_frozen)?;
+            (s, Some(p))
+        }
+    };
+    let pooled = encode_pooled(frozen, prompts, fdevice, from_frozen)?;
+    Ok(TextStates { states, pad, pooled })
+}
+
+/// The pooled text vector of `model.pooled` (None without it).
+///
+/// # Shapes
+/// - returns `[batch, vec_in_dim]`
+pub fn encode_pooled<B: Backend, F: Backend>(
+    frozen: &Frozen<F>,
+    prompts: &[String],
+    fdevice: &F::Device,
+    from_frozen: impl Fn(Tensor<F, 3>) -> Tensor<B, 3>,
+) -> Result<Option<Tensor<B, 2>>> {
+    let Some(clip) = &frozen.clip else { return Ok(None) };
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let pooled = clip.pooled(&refs, fdevice).map_err(PipelineError::Text)?;
+    let [b, d] = pooled.dims();
+    Ok(Some(from_frozen(pooled.reshape([b, 1, d])).reshape([b, d])))
+}
+
+/// The masked text states of the byte encoder or of T5.
+fn encode_states<B: Backend, F: Backend>(
+    model: &UniReal<B>,
+    frozen: &Frozen<F>,
+    cfg: &ModelConfig,
+    prompts: &[String],
+    device: &B::Device,
+    fdevice: &F::Device,
+    from_frozen: &impl Fn(Tensor<F, 3>) -> Tensor<B, 3>,
 ) -> Result<(Tensor<B, 3>, Tensor<B, 2, Bool>)> {
     match (&model.text, &frozen.t5, &cfg.text) {
         (Some(enc), _, TextConfig::Bytes(b)) => {

@@ -111,12 +111,16 @@ impl Fingerprints {
             LatentConfig::SpaceToDepth { .. } => None,
         };
         let text = match &cfg.text {
-            TextConfig::T5(t) => Some(hash_files(
+            // `unmasked` (Flux's way) states are not cached: T5 runs live.
+            TextConfig::T5(t) if !t.unmasked => Some(hash_files(
                 &format!("t5 states; max_len {}", t.max_len),
-                &[vec![t.path.join("config.json"), t.path.join("tokenizer.json")], model_files(&t.path, "model")?]
-                    .concat(),
+                &[
+                    vec![t.path.join("config.json"), t.tokenizer_dir().join("tokenizer.json")],
+                    model_files(&t.path, "model")?,
+                ]
+                .concat(),
             )?),
-            TextConfig::Bytes(_) => None,
+            TextConfig::T5(_) | TextConfig::Bytes(_) => None,
         };
         Ok(Fingerprints { latent, text })
     }

@@ -8,7 +8,7 @@ use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch, FlowLoss};
 use unireal_flow::seeded_noise;
 use unireal_model::precision::cast_params;
 use unireal_pipeline::generate::encode_frames;
-use unireal_pipeline::{encode_text, Frozen, UniReal};
+use unireal_pipeline::{encode_pooled, encode_text, Frozen, UniReal};
 
 use crate::cache::Cache;
 use crate::config::{Dropped, TrainConfig};
@@ -130,12 +130,22 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
             Some(c) => c.text_states::<B>(&draws.prompts, self.device).map_err(crate::TrainError::from)?,
             None => None,
         };
-        let (text, text_pad) = match cached_text {
-            Some(t) => t,
+        let (text, text_pad, pooled) = match cached_text {
+            // The cache holds T5's states; CLIP's pooled vector (a small tower) is computed.
+            Some((t, pad)) => {
+                (t, Some(pad), encode_pooled(self.frozen, &draws.prompts, self.fdevice, |x| self.lift.lift(x))?)
+            }
             None => {
-                encode_text(self.model, self.frozen, &self.cfg.model, &draws.prompts, self.device, self.fdevice, |x| {
-                    self.lift.lift(x)
-                })?
+                let s = encode_text(
+                    self.model,
+                    self.frozen,
+                    &self.cfg.model,
+                    &draws.prompts,
+                    self.device,
+                    self.fdevice,
+                    |x| self.lift.lift(x),
+                )?;
+                (s.states, s.pad, s.pooled)
             }
         };
         let weights: Vec<f32> = task_weights(self.cfg, batch).into_iter().map(|w| w as f32).collect();
@@ -165,10 +175,18 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
                 inputs,
                 input_roles,
                 text: text.clone(),
-                text_pad: Some(text_pad.clone()),
+                text_pad: text_pad.clone(),
                 hide_inputs,
                 null_text: text,
-                null_text_pad: Some(text_pad),
+                null_text_pad: text_pad,
+                pooled: pooled.clone(),
+                null_pooled: pooled,
+                guidance: self
+                    .model
+                    .dit
+                    .guidance_in
+                    .is_some()
+                    .then(|| Tensor::<B, 1>::full([b], self.cfg.model.train_guidance(), self.device)),
             },
             targets,
             weights: None,

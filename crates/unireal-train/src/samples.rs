@@ -25,7 +25,9 @@ pub fn request(cfg: &TrainConfig, batch: &Batch, latent_factor: usize, patch: us
         steps: cfg.log.sample_steps,
         shift: cfg.train.shift.for_tokens(tokens_per_frame(batch.bucket, latent_factor, patch)),
         guidance: cfg.log.guidance,
+        distilled_guidance: unireal_pipeline::DEFAULT_DISTILLED_GUIDANCE,
         seed: cfg.train.seed,
+        noise: None,
     }
 }
 
