@@ -175,6 +175,13 @@ fn clip_matches_transformers() {
         io.i64::<2>("ids", &device).to_data(),
         "token ids differ from transformers' CLIPTokenizer"
     );
+    // The same vocabulary as the slow tokenizer's vocab.json + merges.txt (FLUX.1's tokenizer/).
+    let slow = unireal_model::clip_tokenizer(&fixture("flux/tokenizer"), 77).unwrap();
+    let (slow_ids, _) = slow
+        .encode_to_max_len(&["a photograph of an astronaut holding a flag on the moon", "a cat on a wooden floor"])
+        .unwrap()
+        .to_tensors::<B>(&device);
+    assert_eq!(slow_ids.to_data(), ids.to_data(), "vocab.json + merges.txt tokenise differently");
     assert_eq!(pad.to_data(), io.i64::<2>("mask", &device).equal_elem(0).to_data());
 
     let text = clip.encode_text(ids, Some(pad)).unwrap();
