@@ -165,19 +165,28 @@ impl ModelConfig {
         Ok((self.latent_shape()?.1 * self.dit_config()?.patch) as u32)
     }
 
-    /// A freshly initialised trainable module, its DiT loaded from `init_from` when set
-    /// (every tensor of the config required; UniReal's index and role embeddings zeroed).
+    /// The trainable module a run starts from: freshly initialised, its DiT loaded from
+    /// `init_from` when set (every tensor of the config required; UniReal's index and role
+    /// embeddings zeroed).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
+        let mut model = self.build::<B>(device)?;
+        if let Some(path) = &self.init_from {
+            let cfg = self.dit_config()?;
+            unireal_model::load_flux(&mut model.dit, &cfg, path, true).map_err(PipelineError::Weights)?;
+        }
+        Ok(model)
+    }
+
+    /// The trainable module freshly initialised, `init_from` not read: the shape that
+    /// checkpoint weights are loaded into.
+    pub fn build<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
         let cfg = self.dit_config()?;
-        let mut dit = match self.init {
+        let dit = match self.init {
             DitInit::Default => cfg.init(device),
             DitInit::Lookup { gain, norm_scale } => {
                 unireal_model::init::LookupInit { gain, norm_scale }.apply(cfg.init(device))
             }
         };
-        if let Some(path) = &self.init_from {
-            unireal_model::load_flux(&mut dit, &cfg, path, true).map_err(PipelineError::Weights)?;
-        }
         Ok(UniReal { dit, text: self.byte_encoder().map(|c| c.init(device)) })
     }
 
@@ -200,7 +209,7 @@ impl ModelConfig {
     /// A trainable module with the weights of a safetensors file (a checkpoint's
     /// `model.safetensors` or `ema.safetensors`), every tensor required.
     pub fn load<B: Backend>(&self, weights: &Path, device: &B::Device) -> Result<UniReal<B>> {
-        let mut model = self.init::<B>(device)?;
+        let mut model = self.build::<B>(device)?;
         unireal_model::load_safetensors(&mut model, weights, &[], unireal_model::LoadOptions { strict: true })
             .map_err(PipelineError::Weights)?;
         Ok(model)

@@ -223,6 +223,9 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
     if let TextConfig::T5(t) = &cfg.model.text {
         frozen_params += safetensors_params(&t.path, "model")?;
     }
+    if let Some(unireal_pipeline::PooledText::Clip { path, .. }) = &cfg.model.pooled {
+        frozen_params += safetensors_params(path, "model")?;
+    }
     let f32 = |n: usize| 4 * n as u64;
     let t = &cfg.train;
     // Accumulated gradients are a second set when micro-batches are summed.

@@ -205,7 +205,9 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let frozen = cfg.model.frozen::<B::InnerBackend>(device)?;
         // Seeded initialisation: two runs of one config start from the same weights.
         B::seed(device, cfg.train.seed);
-        let mut model = cfg.model.init::<B>(device)?;
+        // A resumed run's weights come from its checkpoint: `init_from` is not read again.
+        let mut model =
+            if resume_from.is_some() { cfg.model.build::<B>(device)? } else { cfg.model.init::<B>(device)? };
         let mut optim = optimizer::<B>(&cfg.train);
         let mut ema = (cfg.train.ema_decay > 0.0).then(|| model.valid());
         let mut state = TrainState::fresh(cfg.train.seed, part.world);

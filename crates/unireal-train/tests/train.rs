@@ -586,3 +586,54 @@ fn plan_prints_the_table_and_json_and_warns_over_budget() {
     assert!(err.contains("warning: the plan's") && err.contains("the largest term is activations"), "{err}");
     assert!(err.contains("hint: train.activation_checkpointing: true"), "{err}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Full fine-tuning from a FLUX.1-dev FluxPipeline directory (the tiny one of
+/// scripts/reference/pretrained.py) through configs/train/tiny-flux.yaml: the DiT starts from
+/// its transformer, T5 runs unmasked, CLIP gives the pooled vector, and a resumed run reads its
+/// checkpoint, not the pretrained weights again.
+#[test]
+fn full_fine_tuning_starts_from_a_flux_pipeline_and_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let flux = dir.path().join("FLUX.1-tiny");
+    copy_dir(&repo().join("crates/unireal-model/tests/fixtures/flux"), &flux);
+    let f = flux.to_string_lossy();
+    let run = dir.path().join("run");
+    let sources = format!("data.sources=[{{path: {:?}, weight: 1.0}}]", shards().to_string_lossy());
+    let model = format!(
+        "model={{preset: flux-dev, init_from: {f}, latent: {{kind: vae, path: {f}/vae}}, \
+         text: {{kind: t5, path: {f}/text_encoder_2, tokenizer: {f}/tokenizer_2, max_len: 512, unmasked: true}}, \
+         pooled: {{kind: clip, path: {f}/text_encoder, tokenizer: {f}/tokenizer}}, guidance: 1.0}}"
+    );
+    let set = [
+        sources.as_str(),
+        model.as_str(),
+        "train.steps=4",
+        "log.val_every=0",
+        "log.sample_every=0",
+        "checkpoint.every=2",
+    ];
+    ok(train(&repo().join("configs/train/tiny-flux.yaml"), &run, &set).output().unwrap());
+    let l = losses(&run);
+    assert_eq!(l.len(), 4);
+    assert!(l.iter().all(|x| x.1.is_finite() && x.1 > 0.0), "{l:?}");
+    // The pretrained weights gone: a resumed run does not need them.
+    std::fs::remove_file(flux.join("transformer/diffusion_pytorch_model.safetensors")).unwrap();
+    ok(resume(&run, "train.steps=6"));
+    assert_eq!(losses(&run).len(), 6);
+    // A fresh run does, and says which file is missing.
+    let out = train(&repo().join("configs/train/tiny-flux.yaml"), &dir.path().join("run2"), &set).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("diffusion_pytorch_model"), "{err}");
+}
