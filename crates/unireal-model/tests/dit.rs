@@ -321,3 +321,14 @@ fn bf16_compute_on_f32_weights_tracks_f32() {
     println!("gradients: cosine bf16 vs f32 {cos:.5}");
     assert!(cos > 0.995, "bf16 gradients point elsewhere: cosine {cos}");
 }
+
+/// The Flux presets count FLUX.1's published parameters (11 901 408 320 for dev, diffusers'
+/// `FluxTransformer2DModel`), plus UniReal's index and role embeddings.
+#[test]
+fn flux_presets_have_flux_parameter_counts() {
+    let own = (8 + unireal_model::dit::NUM_ROLES) * 3072;
+    assert_eq!(DiTConfig::flux_dev().num_params() - own, 11_901_408_320);
+    // schnell lacks the guidance embedder: 256·3072 + 3072 + 3072·3072 + 3072 parameters.
+    assert_eq!(DiTConfig::flux_dev().num_params() - DiTConfig::flux_schnell().num_params(), 256 * 3072 + 3072 * 3073 + 3072);
+    assert_eq!(DiTConfig::preset("flux-dev", 4, 32), Some(DiTConfig::flux_dev()));
+}
