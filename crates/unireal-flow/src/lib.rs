@@ -157,6 +157,14 @@ pub struct Guidance {
     pub image: f64,
 }
 
+impl Guidance {
+    /// Whether [`guided_velocity`] evaluates a branch without the text (so the empty
+    /// prompt's encoding is needed).
+    pub fn uses_null_text(&self, has_images: bool) -> bool {
+        !(self.text == 1.0 && (self.image == 1.0 || !has_images))
+    }
+}
+
 impl Default for Guidance {
     fn default() -> Self {
         Guidance { text: 3.0, image: 1.6 }
@@ -174,7 +182,7 @@ pub fn guided_velocity<B: Backend, M: VelocityModel<B>>(
     has_images: bool,
 ) -> Tensor<B, 5> {
     let full = model.velocity(x.clone(), t.clone(), Condition::Full);
-    if g.text == 1.0 && (g.image == 1.0 || !has_images) {
+    if !g.uses_null_text(has_images) {
         return full;
     }
     let img = model.velocity(x.clone(), t.clone(), Condition::ImagesOnly);

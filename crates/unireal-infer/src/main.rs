@@ -154,11 +154,22 @@ fn run_flux(args: &Args) -> anyhow::Result<()> {
         )
         .into());
     }
+    let ignored = [
+        ("--role", !args.roles.is_empty()),
+        ("--context", args.context.is_some()),
+        ("--image-guidance", args.image_guidance.is_some()),
+        ("--no-ema", args.no_ema),
+        ("--target", args.target.is_some()),
+    ];
+    if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
+        return Err(Hinted::new(
+            format!("{flag} does not apply to a FLUX.1 pipeline directory (text-to-image from the released weights)"),
+            format!("drop {flag}"),
+        )
+        .into());
+    }
     let flux = FluxPipelineDir::open(&args.checkpoint)?;
     let cfg = &flux.model;
-    let device = Default::default();
-    let model = cfg.init::<Backend>(&device)?;
-    let frozen = cfg.frozen::<Backend>(&device)?;
     let align = cfg.pixel_align()?;
     let (w, h) = match &args.size {
         Some(s) => parse_size(s)?,
@@ -168,15 +179,21 @@ fn run_flux(args: &Args) -> anyhow::Result<()> {
     let snap = |x: u32| (x / align).max(1) * align;
     let bucket = Bucket { width: snap(w), height: snap(h) };
     let (channels, factor) = cfg.latent_shape()?;
-    let outputs = args.outputs.max(1);
-    let noise = args.init_noise.as_ref().map(|p| init_noise(p, outputs, channels, factor, bucket)).transpose()?;
+    // Several images are a batch of one prompt, as diffusers' num_images_per_prompt: FLUX.1
+    // generates one frame at RoPE frame 0.
+    let images = args.outputs.max(1);
+    // The noise file is checked before the weights load.
+    let noise = args.init_noise.as_ref().map(|p| init_noise(p, images, channels, factor, bucket)).transpose()?;
+    let device = Default::default();
+    let model = cfg.init::<Backend>(&device)?;
+    let frozen = cfg.frozen::<Backend>(&device)?;
     let tokens = unireal_pipeline::tokens_per_frame(bucket, factor, model.dit.patch);
     let req = Request {
-        prompts: vec![args.prompt.clone(); 1],
+        prompts: vec![args.prompt.clone(); images],
         inputs: Vec::new(),
         input_roles: Vec::new(),
         n_inputs: 0,
-        n_outputs: outputs,
+        n_outputs: 1,
         bucket,
         steps: args.steps.unwrap_or(unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS),
         shift: flux.schedule.shift(tokens),

@@ -145,7 +145,7 @@ impl ClipConfig {
         };
         let report = crate::load_safetensors(
             &mut clip,
-            &crate::weights_in(dir, "model")?,
+            &crate::weights_in(dir, crate::weights::TRANSFORMERS_WEIGHTS)?,
             remap,
             crate::LoadOptions { strict: true },
         )?;

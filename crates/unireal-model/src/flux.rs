@@ -57,7 +57,7 @@ impl Source {
 pub fn flux_weight_files(path: &Path) -> Result<Vec<PathBuf>, ModelError> {
     if path.is_dir() {
         let dir = if path.join("transformer").is_dir() { path.join("transformer") } else { path.to_path_buf() };
-        return weight_files(&weights_in(&dir, "diffusion_pytorch_model")?);
+        return weight_files(&weights_in(&dir, crate::weights::DIFFUSERS_WEIGHTS)?);
     }
     weight_files(path)
 }

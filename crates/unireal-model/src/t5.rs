@@ -400,7 +400,7 @@ impl<B: Backend> T5Text<B> {
         let mut encoder = cfg.init::<B>(device);
         let report = crate::load_safetensors(
             &mut encoder,
-            &crate::weights_in(model_dir, "model")?,
+            &crate::weights_in(model_dir, crate::weights::TRANSFORMERS_WEIGHTS)?,
             &T5Config::hf_key_remap(),
             crate::LoadOptions { strict: true },
         )?;
@@ -415,20 +415,7 @@ impl<B: Backend> T5Text<B> {
         max_len: usize,
         device: &B::Device,
     ) -> Result<(Self, crate::LoadReport), ModelError> {
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| ModelError::Config(format!("{}: {e}", dir.join(name).display())))
-        };
-        let cfg = T5Config::from_hf_json(&read("config.json")?)?;
-        let tokenizer = TextTokenizer::from_file(&tokenizer_json(dir)?, "<pad>", max_len)?;
-        let mut encoder = cfg.init::<B>(device);
-        let report = crate::load_safetensors(
-            &mut encoder,
-            &crate::weights_in(dir, "model")?,
-            &T5Config::hf_key_remap(),
-            crate::LoadOptions { strict: true },
-        )?;
-        Ok((T5Text { tokenizer, encoder }, report))
+        Self::from_dirs(dir, dir, max_len, device)
     }
 
     /// Every prompt padded to `max_len` and encoded without a mask, the padding attended

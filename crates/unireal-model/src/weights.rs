@@ -35,6 +35,11 @@ pub struct LoadOptions {
     pub strict: bool,
 }
 
+/// The weights' file stem of a transformers model directory (`model.safetensors`).
+pub const TRANSFORMERS_WEIGHTS: &str = "model";
+/// The weights' file stem of a diffusers model directory (`diffusion_pytorch_model.safetensors`).
+pub const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model";
+
 /// The weights file of a model directory: `DIR/STEM.safetensors`, or else the sharded set's
 /// `DIR/STEM.safetensors.index.json` (`model` for transformers, `diffusion_pytorch_model` for
 /// diffusers). The error names both paths it looked for.

@@ -329,6 +329,9 @@ fn flux_presets_have_flux_parameter_counts() {
     let own = (8 + unireal_model::dit::NUM_ROLES) * 3072;
     assert_eq!(DiTConfig::flux_dev().num_params() - own, 11_901_408_320);
     // schnell lacks the guidance embedder: 256·3072 + 3072 + 3072·3072 + 3072 parameters.
-    assert_eq!(DiTConfig::flux_dev().num_params() - DiTConfig::flux_schnell().num_params(), 256 * 3072 + 3072 * 3073 + 3072);
+    assert_eq!(
+        DiTConfig::flux_dev().num_params() - DiTConfig::flux_schnell().num_params(),
+        256 * 3072 + 3072 * 3073 + 3072
+    );
     assert_eq!(DiTConfig::preset("flux-dev", 4, 32), Some(DiTConfig::flux_dev()));
 }

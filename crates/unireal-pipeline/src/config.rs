@@ -32,6 +32,10 @@ pub struct ModelConfig {
     /// default 1.0. Sampling uses its own (`unireal-infer --distilled-guidance`, 3.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance: Option<f64>,
+    /// The DiT's shape when it came from `init_from`'s `transformer/config.json`: the trainer
+    /// writes it into the run's config, so that its checkpoints do not need `init_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dit: Option<unireal_model::DiTConfig>,
 }
 
 /// `model.pooled`: where the pooled text vector comes from.

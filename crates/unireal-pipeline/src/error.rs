@@ -23,7 +23,7 @@ pub enum PipelineError {
         #[source]
         source: unireal_model::ModelError,
     },
-    #[error("model.preset: unknown preset `{0}` (tiny, small, base, unireal, flux-dev, flux-schnell)")]
+    #[error("model.preset: unknown preset `{0}` ({presets})", presets = unireal_model::DiTConfig::PRESETS.join(", "))]
     UnknownPreset(String),
     /// Parts of the model config that do not fit together (latent channels, text widths).
     #[error("model: {0}")]

@@ -80,9 +80,10 @@ impl FluxPipelineDir {
         let sched = json(&sched_path)?;
         let num = |k: &str, default: f64| sched[k].as_f64().unwrap_or(default);
         let schedule = if sched["use_dynamic_shifting"].as_bool().unwrap_or(false) {
+            let ((base_len, base_shift), (max_len, max_shift)) = unireal_flow::FLUX_SHIFT_ANCHORS;
             FluxSchedule::Dynamic {
-                base: (num("base_image_seq_len", 256.0) as usize, num("base_shift", 0.5)),
-                max: (num("max_image_seq_len", 4096.0) as usize, num("max_shift", 1.15)),
+                base: (num("base_image_seq_len", base_len as f64) as usize, num("base_shift", base_shift)),
+                max: (num("max_image_seq_len", max_len as f64) as usize, num("max_shift", max_shift)),
             }
         } else {
             FluxSchedule::Fixed(num("shift", 1.0))
@@ -99,6 +100,7 @@ impl FluxPipelineDir {
             init: Default::default(),
             init_from: Some(dir.to_path_buf()),
             guidance: None,
+            dit: None,
         };
         Ok(FluxPipelineDir { model, schedule })
     }

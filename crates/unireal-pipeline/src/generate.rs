@@ -74,9 +74,11 @@ pub fn generate_latents<B: Backend>(
     let (w, h) = (req.bucket.width as usize, req.bucket.height as usize);
     let text = encode_text(model, frozen, cfg, &req.prompts, device, device, |t| t)?;
     let empty = vec![String::new(); b];
-    // The empty prompt is used by the text- and image-guided branches only.
-    let guided = req.guidance.text != 1.0 || (req.guidance.image != 1.0 && req.n_inputs > 0);
-    let null = if guided { Some(encode_text(model, frozen, cfg, &empty, device, device, |t| t)?) } else { None };
+    let null = if req.guidance.uses_null_text(req.n_inputs > 0) {
+        Some(encode_text(model, frozen, cfg, &empty, device, device, |t| t)?)
+    } else {
+        None
+    };
     let inputs = (req.n_inputs > 0).then(|| {
         let px = Tensor::<B, 5>::from_data(TensorData::new(req.inputs.clone(), [b, req.n_inputs, 3, h, w]), device);
         encode_frames(&frozen.latent, px)

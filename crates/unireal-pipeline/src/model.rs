@@ -125,14 +125,38 @@ impl ModelConfig {
     pub fn dit_config(&self) -> Result<DiTConfig> {
         let (channels, _) = self.latent_shape()?;
         let text_dim = self.text_dim()?;
-        let flux = self.preset.starts_with("flux-");
-        let cfg = match self.init_from.as_deref().filter(|_| flux).and_then(unireal_model::flux_transformer_config) {
-            Some(path) => DiTConfig::from_diffusers_flux_json(&read(&path)?)
-                .map_err(|source| PipelineError::ModelConfig { path, source })?,
-            None => DiTConfig::preset(&self.preset, channels, text_dim)
+        let preset = &self.preset;
+        if let (None, Some(path)) = (&self.dit, &self.init_from) {
+            if !path.exists() {
+                return Err(PipelineError::Mismatch(format!("model.init_from {} does not exist", path.display())));
+            }
+            if path.is_dir() && self.preset.starts_with("flux-") && self.flux_transformer_config().is_none() {
+                return Err(PipelineError::Mismatch(format!(
+                    "model.init_from {}: neither transformer/config.json nor config.json there (a diffusers \
+                     FluxPipeline or transformer directory has one)",
+                    path.display()
+                )));
+            }
+        }
+        let cfg = match (&self.dit, self.flux_transformer_config()) {
+            (Some(dit), _) => dit.clone(),
+            (None, Some(path)) => {
+                let cfg = DiTConfig::from_diffusers_flux_json(&read(&path)?)
+                    .map_err(|source| PipelineError::ModelConfig { path: path.clone(), source })?;
+                let dev = preset == "flux-dev";
+                if cfg.guidance_embed != dev {
+                    return Err(PipelineError::Mismatch(format!(
+                        "model.preset is {preset}, but {} has guidance_embeds {}: set model.preset to flux-{}",
+                        path.display(),
+                        cfg.guidance_embed,
+                        if cfg.guidance_embed { "dev" } else { "schnell" }
+                    )));
+                }
+                cfg
+            }
+            (None, None) => DiTConfig::preset(&self.preset, channels, text_dim)
                 .ok_or_else(|| PipelineError::UnknownPreset(self.preset.clone()))?,
         };
-        let preset = &self.preset;
         if cfg.in_channels != channels {
             return Err(PipelineError::Mismatch(format!(
                 "the DiT ({preset}) takes {} latent channels, model.latent gives {channels}",
@@ -165,14 +189,42 @@ impl ModelConfig {
         Ok((self.latent_shape()?.1 * self.dit_config()?.patch) as u32)
     }
 
+    /// The `transformer/config.json` of a Flux preset's diffusers `init_from`: the DiT's shape.
+    fn flux_transformer_config(&self) -> Option<std::path::PathBuf> {
+        let path = self.init_from.as_deref().filter(|_| self.preset.starts_with("flux-"))?;
+        unireal_model::flux_transformer_config(path)
+    }
+
+    /// This config with the DiT's shape written in (`dit`) when it comes from `init_from`'s
+    /// `transformer/config.json`: what a run records, so its checkpoints stand alone.
+    pub fn resolved(&self) -> Result<ModelConfig> {
+        let mut cfg = self.clone();
+        if cfg.dit.is_none() && self.flux_transformer_config().is_some() {
+            cfg.dit = Some(self.dit_config()?);
+        }
+        Ok(cfg)
+    }
+
     /// The trainable module a run starts from: freshly initialised, its DiT loaded from
-    /// `init_from` when set (every tensor of the config required; UniReal's index and role
-    /// embeddings zeroed).
+    /// `init_from` when set (every tensor of the config required, every tensor of the
+    /// checkpoint used; UniReal's index and role embeddings zeroed).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<UniReal<B>> {
         let mut model = self.build::<B>(device)?;
         if let Some(path) = &self.init_from {
             let cfg = self.dit_config()?;
-            unireal_model::load_flux(&mut model.dit, &cfg, path, true).map_err(PipelineError::Weights)?;
+            let report = unireal_model::load_flux(&mut model.dit, &cfg, path, true).map_err(PipelineError::Weights)?;
+            if !report.unused.is_empty() {
+                let names: Vec<&str> = report.unused.iter().take(6).map(String::as_str).collect();
+                return Err(PipelineError::Mismatch(format!(
+                    "model.init_from {}: {} tensor(s) fill nothing in the {} DiT ({}{}): a checkpoint of another model \
+                     (FLUX.1-dev's with preset flux-schnell?)",
+                    path.display(),
+                    report.unused.len(),
+                    self.preset,
+                    names.join(", "),
+                    if report.unused.len() > 6 { ", …" } else { "" }
+                )));
+            }
         }
         Ok(model)
     }
@@ -221,8 +273,8 @@ impl ModelConfig {
             LatentConfig::SpaceToDepth { factor } => Latent::SpaceToDepth(SpaceToDepth { factor: *factor }),
             LatentConfig::Vae { path } => {
                 let mut vae = vae_config(path)?.init::<B>(device);
-                let weights =
-                    unireal_model::weights_in(path, "diffusion_pytorch_model").map_err(PipelineError::Weights)?;
+                let weights = unireal_model::weights_in(path, unireal_model::weights::DIFFUSERS_WEIGHTS)
+                    .map_err(PipelineError::Weights)?;
                 unireal_model::load_safetensors(&mut vae, &weights, &[], unireal_model::LoadOptions { strict: true })
                     .map_err(PipelineError::Weights)?;
                 Latent::Kl(vae)

@@ -106,7 +106,8 @@ impl Fingerprints {
         let latent = match &cfg.latent {
             LatentConfig::Vae { path } => Some(hash_files(
                 &format!("vae posterior mode; transform {TRANSFORM_VERSION}"),
-                &[vec![path.join("config.json")], model_files(path, "diffusion_pytorch_model")?].concat(),
+                &[vec![path.join("config.json")], model_files(path, unireal_model::weights::DIFFUSERS_WEIGHTS)?]
+                    .concat(),
             )?),
             LatentConfig::SpaceToDepth { .. } => None,
         };
@@ -116,7 +117,7 @@ impl Fingerprints {
                 &format!("t5 states; max_len {}", t.max_len),
                 &[
                     vec![t.path.join("config.json"), t.tokenizer_dir().join("tokenizer.json")],
-                    model_files(&t.path, "model")?,
+                    model_files(&t.path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?,
                 ]
                 .concat(),
             )?),
@@ -183,6 +184,9 @@ pub struct Cache {
     pub manifest: Manifest,
     files: Vec<File>,
     index: HashMap<String, Slot>,
+    /// The parts the run's config reads from it (see [`Cache::for_config`]); all by default.
+    use_latents: bool,
+    use_text: bool,
 }
 
 #[derive(Deserialize)]
@@ -265,7 +269,7 @@ impl Cache {
             }
             files.push(f);
         }
-        Ok(Some(Cache { dir: dir.to_path_buf(), manifest, files, index }))
+        Ok(Some(Cache { dir: dir.to_path_buf(), manifest, files, index, use_latents: true, use_text: true }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -307,14 +311,24 @@ impl Cache {
         Ok(())
     }
 
-    /// It holds VAE latents (the config it was made for encodes with a VAE).
-    pub fn has_latents(&self) -> bool {
-        self.manifest.fingerprints.latent.is_some()
+    /// [`Cache::check`]ed against `now`, and reading only the parts `now` runs frozen: a
+    /// cache with T5 states serves a config whose text is not cached (`unmasked`, bytes) its
+    /// latents only.
+    pub fn for_config(mut self, now: &Fingerprints) -> Result<Cache, CacheError> {
+        self.check(now)?;
+        self.use_latents = now.latent.is_some();
+        self.use_text = now.text.is_some();
+        Ok(self)
     }
 
-    /// It holds T5 text states.
+    /// It holds VAE latents that the run reads.
+    pub fn has_latents(&self) -> bool {
+        self.use_latents && self.manifest.fingerprints.latent.is_some()
+    }
+
+    /// It holds T5 text states that the run reads.
     pub fn has_text(&self) -> bool {
-        self.manifest.fingerprints.text.is_some()
+        self.use_text && self.manifest.fingerprints.text.is_some()
     }
 
     /// The error for a tensor of this cache that is not what its name promises.
@@ -389,10 +403,7 @@ pub fn open_for_run(cfg: &TrainConfig, run: &Path) -> Result<Option<Cache>, Cach
         return Ok(None);
     }
     match Cache::open(&dir)? {
-        Some(c) => {
-            c.check(&Fingerprints::of(&cfg.model)?)?;
-            Ok(Some(c))
-        }
+        Some(c) => Ok(Some(c.for_config(&Fingerprints::of(&cfg.model)?)?)),
         None if cfg.data.cache == CacheUse::Require => Err(CacheError::Missing { dir }),
         None => Ok(None),
     }
@@ -609,7 +620,7 @@ pub fn build<B: Backend>(
         done += chunk.len();
         progress(done, entries.len());
     }
-    if let Some(t5) = &frozen.t5 {
+    if let Some(t5) = frozen.t5.as_ref().filter(|_| fp.text.is_some()) {
         let missing: Vec<String> = prompts
             .into_iter()
             .filter(|p| {
@@ -671,6 +682,14 @@ mod tests {
         c.check(&fingerprints()).unwrap();
         let other = Fingerprints { latent: Some("cc".into()), text: Some("bb".into()) };
         assert!(matches!(c.check(&other), Err(CacheError::Mismatch { part: "VAE latents", .. })));
+        // A config that runs its text live (T5 `unmasked`) reads the latents only.
+        let latents_only = Cache::open(dir.path())
+            .unwrap()
+            .unwrap()
+            .for_config(&Fingerprints { latent: Some("aa".into()), text: None })
+            .unwrap();
+        assert!(latents_only.has_latents() && !latents_only.has_text());
+        assert!(c.has_latents() && c.has_text());
 
         let mut w = Writer::new(dir.path(), fingerprints(), Some(c.manifest.clone())).unwrap();
         assert!(!dir.path().join("shard-00099.safetensors").exists());

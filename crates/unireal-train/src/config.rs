@@ -370,7 +370,8 @@ impl TrainConfig {
             return invalid("train.shift", m);
         }
         if unireal_model::DiTConfig::preset(&self.model.preset, 12, 64).is_none() {
-            return invalid("model.preset", format!("`{}` (tiny, small, base, unireal)", self.model.preset));
+            let known = unireal_model::DiTConfig::PRESETS.join(", ");
+            return invalid("model.preset", format!("`{}` ({known})", self.model.preset));
         }
         Ok(())
     }

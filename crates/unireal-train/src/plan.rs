@@ -218,13 +218,13 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
     let trained = dit_params + text_params;
     let mut frozen_params = 0;
     if let LatentConfig::Vae { path } = &cfg.model.latent {
-        frozen_params += safetensors_params(path, "diffusion_pytorch_model")?;
+        frozen_params += safetensors_params(path, unireal_model::weights::DIFFUSERS_WEIGHTS)?;
     }
     if let TextConfig::T5(t) = &cfg.model.text {
-        frozen_params += safetensors_params(&t.path, "model")?;
+        frozen_params += safetensors_params(&t.path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
     }
     if let Some(unireal_pipeline::PooledText::Clip { path, .. }) = &cfg.model.pooled {
-        frozen_params += safetensors_params(path, "model")?;
+        frozen_params += safetensors_params(path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
     }
     let f32 = |n: usize| 4 * n as u64;
     let t = &cfg.train;

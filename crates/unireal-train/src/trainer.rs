@@ -179,10 +179,13 @@ fn resolve_config(cfg: &TrainConfig, coll: &dyn Collective) -> Result<(TrainConf
         return Err(TrainError::NotLaunchedByMpi(cfg.data.world_size));
     }
     let mut shared = cfg.clone();
+    // The DiT's shape read from `init_from` is written into the run's config.
+    shared.model = cfg.model.resolved()?;
     shared.data.rank = 0;
     shared.data.world_size = 1;
     let yaml = serde_yaml::to_string(&shared).map_err(TrainError::SerializeConfig)?;
     let mut mine = cfg.clone();
+    mine.model = shared.model.clone();
     mine.data.rank = coll.rank();
     mine.data.world_size = coll.world_size();
     Ok((mine, yaml))

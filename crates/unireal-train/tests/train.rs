@@ -628,12 +628,15 @@ fn full_fine_tuning_starts_from_a_flux_pipeline_and_resumes_from_its_checkpoint(
     let l = losses(&run);
     assert_eq!(l.len(), 4);
     assert!(l.iter().all(|x| x.1.is_finite() && x.1 > 0.0), "{l:?}");
-    // The pretrained weights gone: a resumed run does not need them.
-    std::fs::remove_file(flux.join("transformer/diffusion_pytorch_model.safetensors")).unwrap();
+    // The run's config records the DiT's shape read from transformer/config.json.
+    let saved = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    assert!(saved.contains("guidance_embed: true") && saved.contains("vec_in_dim: 32"), "{saved}");
+    // The pretrained transformer gone: a resumed run does not need it.
+    std::fs::remove_dir_all(flux.join("transformer")).unwrap();
     ok(resume(&run, "train.steps=6"));
     assert_eq!(losses(&run).len(), 6);
-    // A fresh run does, and says which file is missing.
+    // A fresh run does need it, and says which file is missing.
     let out = train(&repo().join("configs/train/tiny-flux.yaml"), &dir.path().join("run2"), &set).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("diffusion_pytorch_model"), "{err}");
+    assert!(!out.status.success() && err.contains("transformer"), "{err}");
 }
