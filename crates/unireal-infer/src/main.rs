@@ -195,7 +195,7 @@ fn run_flux(args: &Args) -> anyhow::Result<()> {
         n_inputs: 0,
         n_outputs: 1,
         bucket,
-        steps: args.steps.unwrap_or(unireal_pipeline::generate::DEFAULT_SAMPLE_STEPS),
+        steps: args.steps.unwrap_or(flux.default_steps),
         shift: flux.schedule.shift(tokens),
         // Flux has no classifier-free guidance; dev's guidance is distilled into guidance_in.
         guidance: Guidance { text: args.text_guidance.unwrap_or(1.0), image: 1.0 },

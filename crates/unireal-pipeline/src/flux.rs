@@ -28,6 +28,9 @@ pub struct FluxPipelineDir {
     pub model: ModelConfig,
     /// The scheduler's shift for `tokens` image tokens of one frame.
     pub schedule: FluxSchedule,
+    /// Sampling steps unless given: 28 for dev (diffusers' default), 4 for schnell (the
+    /// timestep-distilled model's own).
+    pub default_steps: usize,
 }
 
 /// `scheduler/scheduler_config.json` of a `FlowMatchEulerDiscreteScheduler`.
@@ -102,7 +105,8 @@ impl FluxPipelineDir {
             guidance: None,
             dit: None,
         };
-        Ok(FluxPipelineDir { model, schedule })
+        let default_steps = if guidance_embeds { crate::generate::DEFAULT_SAMPLE_STEPS } else { 4 };
+        Ok(FluxPipelineDir { model, schedule, default_steps })
     }
 }
 
