@@ -99,10 +99,13 @@ def t5(tok):
     save_file({"ids": ids, "mask": mask, "out": out.contiguous()}, OUT / "t5_io.safetensors")
 
 
-def vae():
+def tiny_vae(**config):
+    """A tiny random diffusers.AutoencoderKL (3 levels, 4 latent channels, 4x down) with weights
+    large enough that every term matters; `config` adds to or overrides its arguments
+    (scripts/reference/pretrained.py makes Flux's from it)."""
     from diffusers import AutoencoderKL
 
-    model = AutoencoderKL(
+    args = dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3,
@@ -111,15 +114,19 @@ def vae():
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=4,
-        scaling_factor=0.5,
-        shift_factor=0.1,
-    ).eval()
+    )
+    model = AutoencoderKL(**{**args, **config}).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
             else:
                 p.normal_(0.0, 0.15)
+    return model
+
+
+def vae():
+    model = tiny_vae(scaling_factor=0.5, shift_factor=0.1)
     model.save_pretrained(OUT / "vae", safe_serialization=True)
     img = Image.open(ROOT / "datasets/samples/images/astronaut.png").convert("RGB").resize((16, 16), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]

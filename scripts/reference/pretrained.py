@@ -44,12 +44,16 @@ Writes crates/unireal-model/tests/fixtures/:
 """
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model import tiny_vae  # noqa: E402  (the same tiny VAE as the model fixtures')
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates/unireal-model/tests/fixtures"
@@ -289,33 +293,14 @@ def flux():
 
 
 def flux_pipeline():
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from transformers import CLIPModel, CLIPTextModel
 
     root = OUT / "flux"  # transformer/ is flux()'s dev model
     for sub in ["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"]:
         shutil.rmtree(root / sub, ignore_errors=True)
     torch.manual_seed(2)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).eval()
-    with torch.no_grad():
-        for name, p in vae.named_parameters():
-            if "norm" in name:
-                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
-            else:
-                p.normal_(0.0, 0.15)
+    vae = tiny_vae(scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
     vae.save_pretrained(root / "vae", safe_serialization=True)
     clip = CLIPModel.from_pretrained(OUT / "clip")
     text = CLIPTextModel(clip.config.text_config).eval()

@@ -277,7 +277,7 @@ pub fn load_flux<B: Backend>(
         return Err(err(format!(
             "{} tensor(s) this model config needs are not in the checkpoint: {}",
             missing.len(),
-            missing.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+            crate::weights::preview(&missing)
         )));
     }
     let unused = tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();

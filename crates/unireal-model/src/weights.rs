@@ -215,7 +215,8 @@ fn load_one<B: Backend, M: ModuleSnapshot<B>>(
     Ok((result.applied.iter().cloned().collect(), missing, unused))
 }
 
-fn preview(names: &[String]) -> String {
+/// The first names of a list, and how many more.
+pub(crate) fn preview(names: &[String]) -> String {
     let mut s = names.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
     if names.len() > 8 {
         s.push_str(&format!(", … ({} more)", names.len() - 8));

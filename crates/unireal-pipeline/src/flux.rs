@@ -6,7 +6,7 @@
 //! its fixed `shift` otherwise). Also the latent files `unireal-infer --init-noise` reads and
 //! `--out-latents` writes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 
@@ -130,7 +130,7 @@ pub fn read_latent_file(path: &Path, name: &str, shape: &[usize]) -> Result<Vec<
     Ok(data.into_vec::<f32>()?)
 }
 
-/// Writes `tensor` as the f32 tensor `name` of a safetensors file (through a temporary file).
+/// Writes `tensor` as the f32 tensor `name` of a safetensors file, atomically.
 pub fn write_latent_file<B: Backend, const D: usize>(path: &Path, name: &str, tensor: Tensor<B, D>) -> Result<()> {
     let shape = tensor.dims().to_vec();
     let values: Vec<f32> = tensor.into_data().convert::<f32>().into_vec()?;
@@ -139,9 +139,5 @@ pub fn write_latent_file<B: Backend, const D: usize>(path: &Path, name: &str, te
         .map_err(|e| PipelineError::Tensor(e.to_string()))?;
     let data =
         safetensors::tensor::serialize([(name, view)], None).map_err(|e| PipelineError::Tensor(e.to_string()))?;
-    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{file}.tmp"));
-    let write = |source| PipelineError::Write { path: path.to_path_buf(), source };
-    std::fs::write(&tmp, data).map_err(write)?;
-    std::fs::rename(&tmp, path).map_err(write)
+    unireal_core::write_atomic(path, &data).map_err(|source| PipelineError::Write { path: path.to_path_buf(), source })
 }
