@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export UNIREAL_PYTHON="$PWD/.venv/bin/python"
+# A whole-suite run gains nothing from incremental caches (one per test binary, gigabytes in
+# all); keep them only if the caller asks.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --workspace --locked "$@"
 echo "data-parallel training over MPI (unireal-train --features mpi)" >&2
 cargo test --locked -p unireal-train --features mpi --test mpi "$@"
