@@ -3,7 +3,7 @@
 safetensors and CLIP, for crates/unireal-model/tests/{weights,clip}.rs. CPU only, seconds.
 
 Run from the repository root, after scripts/reference/model.py (it reads that script's T5):
-    .venv/bin/pip install torch transformers diffusers safetensors tokenizers pillow
+    .venv/bin/pip install torch transformers diffusers peft safetensors tokenizers pillow
     .venv/bin/python scripts/reference/pretrained.py
 
 Writes crates/unireal-model/tests/fixtures/:
@@ -36,6 +36,15 @@ Writes crates/unireal-model/tests/fixtures/:
                           `noise` [1, 4, 8, 12] (unpacked) and FluxPipeline's 4-step latents from it
                           (prompt PROMPTS[0], 48x32 px, guidance_scale 3.5, output_type="latent",
                           unpacked) as `latents`
+  flux-lora/pytorch_lora_weights.safetensors
+                          a PEFT LoRA (rank 4, lora_alpha 8, so scale 2, in the file's
+                          lora_adapter_metadata) on every block linear of flux/transformer/ (the
+                          modules train.lora's targets attn + mlp + mod adapt), A and B random,
+                          saved by FluxPipeline.save_lora_weights
+  flux_lora_io.safetensors
+                          flux/transformer/ with that LoRA (load_lora_weights) on flux_io's
+                          inputs (`out_dev`), and FluxPipeline's 4-step latents with it from
+                          flux_pipeline_io's noise and prompt (`latents`)
   clip_io.safetensors     two prompts padded to 77 tokens as CLIPTokenizer pads them (ids,
                           mask), the text tower's last_hidden_state, pooled output and text
                           embeds; the processor's pixel_values for datasets/samples/images/
@@ -356,9 +365,75 @@ def flux_pipeline():
               OUT / "flux_pipeline_io.safetensors")
 
 
+# The diffusers modules of every block linear: what train.lora's targets attn + mlp + mod adapt
+# (a full-match regex for PEFT's target_modules; not the top-level proj_out or norm_out).
+LORA_TARGETS = (
+    r"(transformer_blocks\.\d+\.(norm1\.linear|norm1_context\.linear"
+    r"|attn\.(to_q|to_k|to_v|add_q_proj|add_k_proj|add_v_proj|to_out\.0|to_add_out)"
+    r"|ff\.net\.(0\.proj|2)|ff_context\.net\.(0\.proj|2))"
+    r"|single_transformer_blocks\.\d+\.(norm\.linear|attn\.(to_q|to_k|to_v)|proj_mlp|proj_out))"
+)
+
+
+def flux_lora():
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    root = OUT / "flux"
+    dest = OUT / "flux-lora"
+    shutil.rmtree(dest, ignore_errors=True)
+    pipe = FluxPipeline.from_pretrained(root, torch_dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS)
+    pipe.transformer.add_adapter(config)
+    torch.manual_seed(5)
+    with torch.no_grad():  # B is zero at init: random A and B so that every module counts
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_" in name:
+                p.normal_(0.0, 0.2)
+    FluxPipeline.save_lora_weights(
+        dest,
+        transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+        transformer_lora_adapter_metadata=config.to_dict(),
+    )
+
+    # Loaded back as a user would, into a fresh pipeline.
+    pipe = FluxPipeline.from_pretrained(root, torch_dtype=torch.float32)
+    pipe.load_lora_weights(dest / "pytorch_lora_weights.safetensors")
+    io = load_file(OUT / "flux_io.safetensors")
+    h, w, txt = 8, 12, io["text"].shape[1]
+    img_ids = torch.zeros(h // 2, w // 2, 3)
+    img_ids[..., 1] = torch.arange(h // 2)[:, None]
+    img_ids[..., 2] = torch.arange(w // 2)[None, :]
+    with torch.no_grad():
+        out = pipe.transformer(
+            hidden_states=pack(io["latents"]),
+            encoder_hidden_states=io["text"],
+            pooled_projections=io["pooled"],
+            timestep=io["t"],
+            img_ids=img_ids.reshape(-1, 3),
+            txt_ids=torch.zeros(txt, 3),
+            guidance=io["guidance"],
+            return_dict=False,
+        )[0]
+        noise = load_file(OUT / "flux_pipeline_io.safetensors")["noise"]
+        latents = pipe(
+            prompt=PROMPTS[0],
+            height=32,
+            width=48,
+            num_inference_steps=4,
+            guidance_scale=3.5,
+            latents=pack(noise),
+            output_type="latent",
+        ).images
+    save_file({"out_dev": unpack(out, h, w).contiguous(), "latents": unpack(latents, 8, 12).contiguous()},
+              OUT / "flux_lora_io.safetensors")
+
+
 if __name__ == "__main__":
     t5_sharded()
     clip()
     flux()
     flux_pipeline()
+    flux_lora()
     print(f"wrote fixtures under {OUT}")

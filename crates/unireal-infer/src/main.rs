@@ -93,6 +93,11 @@ struct Args {
     /// latent space, before decoding) to this safetensors file.
     #[arg(long)]
     out_latents: Option<PathBuf>,
+    /// A LoRA of the FLUX.1 transformer in diffusers' layout (what `FluxPipeline.save_lora_weights`
+    /// writes, or a LoRA run's `lora.safetensors`), merged into the weights before sampling.
+    /// With a FluxPipeline directory; a LoRA run's checkpoint applies its own adapters.
+    #[arg(long)]
+    lora: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -185,7 +190,14 @@ fn run_flux(args: &Args) -> anyhow::Result<()> {
     // The noise file is checked before the weights load.
     let noise = args.init_noise.as_ref().map(|p| init_noise(p, images, channels, factor, bucket)).transpose()?;
     let device = Default::default();
-    let model = cfg.init::<Backend>(&device)?;
+    let mut model = cfg.init::<Backend>(&device)?;
+    if let Some(path) = &args.lora {
+        let report;
+        (model, report) = unireal_pipeline::merge_lora(model, cfg, path)?;
+        let (lo, hi) = report.ranks;
+        let ranks = if lo == hi { format!("rank {lo}") } else { format!("ranks {lo}..{hi}") };
+        eprintln!("lora: {} ({} modules, {ranks}) merged into the transformer", path.display(), report.modules);
+    }
     let frozen = cfg.frozen::<Backend>(&device)?;
     let tokens = unireal_pipeline::tokens_per_frame(bucket, factor, model.dit.patch);
     let req = Request {
@@ -257,6 +269,13 @@ fn write_outputs(
 fn run(args: Args) -> anyhow::Result<()> {
     if is_pipeline_dir(&args.checkpoint) {
         return run_flux(&args);
+    }
+    if args.lora.is_some() {
+        return Err(Hinted::new(
+            "--lora applies to a FLUX.1 pipeline directory",
+            "a LoRA run's checkpoint merges its own adapters; drop --lora, or point --checkpoint at the FluxPipeline directory",
+        )
+        .into());
     }
     let ckpt = Checkpoint::open(&args.checkpoint).map_err(|e| match e {
         PipelineError::NotACheckpoint(_) => {

@@ -135,6 +135,9 @@ fn writes_pngs_of_the_right_size_for_edits_and_text_to_image() {
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--role"));
     let r = infer(&["--checkpoint", &s(&ckpt), "--image", "/nonexistent.png", "--prompt", "x"]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent.png"));
+    let r = infer(&["--checkpoint", &s(&ckpt), "--lora", "x.safetensors", "--prompt", "x"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("--lora") && err.contains("hint:"), "{err}");
 }
 
 /// A tiny FLUX.1-dev `FluxPipeline` directory (scripts/reference/pretrained.py: bf16 T5 in two
@@ -175,6 +178,34 @@ fn flux_pipeline_directory_matches_diffusers() {
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(d < 1e-3, "latents differ from diffusers' FluxPipeline by {d}");
     assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (48, 32));
+
+    // With diffusers' LoRA (PEFT, alpha in its metadata) merged: diffusers' latents with
+    // load_lora_weights.
+    let lora = fixtures.join("flux-lora/pytorch_lora_weights.safetensors");
+    let out = infer(&[
+        "--checkpoint",
+        fixtures.join("flux").to_str().unwrap(),
+        "--prompt",
+        "a photograph of an astronaut holding a flag on the moon",
+        "--size",
+        "48x32",
+        "--steps",
+        "4",
+        "--init-noise",
+        io.to_str().unwrap(),
+        "--lora",
+        lora.to_str().unwrap(),
+        "--out-latents",
+        latents.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("40 modules, rank 4"), "{err}");
+    let (_, got) = f32s(&std::fs::read(&latents).unwrap(), "latents");
+    let (_, want) = f32s(&std::fs::read(fixtures.join("flux_lora_io.safetensors")).unwrap(), "latents");
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d < 1e-3, "latents with the LoRA differ from diffusers' by {d}");
 
     // FLUX.1 itself does not edit; noise of the wrong size is named.
     let img = repo().join("datasets/samples/images/astronaut.png");

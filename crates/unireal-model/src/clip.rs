@@ -147,7 +147,7 @@ impl ClipConfig {
             &mut clip,
             &crate::weights_in(dir, crate::weights::TRANSFORMERS_WEIGHTS)?,
             remap,
-            crate::LoadOptions { strict: true },
+            crate::LoadOptions { strict: true, only: None },
         )?;
         Ok((clip, report))
     }

@@ -16,6 +16,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu};
 
 use crate::layers::{layer_norm, linear, merge_heads, modulate, sdpa, split_heads, split_n, zero_linear, RmsNorm};
+use crate::lora::{adapted, LoraAdapter};
 use crate::precision::in_f32;
 use crate::rope::{sequence_positions, Rope};
 
@@ -273,13 +274,16 @@ pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize, time_factor: 
     Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
 }
 
-/// Self-attention projections of one stream: fused qkv, QK-RMSNorm, output projection.
+/// Self-attention projections of one stream: fused qkv, QK-RMSNorm, output projection. The
+/// `*_lora` fields are LoRA adapters of the layer they are named after ([`crate::lora`]).
 #[derive(Module, Debug)]
 pub struct StreamAttention<B: Backend> {
     pub qkv: Linear<B>,
+    pub qkv_lora: Option<LoraAdapter<B>>,
     pub query_norm: RmsNorm<B>,
     pub key_norm: RmsNorm<B>,
     pub proj: Linear<B>,
+    pub proj_lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> StreamAttention<B> {
@@ -287,21 +291,30 @@ impl<B: Backend> StreamAttention<B> {
         let h = cfg.hidden;
         StreamAttention {
             qkv: linear(h, 3 * h, true, device),
+            qkv_lora: None,
             query_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
             key_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
             proj: linear(h, h, true, device),
+            proj_lora: None,
         }
     }
 
     /// # Shapes
     /// - x: `[batch, tokens, hidden]` → q, k, v: `[batch, heads, tokens, head_dim]`
     fn qkv(&self, x: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
-        let [q, k, v] = split_n(self.qkv.forward(x), 2);
+        let [q, k, v] = split_n(adapted(&self.qkv, self.qkv_lora.as_ref(), x), 2);
         [
             self.query_norm.forward(split_heads(q, heads)),
             self.key_norm.forward(split_heads(k, heads)),
             split_heads(v, heads),
         ]
+    }
+    /// The output projection.
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, hidden]` → same
+    fn project(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        adapted(&self.proj, self.proj_lora.as_ref(), x)
     }
 }
 
@@ -309,21 +322,26 @@ impl<B: Backend> StreamAttention<B> {
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
+    pub fc1_lora: Option<LoraAdapter<B>>,
     pub fc2: Linear<B>,
+    pub fc2_lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> Mlp<B> {
     fn new(cfg: &DiTConfig, device: &B::Device) -> Self {
         Mlp {
             fc1: linear(cfg.hidden, cfg.mlp_hidden(), true, device),
+            fc1_lora: None,
             fc2: linear(cfg.mlp_hidden(), cfg.hidden, true, device),
+            fc2_lora: None,
         }
     }
 
     /// # Shapes
     /// - x: `[batch, tokens, hidden]` → same
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+        let hidden = gelu_approximate(adapted(&self.fc1, self.fc1_lora.as_ref(), x));
+        adapted(&self.fc2, self.fc2_lora.as_ref(), hidden)
     }
 }
 
@@ -332,9 +350,11 @@ impl<B: Backend> Mlp<B> {
 #[derive(Module, Debug)]
 pub struct DoubleStreamBlock<B: Backend> {
     pub img_mod: Linear<B>,
+    pub img_mod_lora: Option<LoraAdapter<B>>,
     pub img_attn: StreamAttention<B>,
     pub img_mlp: Mlp<B>,
     pub txt_mod: Linear<B>,
+    pub txt_mod_lora: Option<LoraAdapter<B>>,
     pub txt_attn: StreamAttention<B>,
     pub txt_mlp: Mlp<B>,
     pub heads: usize,
@@ -345,9 +365,11 @@ impl<B: Backend> DoubleStreamBlock<B> {
         let h = cfg.hidden;
         DoubleStreamBlock {
             img_mod: zero_linear(h, 6 * h, device),
+            img_mod_lora: None,
             img_attn: StreamAttention::new(cfg, device),
             img_mlp: Mlp::new(cfg, device),
             txt_mod: zero_linear(h, 6 * h, device),
+            txt_mod_lora: None,
             txt_attn: StreamAttention::new(cfg, device),
             txt_mlp: Mlp::new(cfg, device),
             heads: cfg.heads,
@@ -367,8 +389,10 @@ impl<B: Backend> DoubleStreamBlock<B> {
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let v = silu(vec);
-        let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2] = split_n(self.img_mod.forward(v.clone()), 1);
-        let [t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2] = split_n(self.txt_mod.forward(v), 1);
+        let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2] =
+            split_n(adapted(&self.img_mod, self.img_mod_lora.as_ref(), v.clone()), 1);
+        let [t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2] =
+            split_n(adapted(&self.txt_mod, self.txt_mod_lora.as_ref(), v), 1);
         let txt_len = txt.dims()[1];
 
         let [iq, ik, iv] = self.img_attn.qkv(modulate(layer_norm(img.clone(), NORM_EPS), i_sh1, i_sc1), self.heads);
@@ -382,10 +406,10 @@ impl<B: Backend> DoubleStreamBlock<B> {
         let txt_attn = attn.clone().narrow(1, 0, txt_len);
         let img_attn = attn.narrow(1, txt_len, total - txt_len);
 
-        let img = img + self.img_attn.proj.forward(img_attn) * i_g1.unsqueeze_dim::<3>(1);
+        let img = img + self.img_attn.project(img_attn) * i_g1.unsqueeze_dim::<3>(1);
         let img = img.clone()
             + self.img_mlp.forward(modulate(layer_norm(img, NORM_EPS), i_sh2, i_sc2)) * i_g2.unsqueeze_dim::<3>(1);
-        let txt = txt + self.txt_attn.proj.forward(txt_attn) * t_g1.unsqueeze_dim::<3>(1);
+        let txt = txt + self.txt_attn.project(txt_attn) * t_g1.unsqueeze_dim::<3>(1);
         let txt = txt.clone()
             + self.txt_mlp.forward(modulate(layer_norm(txt, NORM_EPS), t_sh2, t_sc2)) * t_g2.unsqueeze_dim::<3>(1);
         (img, txt)
@@ -398,8 +422,11 @@ impl<B: Backend> DoubleStreamBlock<B> {
 #[derive(Module, Debug)]
 pub struct SingleStreamBlock<B: Backend> {
     pub modulation: Linear<B>,
+    pub modulation_lora: Option<LoraAdapter<B>>,
     pub linear1: Linear<B>,
+    pub linear1_lora: Option<LoraAdapter<B>>,
     pub linear2: Linear<B>,
+    pub linear2_lora: Option<LoraAdapter<B>>,
     pub query_norm: RmsNorm<B>,
     pub key_norm: RmsNorm<B>,
     pub heads: usize,
@@ -411,8 +438,11 @@ impl<B: Backend> SingleStreamBlock<B> {
         let (h, m) = (cfg.hidden, cfg.mlp_hidden());
         SingleStreamBlock {
             modulation: zero_linear(h, 3 * h, device),
+            modulation_lora: None,
             linear1: linear(h, 3 * h + m, true, device),
+            linear1_lora: None,
             linear2: linear(h + m, h, true, device),
+            linear2_lora: None,
             query_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
             key_norm: RmsNorm::new(cfg.head_dim(), NORM_EPS, device),
             heads: cfg.heads,
@@ -429,9 +459,9 @@ impl<B: Backend> SingleStreamBlock<B> {
         rope: &Rope<B>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
-        let [shift, scale, gate] = split_n(self.modulation.forward(silu(vec)), 1);
+        let [shift, scale, gate] = split_n(adapted(&self.modulation, self.modulation_lora.as_ref(), silu(vec)), 1);
         let x_mod = modulate(layer_norm(x.clone(), NORM_EPS), shift, scale);
-        let h1 = self.linear1.forward(x_mod); // [b, L, 3h + mlp]
+        let h1 = adapted(&self.linear1, self.linear1_lora.as_ref(), x_mod); // [b, L, 3h + mlp]
         let [b, l, width] = h1.dims();
         let h = self.hidden;
         let q = self.query_norm.forward(split_heads(h1.clone().narrow(2, 0, h), self.heads));
@@ -440,7 +470,7 @@ impl<B: Backend> SingleStreamBlock<B> {
         let mlp = h1.narrow(2, 3 * h, width - 3 * h);
         let attn = merge_heads(sdpa(rope.apply(q), rope.apply(k), v, mask, None, None));
         debug_assert_eq!(attn.dims(), [b, l, h]);
-        let out = self.linear2.forward(Tensor::cat(vec![attn, gelu_approximate(mlp)], 2));
+        let out = adapted(&self.linear2, self.linear2_lora.as_ref(), Tensor::cat(vec![attn, gelu_approximate(mlp)], 2));
         x + out * gate.unsqueeze_dim::<3>(1)
     }
 }

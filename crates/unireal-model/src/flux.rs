@@ -36,8 +36,8 @@ pub enum FluxLayout {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Key(String),
-    /// Row blocks stacked in order.
-    Concat(Vec<String>),
+    /// Row blocks stacked in order, with the rows each has in a model of this config.
+    Concat(Vec<(String, usize)>),
     /// The two halves of the rows exchanged.
     SwapHalves(String),
 }
@@ -46,9 +46,47 @@ impl Source {
     fn keys(&self) -> Vec<&str> {
         match self {
             Source::Key(k) | Source::SwapHalves(k) => vec![k.as_str()],
-            Source::Concat(ks) => ks.iter().map(String::as_str).collect(),
+            Source::Concat(ks) => ks.iter().map(|(k, _)| k.as_str()).collect(),
         }
     }
+}
+
+/// Where a diffusers tensor lands in the DiT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// The DiT tensor (`double_blocks.0.img_attn.qkv.weight`).
+    pub ours: String,
+    /// Its first row there (PyTorch's layout: output features).
+    pub offset: usize,
+    /// Its rows, when it is a part of a fused tensor; None: all of them.
+    pub rows: Option<usize>,
+    /// Its halves exchanged there (the final adaLN's `(scale, shift)`).
+    pub swap_halves: bool,
+}
+
+/// Every tensor of a diffusers `FluxTransformer2DModel` of this config, by key, with where it
+/// lands in the DiT: [`flux_sources`] read the other way.
+pub fn diffusers_placements(cfg: &DiTConfig) -> HashMap<String, Placement> {
+    let mut out = HashMap::new();
+    for (ours, source) in flux_sources(cfg, FluxLayout::Diffusers) {
+        let place = |offset, rows, swap_halves| Placement { ours: ours.clone(), offset, rows, swap_halves };
+        match source {
+            Source::Key(k) => {
+                out.insert(k, place(0, None, false));
+            }
+            Source::SwapHalves(k) => {
+                out.insert(k, place(0, None, true));
+            }
+            Source::Concat(parts) => {
+                let mut offset = 0;
+                for (k, rows) in parts {
+                    out.insert(k, place(offset, Some(rows), false));
+                    offset += rows;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The checkpoint file(s) of `path`: a `.safetensors` file (BFL's single file), a
@@ -66,6 +104,7 @@ pub fn flux_weight_files(path: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// `index_embed` and `role_embed` are not among them.
 pub fn flux_sources(cfg: &DiTConfig, layout: FluxLayout) -> Vec<(String, Source)> {
     let mut out = Vec::new();
+    let h = cfg.hidden;
     let mut add = |ours: String, src: Source| out.push((ours, src));
     let key = |s: String| Source::Key(s);
     for p in ["weight", "bias"] {
@@ -121,11 +160,13 @@ pub fn flux_sources(cfg: &DiTConfig, layout: FluxLayout) -> Vec<(String, Source)
                     ("txt_mod".into(), key(format!("{s}.norm1_context.linear.{p}"))),
                     (
                         "img_attn.qkv".into(),
-                        Source::Concat(["q", "k", "v"].iter().map(|x| format!("{s}.attn.to_{x}.{p}")).collect()),
+                        Source::Concat(["q", "k", "v"].iter().map(|x| (format!("{s}.attn.to_{x}.{p}"), h)).collect()),
                     ),
                     (
                         "txt_attn.qkv".into(),
-                        Source::Concat(["q", "k", "v"].iter().map(|x| format!("{s}.attn.add_{x}_proj.{p}")).collect()),
+                        Source::Concat(
+                            ["q", "k", "v"].iter().map(|x| (format!("{s}.attn.add_{x}_proj.{p}"), h)).collect(),
+                        ),
                     ),
                     ("img_attn.proj".into(), key(format!("{s}.attn.to_out.0.{p}"))),
                     ("txt_attn.proj".into(), key(format!("{s}.attn.to_add_out.{p}"))),
@@ -153,9 +194,9 @@ pub fn flux_sources(cfg: &DiTConfig, layout: FluxLayout) -> Vec<(String, Source)
                     (
                         "linear1",
                         Source::Concat(
-                            ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"]
+                            [("attn.to_q", h), ("attn.to_k", h), ("attn.to_v", h), ("proj_mlp", cfg.mlp_hidden())]
                                 .iter()
-                                .map(|x| format!("{s}.{x}.{p}"))
+                                .map(|(x, rows)| (format!("{s}.{x}.{p}"), *rows))
                                 .collect(),
                         ),
                     ),
@@ -294,7 +335,12 @@ fn converted(
     let first = &parts[0].shape;
     let mut shape = first.clone();
     if let Source::Concat(keys) = source {
-        for (k, p) in keys.iter().zip(&parts).skip(1) {
+        for ((k, rows), p) in keys.iter().zip(&parts) {
+            if p.shape.as_slice().first() != Some(rows) {
+                return Err(format!("`{k}` has shape {:?}, this model config expects {rows} rows", p.shape.as_slice()));
+            }
+        }
+        for ((k, _), p) in keys.iter().zip(&parts).skip(1) {
             if p.shape.num_dims() != first.num_dims() || p.shape.as_slice()[1..] != first.as_slice()[1..] {
                 return Err(format!(
                     "`{k}` has shape {:?}, which cannot be stacked under {:?}",
@@ -389,4 +435,186 @@ impl DiTConfig {
 /// `FluxPipeline` directory), if it has one; BFL's single file has none.
 pub fn flux_transformer_config(path: &Path) -> Option<PathBuf> {
     [path.join("transformer/config.json"), path.join("config.json")].into_iter().find(|p| p.is_file())
+}
+
+/// Why a DiT cannot be written as a diffusers `FluxTransformer2DModel`, if it cannot.
+fn diffusers_incompatibility(cfg: &DiTConfig) -> Option<String> {
+    let checks = [
+        (cfg.patch == 2, "patch 2 (Flux packs 2x2 latent pixels)".to_string()),
+        (cfg.vec_in_dim.is_some(), "a pooled text input (vec_in_dim)".to_string()),
+        (cfg.mlp_ratio == 4.0, format!("mlp_ratio 4 (this one: {})", cfg.mlp_ratio)),
+        (cfg.time_freq_dim == 256 && cfg.time_factor == 1000.0, "Flux's timestep embedding (256, x1000)".to_string()),
+        (cfg.rope_theta == 10000.0, "RoPE theta 10000".to_string()),
+        (cfg.outputs_at_origin, "the generated frame at RoPE frame 0 (outputs_at_origin)".to_string()),
+    ];
+    checks.into_iter().find(|(ok, _)| !ok).map(|(_, what)| format!("FLUX.1's layout needs {what}"))
+}
+
+/// diffusers' `config.json` of a `FluxTransformer2DModel` with `cfg`'s shape.
+pub fn diffusers_flux_config_json(cfg: &DiTConfig) -> Result<String, ModelError> {
+    if let Some(e) = diffusers_incompatibility(cfg) {
+        return Err(ModelError::Config(e));
+    }
+    let v = serde_json::json!({
+        "_class_name": "FluxTransformer2DModel",
+        "attention_head_dim": cfg.head_dim(),
+        "axes_dims_rope": cfg.axes_dim,
+        "guidance_embeds": cfg.guidance_embed,
+        "in_channels": cfg.in_channels * 4,
+        "joint_attention_dim": cfg.text_dim,
+        "num_attention_heads": cfg.heads,
+        "num_layers": cfg.double_blocks,
+        "num_single_layers": cfg.single_blocks,
+        "out_channels": null,
+        "patch_size": 1,
+        "pooled_projection_dim": cfg.vec_in_dim,
+    });
+    serde_json::to_string_pretty(&v).map_err(|e| ModelError::Config(e.to_string()))
+}
+
+/// The dtype of exported weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportDtype {
+    F32,
+    /// What FLUX.1 is released in.
+    Bf16,
+}
+
+/// Largest shard [`export_diffusers`] writes (diffusers' `save_pretrained` default, 10 GB).
+pub const MAX_SHARD_BYTES: usize = 10_000_000_000;
+
+/// Writes `dit` (of `cfg`, FLUX.1-shaped) as a diffusers `FluxTransformer2DModel` directory
+/// `out` (which must not exist): `config.json` and `diffusion_pytorch_model.safetensors`, or
+/// shards of at most `max_shard_bytes` with `diffusion_pytorch_model.safetensors.index.json`,
+/// as `save_pretrained` writes them. Fused projections are split into diffusers' modules and
+/// the final adaLN's halves swapped back. UniReal's index and role embeddings have no place
+/// there: the count of their non-zero values is returned (0 for a LoRA run, whose base keeps
+/// them at zero). Written into a temporary directory renamed at the end.
+pub fn export_diffusers<B: Backend>(
+    dit: &DiT<B>,
+    cfg: &DiTConfig,
+    out: &Path,
+    dtype: ExportDtype,
+    max_shard_bytes: usize,
+) -> Result<usize, ModelError> {
+    let err = |message: String| ModelError::Weights { path: out.display().to_string(), message };
+    let config = diffusers_flux_config_json(cfg)?;
+    if out.exists() {
+        return Err(err("already exists; give a new directory".into()));
+    }
+    // Every DiT tensor, flat (no copy), by path.
+    struct Collect<B: Backend> {
+        path: Vec<String>,
+        all: HashMap<String, (Vec<usize>, Tensor<B, 1>)>,
+    }
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect<B> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let t = p.val();
+            self.all.insert(self.path.join("."), (t.dims().to_vec(), t.reshape([-1])));
+        }
+    }
+    let mut c = Collect { path: Vec::new(), all: HashMap::new() };
+    dit.visit(&mut c);
+    let tensor = |ours: &str| -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        let (dims, t) = c.all.get(ours).ok_or_else(|| err(format!("the DiT has no `{ours}`")))?;
+        let v: Vec<f32> =
+            t.clone().into_data().convert::<f32>().into_vec().map_err(|e| err(format!("`{ours}`: {e:?}")))?;
+        // Burn's Linear weights are [in, out]; PyTorch's [out, in].
+        Ok(match dims[..] {
+            [i, o] => ((vec![o, i]), (0..o * i).map(|k| v[(k % i) * o + k / i]).collect()),
+            _ => (dims.clone(), v),
+        })
+    };
+    let nonzero_own = ["index_embed.weight", "role_embed.weight"]
+        .iter()
+        .filter_map(|p| tensor(p).ok())
+        .map(|(_, v)| v.iter().filter(|x| **x != 0.0).count())
+        .sum();
+    // Every diffusers tensor with its shape, in key order.
+    let mut keys: Vec<(String, Placement)> = diffusers_placements(cfg).into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    let bytes_per = match dtype {
+        ExportDtype::F32 => 4,
+        ExportDtype::Bf16 => 2,
+    };
+    let shape_of = |p: &Placement| -> Result<Vec<usize>, ModelError> {
+        let (dims, _) = c.all.get(&p.ours).ok_or_else(|| err(format!("the DiT has no `{}`", p.ours)))?;
+        let mut shape: Vec<usize> = if dims.len() == 2 { vec![dims[1], dims[0]] } else { dims.clone() };
+        if let Some(rows) = p.rows {
+            shape[0] = rows;
+        }
+        Ok(shape)
+    };
+    let mut shards: Vec<Vec<(String, Placement, Vec<usize>)>> = vec![Vec::new()];
+    let mut size = 0usize;
+    let mut total = 0usize;
+    for (key, p) in keys {
+        let shape = shape_of(&p)?;
+        let n = shape.iter().product::<usize>() * bytes_per;
+        if size > 0 && size + n > max_shard_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        total += n;
+        shards.last_mut().expect("one shard at least").push((key, p, shape));
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    let tmp = out.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| err(format!("create {}: {e}", tmp.display())))?;
+    let stem = crate::weights::DIFFUSERS_WEIGHTS;
+    let count = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.into_iter().enumerate() {
+        let file = if count == 1 {
+            format!("{stem}.safetensors")
+        } else {
+            format!("{stem}-{:05}-of-{count:05}.safetensors", i + 1)
+        };
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(shard.len());
+        for (key, p, shape) in shard {
+            let (_, full) = tensor(&p.ours)?;
+            let row: usize = shape[1..].iter().product();
+            let mut v = full[p.offset * row..(p.offset + shape[0]) * row].to_vec();
+            if p.swap_halves {
+                let half = v.len() / 2;
+                v.rotate_left(half);
+            }
+            let bytes = match dtype {
+                ExportDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ExportDtype::Bf16 => v.iter().flat_map(|x| burn::tensor::bf16::from_f32(*x).to_le_bytes()).collect(),
+            };
+            weight_map.insert(key.clone(), serde_json::Value::String(file.clone()));
+            data.push((key, shape, bytes));
+        }
+        let st_dtype = match dtype {
+            ExportDtype::F32 => safetensors::Dtype::F32,
+            ExportDtype::Bf16 => safetensors::Dtype::BF16,
+        };
+        let views = data
+            .iter()
+            .map(|(k, shape, b)| {
+                safetensors::tensor::TensorView::new(st_dtype, shape.clone(), b)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| err(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(views, Some(metadata), &tmp.join(&file)).map_err(|e| err(e.to_string()))?;
+    }
+    if count > 1 {
+        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let text = serde_json::to_string_pretty(&index).map_err(|e| err(e.to_string()))?;
+        std::fs::write(tmp.join(format!("{stem}.safetensors.index.json")), text).map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::write(tmp.join("config.json"), config).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, out).map_err(|e| err(format!("rename {}: {e}", tmp.display())))?;
+    Ok(nonzero_own)
 }

@@ -8,6 +8,7 @@ pub mod dit;
 pub mod flux;
 pub mod init;
 pub mod layers;
+pub mod lora;
 pub mod precision;
 pub mod rope;
 pub mod t5;
@@ -19,9 +20,12 @@ pub use clip::{
 };
 pub use dit::{DiT, DiTConfig, DiTInput};
 pub use flux::{flux_transformer_config, load_flux, FluxLayout};
+pub use lora::{attach_lora, merge_diffusers_lora, save_diffusers_lora, LoraConfig, LoraTarget};
 pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};
-pub use weights::{load_safetensors, save_safetensors, weight_files, weights_in, LoadOptions, LoadReport};
+pub use weights::{
+    load_safetensors, save_safetensors, save_safetensors_only, weight_files, weights_in, LoadOptions, LoadReport,
+};
 
 /// Errors of the model crate.
 #[derive(Debug, thiserror::Error)]

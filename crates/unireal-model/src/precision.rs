@@ -17,6 +17,9 @@ pub fn cast_params<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M 
     struct Cast(FloatDType);
     impl<B: Backend> ModuleMapper<B> for Cast {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            if param.val().dtype() == DType::from(self.0) {
+                return param;
+            }
             let (id, t, mapper) = param.consume();
             Param::from_mapped_value(id, t.cast(self.0), mapper)
         }

@@ -402,7 +402,7 @@ impl<B: Backend> T5Text<B> {
             &mut encoder,
             &crate::weights_in(model_dir, crate::weights::TRANSFORMERS_WEIGHTS)?,
             &T5Config::hf_key_remap(),
-            crate::LoadOptions { strict: true },
+            crate::LoadOptions { strict: true, only: None },
         )?;
         Ok((T5Text { tokenizer, encoder }, report))
     }

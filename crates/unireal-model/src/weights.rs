@@ -33,6 +33,9 @@ pub struct LoadReport {
 pub struct LoadOptions {
     /// Missing tensors are an error (unused ones never are; they are reported).
     pub strict: bool,
+    /// Only the module tensors whose path this accepts (with their container type) are
+    /// loaded and can be missing, e.g. [`crate::lora::is_adapter_tensor`].
+    pub only: Option<fn(&str, &str) -> bool>,
 }
 
 /// The weights' file stem of a transformers model directory (`model.safetensors`).
@@ -147,7 +150,10 @@ pub fn load_safetensors<B: Backend, M: ModuleSnapshot<B>>(
     let mut missing: Option<BTreeSet<String>> = None;
     let mut unused: BTreeSet<String> = BTreeSet::new();
     for file in &files {
-        let (a, m, u) = load_one(module, file, remapper.clone())?;
+        let (a, mut m, u) = load_one(module, file, remapper.clone(), options.only)?;
+        if let Some(keep) = options.only {
+            m.retain(|p| keep(p, ""));
+        }
         applied.extend(a);
         // Missing overall: missing from every shard.
         missing = Some(match missing {
@@ -175,12 +181,16 @@ fn load_one<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     path: &Path,
     remapper: KeyRemapper,
+    only: Option<fn(&str, &str) -> bool>,
 ) -> Result<(Names, Names, Names), ModelError> {
     let mut store = SafetensorsStore::from_file(path)
         .remap(remapper)
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatToF32))
         .validate(false)
         .allow_partial(true);
+    if let Some(keep) = only {
+        store = store.with_predicate(keep);
+    }
     let result = module
         .load_from(&mut store)
         .map_err(|e| ModelError::Weights { path: path.display().to_string(), message: e.to_string() })?;
@@ -227,6 +237,16 @@ pub(crate) fn preview(names: &[String]) -> String {
 /// Saves `module` to `path` in PyTorch's layout (so `safetensors.torch.load_file` and
 /// `load_state_dict` take it), writing a temporary file and renaming it.
 pub fn save_safetensors<B: Backend, M: ModuleSnapshot<B>>(module: &M, path: &Path) -> Result<(), ModelError> {
+    save_safetensors_only(module, path, None)
+}
+
+/// [`save_safetensors`] of the tensors whose module path `only` accepts (with their container
+/// type), e.g. [`crate::lora::is_adapter_tensor`].
+pub fn save_safetensors_only<B: Backend, M: ModuleSnapshot<B>>(
+    module: &M,
+    path: &Path,
+    only: Option<fn(&str, &str) -> bool>,
+) -> Result<(), ModelError> {
     let err = |message: String| ModelError::Weights { path: path.display().to_string(), message };
     let name = path.file_name().ok_or_else(|| err("not a file path".into()))?.to_string_lossy().into_owned();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
@@ -237,6 +257,9 @@ pub fn save_safetensors<B: Backend, M: ModuleSnapshot<B>>(module: &M, path: &Pat
         .clear_metadata()
         .metadata("format", "pt")
         .overwrite(true);
+    if let Some(keep) = only {
+        store = store.with_predicate(keep);
+    }
     module.save_into(&mut store).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(format!("rename {}: {e}", tmp.display())))
 }

@@ -1,6 +1,7 @@
 //! Parity with PyTorch: tiny random-initialised reference modules (transformers'
 //! `T5EncoderModel`, diffusers' `AutoencoderKL`, a plain-PyTorch DiT) saved by
-//! scripts/reference/model.py, loaded through the real loading path, outputs matched to 1e-4.
+//! scripts/reference/model.py, loaded through the real loading path, outputs matched to 1e-4;
+//! FLUX.1, CLIP and LoRA against diffusers and transformers (scripts/reference/pretrained.py).
 
 mod common;
 
@@ -16,7 +17,9 @@ fn dit_matches_pytorch() {
     let device = Default::default();
     let cfg: DiTConfig = serde_json::from_str(&std::fs::read_to_string(fixture("dit_config.json")).unwrap()).unwrap();
     let mut model = cfg.init::<B>(&device);
-    let report = load_safetensors(&mut model, &fixture("dit.safetensors"), &[], LoadOptions { strict: true }).unwrap();
+    let report =
+        load_safetensors(&mut model, &fixture("dit.safetensors"), &[], LoadOptions { strict: true, only: None })
+            .unwrap();
     assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
     assert_eq!(report.loaded, model.num_params_tensors());
 
@@ -68,7 +71,7 @@ fn t5_with_tokenizer_matches_transformers() {
         &mut model,
         &fixture("t5/model.safetensors"),
         &T5Config::hf_key_remap(),
-        LoadOptions { strict: true },
+        LoadOptions { strict: true, only: None },
     )
     .unwrap();
     assert!(report.missing.is_empty(), "{report:?}");
@@ -104,7 +107,7 @@ fn vae_matches_diffusers() {
         &mut vae,
         &fixture("vae/diffusion_pytorch_model.safetensors"),
         &[],
-        LoadOptions { strict: true },
+        LoadOptions { strict: true, only: None },
     )
     .unwrap();
     assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
@@ -290,4 +293,213 @@ fn flux_checkpoints_match_diffusers() {
     let mut dit = wide.init::<B>(&device);
     let err = load_flux(&mut dit, &wide, &fixture("flux-schnell"), true).unwrap_err().to_string();
     assert!(err.contains("has shape") && err.contains("flux-schnell"), "{err}");
+}
+
+/// The tiny FLUX.1-dev transformer of the fixtures (flux/transformer/, flux_io's shapes).
+fn tiny_flux_dev() -> DiTConfig {
+    DiTConfig::new(4, 32, 2, 2, 2, 32, [4, 6, 6])
+        .with_vec_in_dim(Some(32))
+        .with_guidance_embed(true)
+        .with_outputs_at_origin(true)
+}
+
+fn tiny_flux_base(device: &burn::tensor::Device<B>) -> unireal_model::DiT<B> {
+    let cfg = tiny_flux_dev();
+    let mut dit = cfg.init::<B>(device);
+    unireal_model::load_flux(&mut dit, &cfg, &fixture("flux"), true).unwrap();
+    dit
+}
+
+/// flux_io's inputs through `dit`, unpacked `[2, 4, 8, 12]`.
+fn flux_out(dit: &unireal_model::DiT<B>, io: &Io, device: &burn::tensor::Device<B>) -> Tensor<B, 4> {
+    dit.forward(DiTInput {
+        inputs: None,
+        input_roles: None,
+        outputs: io.f32::<4>("latents", device).unsqueeze_dim(1),
+        t: io.f32::<1>("t", device),
+        text: io.f32::<3>("text", device),
+        text_pad: None,
+        hide_inputs: None,
+        pooled: Some(io.f32::<2>("pooled", device)),
+        guidance: Some(io.f32::<1>("guidance", device)),
+    })
+    .squeeze_dim(1)
+}
+
+/// A LoRA that PEFT trained and diffusers saved (`FluxPipeline.save_lora_weights`: q, k, v
+/// with their own A, rank 4, lora_alpha 8 in the file's metadata) merges into the DiT's fused
+/// weights and computes what diffusers computes with `load_lora_weights`.
+#[test]
+fn diffusers_lora_merges_into_the_dit_as_diffusers_applies_it() {
+    let device = Default::default();
+    let io = Io::open("flux_io.safetensors");
+    let want = Io::open("flux_lora_io.safetensors").f32::<4>("out_dev", &device);
+    let base = tiny_flux_base(&device);
+    let plain = flux_out(&base, &io, &device);
+    assert!(max_abs_diff(plain, want.clone()) > 0.1, "the fixture LoRA must change the output");
+    let path = fixture("flux-lora/pytorch_lora_weights.safetensors");
+    let (dit, report) = unireal_model::merge_diffusers_lora(base, &tiny_flux_dev(), &path).unwrap();
+    assert_eq!((report.modules, report.ranks), (40, (4, 4)));
+    let d = max_abs_diff(flux_out(&dit, &io, &device), want);
+    assert!(d < TOL, "max |Δ| = {d}");
+}
+
+/// Sets every adapter's B of `dit` to random values (fresh adapters have B = 0).
+fn randomize_adapters(dit: unireal_model::DiT<B>) -> unireal_model::DiT<B> {
+    use burn::module::{ModuleMapper, Param};
+    struct Randomize(Vec<String>);
+    impl ModuleMapper<B> for Randomize {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            if !self.0.join(".").ends_with("_lora.b") {
+                return p;
+            }
+            let (id, t, mapper) = p.consume();
+            let r = Tensor::random(t.shape(), burn::tensor::Distribution::Normal(0.0, 0.3), &t.device());
+            Param::from_mapped_value(id, r, mapper)
+        }
+    }
+    dit.map(&mut Randomize(Vec::new()))
+}
+
+/// The keys and shapes of a safetensors file.
+fn key_shapes(bytes: &[u8]) -> Vec<(String, Vec<usize>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut v: Vec<(String, Vec<usize>)> = st.tensors().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
+    v.sort();
+    v
+}
+
+/// Adapters attached to the fused projections change nothing until trained; exported, they
+/// have exactly the keys and shapes of diffusers' own LoRA of the same modules, and merged back
+/// from that file they compute what the adapters compute, for each set of targets.
+#[test]
+fn adapters_export_to_diffusers_layout_and_merge_back() {
+    use unireal_model::lora::{attach_lora, diffusers_lora, write_safetensors};
+    use unireal_model::{LoraConfig, LoraTarget};
+    let device = Default::default();
+    let io = Io::open("flux_io.safetensors");
+    let cfg = tiny_flux_dev();
+    let base = tiny_flux_base(&device);
+    let plain = flux_out(&base, &io, &device);
+    let dir = tempfile::tempdir().unwrap();
+    let all = vec![LoraTarget::Attn, LoraTarget::Mlp, LoraTarget::Modulation];
+    for targets in [all.clone(), vec![LoraTarget::Attn], vec![LoraTarget::Mlp], vec![LoraTarget::Modulation]] {
+        let lora = LoraConfig { rank: 3, alpha: Some(6.0), targets: targets.clone() };
+        let adapted = attach_lora(base.clone(), &lora, &device);
+        assert_eq!(max_abs_diff(flux_out(&adapted, &io, &device), plain.clone()), 0.0, "{targets:?}: B starts at 0");
+        let adapted = randomize_adapters(adapted);
+        let want = flux_out(&adapted, &io, &device);
+        assert!(max_abs_diff(want.clone(), plain.clone()) > 1e-3, "{targets:?}: trained adapters change the output");
+        let tensors = diffusers_lora(&adapted, &cfg).unwrap();
+        let path = dir.path().join("lora.safetensors");
+        write_safetensors(&path, &tensors).unwrap();
+        if targets == all {
+            // diffusers' LoRA of every block linear, rank 4: ours has rank 3.
+            let theirs: Vec<(String, Vec<usize>)> =
+                key_shapes(&std::fs::read(fixture("flux-lora/pytorch_lora_weights.safetensors")).unwrap())
+                    .into_iter()
+                    .map(|(k, s)| (k, s.into_iter().map(|d| if d == 4 { 3 } else { d }).collect()))
+                    .collect();
+            assert_eq!(key_shapes(&std::fs::read(&path).unwrap()), theirs);
+        }
+        let (merged, report) = unireal_model::merge_diffusers_lora(base.clone(), &cfg, &path).unwrap();
+        assert_eq!(report.modules, tensors.len() / 2);
+        let d = max_abs_diff(flux_out(&merged, &io, &device), want);
+        assert!(d < TOL, "{targets:?}: merged from the export, max |Δ| = {d}");
+    }
+}
+
+/// A merged transformer written in diffusers' layout (f32, sharded when asked) has diffusers'
+/// keys and shapes and loads back to the same outputs; bf16 within its rounding.
+#[test]
+fn merged_transformer_exports_in_diffusers_layout() {
+    use unireal_model::flux::{export_diffusers, ExportDtype};
+    let device = Default::default();
+    let io = Io::open("flux_io.safetensors");
+    let cfg = tiny_flux_dev();
+    let lora = fixture("flux-lora/pytorch_lora_weights.safetensors");
+    let (merged, _) = unireal_model::merge_diffusers_lora(tiny_flux_base(&device), &cfg, &lora).unwrap();
+    let want = flux_out(&merged, &io, &device);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("transformer");
+    assert_eq!(export_diffusers(&merged, &cfg, &out, ExportDtype::F32, 40_000).unwrap(), 0);
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("diffusion_pytorch_model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let shards: std::collections::BTreeSet<&str> =
+        index["weight_map"].as_object().unwrap().values().filter_map(|v| v.as_str()).collect();
+    assert!(shards.len() > 1, "{shards:?}");
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert_eq!(DiTConfig::from_diffusers_flux_json(&config).unwrap(), cfg);
+    // The same keys and shapes as diffusers' save_pretrained of this transformer.
+    let mut ours = Vec::new();
+    for shard in &shards {
+        ours.extend(key_shapes(&std::fs::read(out.join(shard)).unwrap()));
+    }
+    ours.sort();
+    let theirs = key_shapes(&std::fs::read(fixture("flux/transformer/diffusion_pytorch_model.safetensors")).unwrap());
+    assert_eq!(ours, theirs);
+    let mut back = cfg.init::<B>(&device);
+    let report = unireal_model::load_flux(&mut back, &cfg, &out, true).unwrap();
+    assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
+    let d = max_abs_diff(flux_out(&back, &io, &device), want.clone());
+    assert!(d < 1e-5, "f32 export: max |Δ| = {d}");
+
+    let bf16 = dir.path().join("bf16");
+    export_diffusers(&merged, &cfg, &bf16, ExportDtype::Bf16, usize::MAX).unwrap();
+    assert!(bf16.join("diffusion_pytorch_model.safetensors").is_file());
+    let mut back = cfg.init::<B>(&device);
+    unireal_model::load_flux(&mut back, &cfg, &bf16, true).unwrap();
+    let d = max_abs_diff(flux_out(&back, &io, &device), want);
+    assert!(d > 0.0 && d < 0.05, "bf16 export: max |Δ| = {d}");
+
+    let err = export_diffusers(&merged, &cfg, &out, ExportDtype::F32, usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let tiny = DiTConfig::tiny(4, 32);
+    let err = export_diffusers(&tiny.init::<B>(&device), &tiny, &dir.path().join("t"), ExportDtype::F32, usize::MAX)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("FLUX.1's layout needs"), "{err}");
+}
+
+/// Files that are not a LoRA of this transformer are refused by name.
+#[test]
+fn foreign_lora_files_are_refused_by_name() {
+    use unireal_model::lora::write_safetensors;
+    let device = Default::default();
+    let cfg = tiny_flux_dev();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |keys: &[(&str, Vec<usize>)]| {
+        let path = dir.path().join("x.safetensors");
+        let t: Vec<_> =
+            keys.iter().map(|(k, s)| (k.to_string(), s.clone(), vec![0.1f32; s.iter().product()])).collect();
+        write_safetensors(&path, &t).unwrap();
+        path
+    };
+    let merge = |path: std::path::PathBuf| {
+        unireal_model::merge_diffusers_lora(tiny_flux_base(&device), &cfg, &path).unwrap_err().to_string()
+    };
+    let unknown = write(&[
+        ("transformer.transformer_blocks.9.attn.to_q.lora_A.weight", vec![2, 32]),
+        ("transformer.transformer_blocks.9.attn.to_q.lora_B.weight", vec![32, 2]),
+    ]);
+    let err = merge(unknown);
+    assert!(err.contains("transformer_blocks.9.attn.to_q") && err.contains("not in this FLUX.1 transformer"), "{err}");
+    let text = write(&[("text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_A.weight", vec![2, 32])]);
+    assert!(merge(text).contains("text encoders"));
+    let kohya = write(&[("lora_unet_single_blocks_0_linear1.lora_down.weight", vec![2, 32])]);
+    assert!(merge(kohya).contains("not diffusers/PEFT LoRA weights"));
+    let wrong = write(&[
+        ("transformer.transformer_blocks.0.attn.to_q.lora_A.weight", vec![2, 16]),
+        ("transformer.transformer_blocks.0.attn.to_q.lora_B.weight", vec![32, 2]),
+    ]);
+    let err = merge(wrong);
+    assert!(err.contains("double_blocks.0.img_attn.qkv.weight"), "{err}");
 }

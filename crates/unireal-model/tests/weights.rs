@@ -32,13 +32,14 @@ fn missing_and_unused_tensors_are_reported_by_name() {
     let report = load_safetensors(&mut deeper, &path, &T5Config::hf_key_remap(), LoadOptions::default()).unwrap();
     assert!(report.missing.iter().any(|m| m == "block.2.attention.q.weight"), "{:?}", report.missing);
     assert!(report.unused.is_empty());
-    let err =
-        load_safetensors(&mut deeper, &path, &T5Config::hf_key_remap(), LoadOptions { strict: true }).unwrap_err();
+    let err = load_safetensors(&mut deeper, &path, &T5Config::hf_key_remap(), LoadOptions { strict: true, only: None })
+        .unwrap_err();
     assert!(err.to_string().contains("missing") && err.to_string().contains("block.2."), "{err}");
     // One layer fewer: the file's extra layer is unused.
     let mut shallower = T5Config { num_layers: 1, ..cfg }.init::<B>(&device);
     let report =
-        load_safetensors(&mut shallower, &path, &T5Config::hf_key_remap(), LoadOptions { strict: true }).unwrap();
+        load_safetensors(&mut shallower, &path, &T5Config::hf_key_remap(), LoadOptions { strict: true, only: None })
+            .unwrap();
     assert!(report.unused.iter().any(|u| u.starts_with("block.1.")), "{:?}", report.unused);
     // A missing file.
     let err = load_safetensors(&mut shallower, &fixture("nope.safetensors"), &[], LoadOptions::default()).unwrap_err();
@@ -56,17 +57,22 @@ fn save_then_load_round_trips() {
     save_safetensors(&a, &path).unwrap();
     assert!(!dir.path().join(".vae.safetensors.tmp").exists());
     let mut b = cfg.init::<B>(&device);
-    let report = load_safetensors(&mut b, &path, &[], LoadOptions { strict: true }).unwrap();
+    let report = load_safetensors(&mut b, &path, &[], LoadOptions { strict: true, only: None }).unwrap();
     assert!(report.unused.is_empty(), "{report:?}");
     let x = Tensor::<B, 4>::ones([1, 3, 16, 16], &device) * 0.3;
     assert_eq!(max_abs_diff(a.encode(x.clone()), b.encode(x)), 0.0);
     // Saved in PyTorch's layout, it loads like the diffusers file does (same names).
     let mut c = cfg.init::<B>(&device);
-    load_safetensors(&mut c, &fixture("vae/diffusion_pytorch_model.safetensors"), &[], LoadOptions { strict: true })
-        .unwrap();
+    load_safetensors(
+        &mut c,
+        &fixture("vae/diffusion_pytorch_model.safetensors"),
+        &[],
+        LoadOptions { strict: true, only: None },
+    )
+    .unwrap();
     save_safetensors(&c, &path).unwrap();
     let mut d = cfg.init::<B>(&device);
-    load_safetensors(&mut d, &path, &[], LoadOptions { strict: true }).unwrap();
+    load_safetensors(&mut d, &path, &[], LoadOptions { strict: true, only: None }).unwrap();
     let z = Tensor::<B, 4>::ones([1, 4, 4, 4], &device) * 0.1;
     assert_eq!(max_abs_diff(c.decode(z.clone()), d.decode(z)), 0.0);
     assert_eq!(c.num_params(), d.num_params());
@@ -140,7 +146,8 @@ fn sharded_bf16_checkpoints_load_through_their_index() {
     // A deeper model misses the same tensors in both shards: reported once, strict refuses.
     let mut deeper = T5Config { num_layers: cfg.num_layers + 1, ..cfg }.init::<B>(&device);
     let err =
-        load_safetensors(&mut deeper, &index, &T5Config::hf_key_remap(), LoadOptions { strict: true }).unwrap_err();
+        load_safetensors(&mut deeper, &index, &T5Config::hf_key_remap(), LoadOptions { strict: true, only: None })
+            .unwrap_err();
     assert!(err.to_string().contains("block.2.") && err.to_string().contains("index.json"), "{err}");
 
     let second = files[1].file_name().unwrap().to_string_lossy().into_owned();

@@ -20,6 +20,10 @@ use crate::model::UniReal;
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
 /// The EMA weights (when the run kept an EMA).
 pub const EMA_WEIGHTS: &str = "ema.safetensors";
+/// A LoRA run's adapters in diffusers' layout (`FluxPipeline.load_lora_weights` takes it).
+pub const LORA_WEIGHTS: &str = "lora.safetensors";
+/// The EMA of a LoRA run's adapters, in diffusers' layout.
+pub const EMA_LORA_WEIGHTS: &str = "ema-lora.safetensors";
 /// Written last: a directory with it is a finished checkpoint.
 pub const STATE: &str = "state.json";
 /// The run's resolved config.
@@ -111,6 +115,8 @@ impl Default for RunData {
 #[serde(default)]
 pub struct RunTrain {
     pub shift: Shift,
+    /// A LoRA run: its checkpoints hold adapters for the DiT of `model.init_from`.
+    pub lora: Option<unireal_model::LoraConfig>,
 }
 
 /// A finished checkpoint directory and its config.
@@ -136,19 +142,29 @@ impl Checkpoint {
         Ok(Checkpoint { dir, config })
     }
 
-    /// The weights file used: the EMA's when asked for and present, else the raw weights.
+    /// The weights file used: the EMA's when asked for and present, else the raw weights; for
+    /// a LoRA run, its adapters in diffusers' layout.
     pub fn weights(&self, ema: bool) -> PathBuf {
-        let e = self.dir.join(EMA_WEIGHTS);
+        let (raw, averaged) = match self.config.train.lora {
+            Some(_) => (LORA_WEIGHTS, EMA_LORA_WEIGHTS),
+            None => (MODEL_WEIGHTS, EMA_WEIGHTS),
+        };
+        let e = self.dir.join(averaged);
         if ema && e.is_file() {
             e
         } else {
-            self.dir.join(MODEL_WEIGHTS)
+            self.dir.join(raw)
         }
     }
 
-    /// The trained module with [`Checkpoint::weights`].
+    /// The trained module with [`Checkpoint::weights`]; for a LoRA run, the DiT of
+    /// `model.init_from` with the adapters merged into its weights.
     pub fn load_model<B: Backend>(&self, ema: bool, device: &B::Device) -> Result<UniReal<B>> {
-        self.config.model.load(&self.weights(ema), device)
+        if self.config.train.lora.is_none() {
+            return self.config.model.load(&self.weights(ema), device);
+        }
+        let model = self.config.model.init::<B>(device)?;
+        Ok(crate::model::merge_lora(model, &self.config.model, &self.weights(ema))?.0)
     }
 
     /// The bucket nearest to `w × h` (the first bucket without a size) of the training

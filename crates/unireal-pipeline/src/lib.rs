@@ -20,4 +20,6 @@ pub use generate::{
     generate, generate_latents, generate_pixels, tokens_per_frame, Request, DEFAULT_DISTILLED_GUIDANCE,
 };
 pub use image::Bucket;
-pub use model::{encode_pooled, encode_text, fit_prompt, prompt_fits, Frozen, TextStates, UniReal};
+pub use model::{
+    encode_pooled, encode_text, fit_prompt, merge_lora, prompt_fits, with_lora, Frozen, TextStates, UniReal,
+};

@@ -262,8 +262,13 @@ impl ModelConfig {
     /// `model.safetensors` or `ema.safetensors`), every tensor required.
     pub fn load<B: Backend>(&self, weights: &Path, device: &B::Device) -> Result<UniReal<B>> {
         let mut model = self.build::<B>(device)?;
-        unireal_model::load_safetensors(&mut model, weights, &[], unireal_model::LoadOptions { strict: true })
-            .map_err(PipelineError::Weights)?;
+        unireal_model::load_safetensors(
+            &mut model,
+            weights,
+            &[],
+            unireal_model::LoadOptions { strict: true, only: None },
+        )
+        .map_err(PipelineError::Weights)?;
         Ok(model)
     }
 
@@ -275,8 +280,13 @@ impl ModelConfig {
                 let mut vae = vae_config(path)?.init::<B>(device);
                 let weights = unireal_model::weights_in(path, unireal_model::weights::DIFFUSERS_WEIGHTS)
                     .map_err(PipelineError::Weights)?;
-                unireal_model::load_safetensors(&mut vae, &weights, &[], unireal_model::LoadOptions { strict: true })
-                    .map_err(PipelineError::Weights)?;
+                unireal_model::load_safetensors(
+                    &mut vae,
+                    &weights,
+                    &[],
+                    unireal_model::LoadOptions { strict: true, only: None },
+                )
+                .map_err(PipelineError::Weights)?;
                 Latent::Kl(vae)
             }
         };
@@ -297,6 +307,34 @@ impl ModelConfig {
         };
         Ok(Frozen { latent, t5, clip })
     }
+}
+
+/// The trainable module of a LoRA run (`train.lora`): `model`'s DiT frozen (`no_grad`),
+/// kept in `base_dtype` when given (bf16: the base needs no f32 master copy), with fresh
+/// adapters as `lora` asks, the only tensors that require grad.
+pub fn with_lora<B: Backend>(
+    model: UniReal<B>,
+    lora: &unireal_model::LoraConfig,
+    base_dtype: Option<burn::tensor::FloatDType>,
+    device: &B::Device,
+) -> UniReal<B> {
+    let mut dit = model.dit.no_grad();
+    if let Some(dtype) = base_dtype {
+        dit = unireal_model::precision::cast_params(dit, dtype);
+    }
+    UniReal { dit: unireal_model::attach_lora(dit, lora, device), text: model.text.map(|t| t.no_grad()) }
+}
+
+/// `model` with the LoRA of a diffusers file (FluxPipeline's `save_lora_weights`, a LoRA run's
+/// `lora.safetensors`) merged into its DiT's weights, whose shape `cfg` gives.
+pub fn merge_lora<B: Backend>(
+    model: UniReal<B>,
+    cfg: &ModelConfig,
+    path: &Path,
+) -> Result<(UniReal<B>, unireal_model::lora::MergeReport)> {
+    let (dit, report) =
+        unireal_model::merge_diffusers_lora(model.dit, &cfg.dit_config()?, path).map_err(PipelineError::Weights)?;
+    Ok((UniReal { dit, ..model }, report))
 }
 
 /// Whether `prompt` reaches the configured text encoder whole: at most `max_len − 1` bytes

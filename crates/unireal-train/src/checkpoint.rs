@@ -2,6 +2,10 @@
 //! - `model.safetensors`, `ema.safetensors`: weights in PyTorch's layout (any safetensors reader;
 //!   `unireal_pipeline::Checkpoint` reads them for inference);
 //! - `model.mpk`, `optim.mpk`: Burn records (parameter ids, AdamW moments) for exact resume;
+//! - a LoRA run (`train.lora`): `model.safetensors` and `ema.safetensors` hold the adapters
+//!   alone, `lora.safetensors` and `ema-lora.safetensors` the same in diffusers' layout, and
+//!   there is no `model.mpk` (the adapters' parameter ids are stable, [`unireal_model::lora`]):
+//!   the frozen base is read from `model.init_from` again;
 //! - `state.json`: step, loader position, RNG state;
 //! - `config.yaml`: the resolved configuration.
 //!
@@ -16,8 +20,9 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use unireal_flow::Rng;
+use unireal_model::lora::is_adapter_tensor;
 pub use unireal_pipeline::checkpoint::{checkpoint_name, checkpoints_dir, latest, list};
-use unireal_pipeline::checkpoint::{CONFIG, EMA_WEIGHTS, MODEL_WEIGHTS, STATE};
+use unireal_pipeline::checkpoint::{CONFIG, EMA_LORA_WEIGHTS, EMA_WEIGHTS, LORA_WEIGHTS, MODEL_WEIGHTS, STATE};
 use unireal_pipeline::UniReal;
 
 use crate::optim::Optim;
@@ -87,6 +92,8 @@ pub fn incompatible_key(dir: &Path, cfg: &crate::TrainConfig) -> Result<Option<&
         Some("model")
     } else if (saved.train.ema_decay > 0.0) != (cfg.train.ema_decay > 0.0) {
         Some("train.ema_decay (EMA on or off)")
+    } else if saved.train.lora != cfg.train.lora {
+        Some("train.lora")
     } else {
         None
     })
@@ -161,21 +168,42 @@ pub struct Snapshot<'a, B: AutodiffBackend> {
     pub state: &'a TrainState,
     /// The resolved config, as written to `RUN/config.yaml`.
     pub config_yaml: &'a str,
+    /// A LoRA run's DiT config: the checkpoint holds the adapters (and their diffusers export).
+    pub lora: Option<&'a unireal_model::DiTConfig>,
 }
 
 /// Writes checkpoint `state.step` of `run` atomically; returns its directory.
 pub fn save<B: AutodiffBackend>(run: &Path, keep: usize, snap: &Snapshot<'_, B>) -> Result<PathBuf> {
     write(run, snap.state.step, keep, |tmp| {
+        let only = snap.lora.map(|_| is_adapter_tensor as fn(&str, &str) -> bool);
         let weights = |m: &UniReal<B::InnerBackend>, name: &str| {
             let path = tmp.join(name);
-            unireal_model::save_safetensors(m, &path).map_err(|source| CheckpointError::Weights { path, source })
+            unireal_model::save_safetensors_only(m, &path, only)
+                .map_err(|source| CheckpointError::Weights { path, source })
         };
-        weights(&snap.model.valid(), MODEL_WEIGHTS)?;
+        let model = snap.model.valid();
+        weights(&model, MODEL_WEIGHTS)?;
         if let Some(e) = snap.ema {
             weights(e, EMA_WEIGHTS)?;
         }
         let record_err = |name: &str| record_err(tmp.join(name));
-        snap.model.clone().save_file(tmp.join("model"), &recorder()).map_err(record_err("model.mpk"))?;
+        match snap.lora {
+            Some(cfg) => {
+                let export = |m: &UniReal<B::InnerBackend>, name: &str| {
+                    let path = tmp.join(name);
+                    unireal_model::save_diffusers_lora(&m.dit, cfg, &path)
+                        .map(|_| ())
+                        .map_err(|source| CheckpointError::Weights { path, source })
+                };
+                export(&model, LORA_WEIGHTS)?;
+                if let Some(e) = snap.ema {
+                    export(e, EMA_LORA_WEIGHTS)?;
+                }
+            }
+            None => {
+                snap.model.clone().save_file(tmp.join("model"), &recorder()).map_err(record_err("model.mpk"))?;
+            }
+        }
         recorder().record(snap.optim.to_record(), tmp.join("optim")).map_err(record_err("optim.mpk"))?;
         let state = tmp.join(STATE);
         let json = serde_json::to_string_pretty(snap.state)
@@ -195,22 +223,34 @@ pub struct Restored<B: AutodiffBackend> {
 }
 
 /// Restores the model, optimizer, EMA and state of checkpoint `dir` into freshly built ones
-/// (the records carry the parameter ids the optimizer state is keyed by).
+/// (the records carry the parameter ids the optimizer state is keyed by). With `lora`, only
+/// the adapters are read, into a model that has its base already.
 pub fn load<B: AutodiffBackend>(
     dir: &Path,
     model: UniReal<B>,
     optim: Optim<B>,
     ema: Option<UniReal<B::InnerBackend>>,
     device: &B::Device,
+    lora: bool,
 ) -> Result<Restored<B>> {
     let record_err = |name: &str| record_err(dir.join(name));
-    let model = model.load_file(dir.join("model"), &recorder(), device).map_err(record_err("model.mpk"))?;
+    let only = lora.then_some(is_adapter_tensor as fn(&str, &str) -> bool);
+    let options = unireal_model::LoadOptions { strict: true, only };
+    let model = if lora {
+        let mut m = model;
+        let path = dir.join(MODEL_WEIGHTS);
+        unireal_model::load_safetensors(&mut m, &path, &[], options)
+            .map_err(|source| CheckpointError::Weights { path, source })?;
+        m
+    } else {
+        model.load_file(dir.join("model"), &recorder(), device).map_err(record_err("model.mpk"))?
+    };
     let rec = recorder().load(dir.join("optim"), device).map_err(record_err("optim.mpk"))?;
     let optim = optim.load_record(rec);
     let ema = match ema {
         Some(mut m) => {
             let path = dir.join(EMA_WEIGHTS);
-            unireal_model::load_safetensors(&mut m, &path, &[], unireal_model::LoadOptions { strict: true })
+            unireal_model::load_safetensors(&mut m, &path, &[], options)
                 .map_err(|source| CheckpointError::Weights { path, source })?;
             Some(m)
         }

@@ -172,13 +172,20 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     Ok((un.new, comm))
 }
 
-/// Every rank's weights replaced by rank `root`'s (in module-visit order).
-pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collective, root: usize) -> Result<M> {
+/// Every rank's trained weights (`trained`, a mask in module-visit order) replaced by rank
+/// `root`'s; the others (a LoRA run's frozen base, read from the same file on every rank) stay.
+pub fn broadcast_module<B: Backend, M: Module<B>>(
+    model: M,
+    coll: &dyn Collective,
+    root: usize,
+    trained: &[bool],
+) -> Result<M> {
     if coll.world_size() == 1 {
         return Ok(model);
     }
     let mut flat = Vec::new();
-    for t in crate::ema::flat_params(&model) {
+    let params = crate::ema::flat_params(&model);
+    for (t, _) in params.into_iter().zip(trained).filter(|(_, on)| **on) {
         flat.extend(
             t.into_data()
                 .convert::<f32>()
@@ -190,9 +197,13 @@ pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collectiv
     struct Set<'a> {
         flat: &'a [f32],
         at: usize,
+        trained: std::slice::Iter<'a, bool>,
     }
     impl<B: Backend> ModuleMapper<B> for Set<'_> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            if !self.trained.next().copied().unwrap_or(true) {
+                return param;
+            }
             let (id, t, mapper) = param.consume();
             let dims = t.dims();
             let n: usize = dims.iter().product();
@@ -205,7 +216,7 @@ pub fn broadcast_module<B: Backend, M: Module<B>>(model: M, coll: &dyn Collectiv
             Param::from_mapped_value(id, new, mapper)
         }
     }
-    Ok(model.map(&mut Set { flat: &flat, at: 0 }))
+    Ok(model.map(&mut Set { flat: &flat, at: 0, trained: trained.iter() }))
 }
 
 /// A hash of every weight in visit order: equal on every rank after a synchronous step.

@@ -172,6 +172,10 @@ pub struct LoopConfig {
     /// Memory of one device in GB (10⁹ bytes) that `unireal-train plan` checks its estimate
     /// against (on the CUDA build, the device's own memory when this is not set).
     pub memory_budget_gb: Option<f64>,
+    /// LoRA: train low-rank adapters (`{rank, alpha, targets}`) on the frozen DiT loaded from
+    /// `model.init_from` instead of every weight. Checkpoints then hold the adapters
+    /// (`lora.safetensors` in diffusers' layout) and no copy of the base.
+    pub lora: Option<unireal_model::LoraConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -217,6 +221,7 @@ impl Default for LoopConfig {
             peak_tflops: None,
             activation_checkpointing: false,
             memory_budget_gb: None,
+            lora: None,
         }
     }
 }
@@ -368,6 +373,23 @@ impl TrainConfig {
         }
         if let Err(m) = t.shift.validate() {
             return invalid("train.shift", m);
+        }
+        if let Some(lora) = &t.lora {
+            if let Err(m) = lora.validate() {
+                return invalid("train.lora", m);
+            }
+            if self.model.init_from.is_none() {
+                return invalid(
+                    "train.lora",
+                    "adapters train on a pretrained DiT: set model.init_from (a FLUX.1 checkpoint)",
+                );
+            }
+            if matches!(self.model.text, unireal_pipeline::TextConfig::Bytes(_)) {
+                return invalid(
+                    "train.lora",
+                    "only the adapters train, so the byte-level text encoder would stay random: use text.kind: t5",
+                );
+            }
         }
         if unireal_model::DiTConfig::preset(&self.model.preset, 12, 64).is_none() {
             let known = unireal_model::DiTConfig::PRESETS.join(", ");

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, Restored, Snapshot, TrainState};
 use crate::collective::{self, Collective, SingleProcess};
 use crate::config::{Dropped, TrainConfig};
 use crate::data::{Batch, TrainData};
-use crate::ema::ema_update;
+use crate::ema::{ema_update, trained_mask};
 use crate::error::{Result, TrainError};
 use crate::loss::{task_weights, Draws, FromInner, Objective, Part, Same};
 use crate::metrics::{DropCounts, Metrics, StepStats};
@@ -151,6 +151,8 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     data: TrainData,
     /// The frozen encoders' outputs (`unireal-train cache`), when the run reads them.
     cache: Option<Arc<Cache>>,
+    /// Which parameters train (visit order): all of them, or a LoRA run's adapters.
+    trained: Vec<bool>,
     /// The DiT's shape and the trained text encoder's parameter count, for model FLOPs.
     dit_cfg: unireal_model::DiTConfig,
     text_params: usize,
@@ -208,9 +210,17 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let frozen = cfg.model.frozen::<B::InnerBackend>(device)?;
         // Seeded initialisation: two runs of one config start from the same weights.
         B::seed(device, cfg.train.seed);
-        // A resumed run's weights come from its checkpoint: `init_from` is not read again.
-        let mut model =
-            if resume_from.is_some() { cfg.model.build::<B>(device)? } else { cfg.model.init::<B>(device)? };
+        // A resumed run's weights come from its checkpoint: `init_from` is not read again,
+        // except by a LoRA run, whose checkpoints hold the adapters alone.
+        let mut model = if resume_from.is_some() && cfg.train.lora.is_none() {
+            cfg.model.build::<B>(device)?
+        } else {
+            cfg.model.init::<B>(device)?
+        };
+        if let Some(lora) = &cfg.train.lora {
+            model = unireal_pipeline::with_lora(model, lora, cfg.train.precision.compute_dtype(), device);
+        }
+        let trained = trained_mask(&model);
         let mut optim = optimizer::<B>(&cfg.train);
         let mut ema = (cfg.train.ema_decay > 0.0).then(|| model.valid());
         let mut state = TrainState::fresh(cfg.train.seed, part.world);
@@ -218,7 +228,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             if let Some(key) = checkpoint::incompatible_key(dir, &cfg)? {
                 return Err(TrainError::ResumeConfigChanged { checkpoint: dir.clone(), key });
             }
-            let r: Restored<B> = checkpoint::load(dir, model, optim, ema, device)?;
+            let r: Restored<B> = checkpoint::load(dir, model, optim, ema, device, cfg.train.lora.is_some())?;
             (model, optim, ema, state) = (r.model, r.optim, r.ema, r.state);
             if state.world_size != part.world {
                 return Err(TrainError::WorldSizeChanged { run, trained: state.world_size, now: part.world });
@@ -234,7 +244,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 .map_err(|source| TrainError::Write { path, source })?;
         }
         // Every rank starts from rank 0's weights.
-        let model = collective::broadcast_module(model, coll, 0)?;
+        let model = collective::broadcast_module(model, coll, 0, &trained)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
         let cache = cache::open_for_run(&cfg, &run)?.map(Arc::new);
         let dit_cfg = cfg.model.dit_config()?;
@@ -259,6 +269,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             resumed_from: resume_from.map(|r| r.0),
             data,
             cache,
+            trained,
             dit_cfg,
             text_params,
             metrics,
@@ -310,6 +321,26 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 h.rows,
                 self.cfg.data.holdout,
                 h.keys.join(", ")
+            );
+        }
+        if let Some(lora) = &self.cfg.train.lora {
+            let adapters = unireal_model::lora::adapters(&self.model().dit);
+            let params: usize = adapters.iter().map(|(_, a)| a.a.num_params() + a.b.num_params()).sum();
+            let total = self.model().dit.num_params();
+            let targets: Vec<String> = lora
+                .targets
+                .iter()
+                .map(|t| serde_json::to_value(t).map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            eprintln!(
+                "lora: rank {}, alpha {}, targets {}: {} adapters, {} trained parameters ({:.3}% of the DiT's {}); the base is frozen",
+                lora.rank,
+                lora.alpha.unwrap_or(lora.rank as f64),
+                targets.join(", ").replace('"', ""),
+                adapters.len(),
+                params,
+                100.0 * params as f64 / total as f64,
+                total
             );
         }
         if let Some(c) = &self.cache {
@@ -448,7 +479,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             self.model = Some(self.optim.step(lr, model, grads));
         }
         if let Some(e) = self.ema.take() {
-            self.ema = Some(ema_update(e, &self.model().valid(), self.cfg.train.ema_decay));
+            self.ema = Some(ema_update(e, &self.model().valid(), self.cfg.train.ema_decay, &self.trained));
         }
         self.state.step += 1;
         self.state.elapsed_s = self.elapsed_before_s + self.started.elapsed().as_secs_f64();
@@ -570,6 +601,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             ema: self.ema.as_ref(),
             state: &self.state,
             config_yaml: &self.config_yaml,
+            lora: self.cfg.train.lora.as_ref().map(|_| &self.dit_cfg),
         };
         Ok(checkpoint::save(&self.run, self.cfg.checkpoint.keep, &snap)?)
     }

@@ -1,6 +1,6 @@
 //! The training engine's options on the sample shards, in process: `train.precision: bf16`
 //! (f32 master weights, bf16 compute) against f32, and `train.activation_checkpointing`
-//! against none.
+//! against none; LoRA on a frozen FLUX.1 base.
 
 mod common;
 
@@ -128,4 +128,129 @@ fn activation_checkpointing_gives_the_same_losses() {
             ckpt.losses
         );
     }
+}
+
+/// The repository's tiny FLUX.1-dev pipeline (scripts/reference/pretrained.py).
+fn tiny_flux() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../unireal-model/tests/fixtures/flux")
+}
+
+/// A LoRA run's config: the tests' shards and loop, the tiny FLUX.1-dev pipeline's model,
+/// adapters on every block linear.
+fn lora_config(dir: &Path, extra: &[&str]) -> TrainConfig {
+    let f = tiny_flux().to_string_lossy().into_owned();
+    let model = format!(
+        "model={{preset: flux-dev, init_from: {f}, latent: {{kind: vae, path: {f}/vae}}, \
+         text: {{kind: t5, path: {f}/text_encoder_2, tokenizer: {f}/tokenizer_2, max_len: 512, unmasked: true}}, \
+         pooled: {{kind: clip, path: {f}/text_encoder, tokenizer: {f}/tokenizer}}, guidance: 1.0}}"
+    );
+    let mut set = vec![
+        model.as_str(),
+        "train.lora={rank: 4, alpha: 8, targets: [attn, mlp, mod]}",
+        "train.lr=0.01",
+        "train.ema_decay=0.9",
+        "data.batch_size=2",
+        "log.val_every=0",
+        "log.sample_every=0",
+    ];
+    set.extend_from_slice(extra);
+    config(dir, &set)
+}
+
+/// The DiT without its adapters.
+fn base<B: Backend>(mut dit: unireal_model::DiT<B>) -> unireal_model::DiT<B> {
+    for b in &mut dit.double_blocks {
+        (b.img_mod_lora, b.txt_mod_lora) = (None, None);
+        for (a, m) in [(&mut b.img_attn, &mut b.img_mlp), (&mut b.txt_attn, &mut b.txt_mlp)] {
+            (a.qkv_lora, a.proj_lora, m.fc1_lora, m.fc2_lora) = (None, None, None, None);
+        }
+    }
+    for b in &mut dit.single_blocks {
+        (b.modulation_lora, b.linear1_lora, b.linear2_lora) = (None, None, None);
+    }
+    dit
+}
+
+/// The adapters of a DiT, flattened.
+fn adapter_values<B: Backend>(dit: &unireal_model::DiT<B>) -> Vec<f32> {
+    unireal_model::lora::adapters(dit)
+        .into_iter()
+        .flat_map(|(_, a)| [a.a.val(), a.b.val()])
+        .flat_map(|t| t.cast(DType::F32).into_data().to_vec::<f32>().unwrap())
+        .collect()
+}
+
+/// LoRA from FLUX.1: only the adapters train (the base, and the EMA's base, stay the
+/// pretrained weights bit for bit), a checkpoint holds the adapters alone (no Burn record of
+/// the model), diffusers' layout beside them with exactly the keys and shapes of diffusers' own
+/// LoRA of these modules, and a resumed run continues exactly as an uninterrupted one.
+#[test]
+fn lora_trains_only_the_adapters_and_resumes_exactly() {
+    type A = Autodiff<NdArray>;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lora_config(dir.path(), &[]);
+    let opts = |run: &str, resume| RunOptions { run_dir: dir.path().join(run), resume, quiet: true };
+    let device = Default::default();
+
+    let mut t = Trainer::<A>::new(&cfg, &opts("straight", false), &device, &SingleProcess).unwrap();
+    let base0 = flat(&base(t.model().dit.clone()));
+    let adapters0 = adapter_values(&t.model().dit);
+    assert!(adapters0.iter().any(|x| *x != 0.0), "A is random");
+    let straight: Vec<f64> = (0..4).map(|_| t.train_step().unwrap().loss).collect();
+    assert!(straight.iter().all(|l| l.is_finite()), "{straight:?}");
+    assert_eq!(flat(&base(t.model().dit.clone())), base0, "the frozen base changed");
+    let ema = t.ema().unwrap();
+    assert_eq!(flat(&base(ema.dit.clone())), base0, "the EMA's base changed");
+    let trained = adapter_values(&t.model().dit);
+    assert!(dist(&trained, &adapters0) > 0.0 && dist(&adapter_values(&ema.dit), &adapters0) > 0.0);
+
+    let ckpt = t.save_checkpoint().unwrap();
+    assert!(!ckpt.join("model.mpk").exists(), "a LoRA checkpoint has no record of the base");
+    for file in ["model.safetensors", "ema.safetensors"] {
+        let bytes = std::fs::read(ckpt.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        // 2 double blocks x 10 adapted layers + 2 single blocks x 3, A and B each.
+        assert_eq!(st.names().len(), 52, "{file}");
+        assert!(st.names().iter().all(|k| k.contains("_lora.")), "{file}: {:?}", st.names());
+    }
+    let key_shapes = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<usize>)> = st.tensors().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
+        v.sort();
+        v
+    };
+    let diffusers = key_shapes(&tiny_flux().join("../flux-lora/pytorch_lora_weights.safetensors"));
+    assert_eq!(key_shapes(&ckpt.join("lora.safetensors")), diffusers);
+    assert_eq!(key_shapes(&ckpt.join("ema-lora.safetensors")), diffusers);
+
+    // Two steps, a checkpoint, a new process's resume, two more: the same losses.
+    let mut t = Trainer::<A>::new(&cfg, &opts("resumed", false), &device, &SingleProcess).unwrap();
+    let mut resumed: Vec<f64> = (0..2).map(|_| t.train_step().unwrap().loss).collect();
+    t.save_checkpoint().unwrap();
+    drop(t);
+    let mut t = Trainer::<A>::new(&cfg, &opts("resumed", true), &device, &SingleProcess).unwrap();
+    resumed.extend((0..2).map(|_| t.train_step().unwrap().loss));
+    assert_eq!(resumed, straight, "a resumed LoRA run left the uninterrupted one");
+    assert_eq!(flat(&base(t.model().dit.clone())), base0);
+}
+
+/// With `train.precision: bf16` a LoRA run keeps its frozen base in bf16 (no f32 copy) while the
+/// adapters, their moments and their EMA stay f32.
+#[test]
+fn lora_keeps_the_base_in_bf16_and_the_adapters_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lora_config(dir.path(), &["train.precision=bf16"]);
+    let opts = RunOptions { run_dir: dir.path().join("run"), resume: false, quiet: true };
+    let mut t = Trainer::<Autodiff<Flex>>::new(&cfg, &opts, &Default::default(), &SingleProcess).unwrap();
+    let losses: Vec<f64> = (0..2).map(|_| t.train_step().unwrap().loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let base_dtypes: Vec<DType> = flat_params(&base(t.model().dit.clone())).iter().map(|p| p.dtype()).collect();
+    assert!(base_dtypes.iter().all(|d| *d == DType::BF16), "{base_dtypes:?}");
+    for (path, a) in unireal_model::lora::adapters(&t.model().dit) {
+        assert_eq!((a.a.val().dtype(), a.b.val().dtype()), (DType::F32, DType::F32), "{path}");
+    }
+    let ckpt = t.save_checkpoint().unwrap();
+    let dtypes = file_dtypes(&ckpt.join("lora.safetensors"));
+    assert!(dtypes.iter().all(|d| *d == safetensors::Dtype::F32), "{dtypes:?}");
 }

@@ -1,5 +1,7 @@
 //! `unireal-train --config configs/train/tiny.yaml [--set key=value]… [--run-dir DIR] [--resume]`
 //! `unireal-train cache --config … [--set …] [--run-dir DIR] [--force]`
+//! `unireal-train plan --config … [--set …]`
+//! `unireal-train merge --checkpoint RUN/checkpoints/step-N --out DIR [--no-ema] [--dtype bf16|f32]`
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +84,28 @@ enum Command {
     /// line on stdout; a warning when the total exceeds train.memory_budget_gb (on the CUDA
     /// build, GPU 0's memory when that is not set).
     Plan(PlanArgs),
+    /// Write a checkpoint's whole DiT as a diffusers FluxTransformer2DModel directory
+    /// (config.json + diffusion_pytorch_model*.safetensors): a LoRA run's adapters merged into
+    /// the base it read from model.init_from, or a full fine-tune's weights. diffusers loads it
+    /// with FluxTransformer2DModel.from_pretrained(DIR), e.g. into
+    /// FluxPipeline.from_pretrained(BASE, transformer=…). Runs of a flux preset only.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MergeArgs {
+    /// A checkpoint directory (RUN/checkpoints/step-N) or a run directory (its latest).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The directory to write; it must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    /// The raw weights or adapters instead of their EMA.
+    #[arg(long)]
+    no_ema: bool,
+    /// The weights' dtype: bf16 (FLUX.1's release dtype) or f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -335,6 +359,61 @@ fn build_cache(
     unireal_train::cache::build::<Frozen>(cfg, dir, force, &device, progress)
 }
 
+/// `unireal-train merge`: the checkpoint's DiT (LoRA merged) in diffusers' layout.
+fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    use unireal_model::flux::{diffusers_flux_config_json, export_diffusers, ExportDtype, MAX_SHARD_BYTES};
+    let dtype = match args.dtype.as_str() {
+        "bf16" => ExportDtype::Bf16,
+        "f32" => ExportDtype::F32,
+        other => return Err(Hinted::new(format!("--dtype {other}"), "--dtype bf16 or --dtype f32").into()),
+    };
+    if args.out.exists() {
+        return Err(Hinted::new(
+            format!("--out {} already exists", args.out.display()),
+            "give a directory that does not exist yet",
+        )
+        .into());
+    }
+    let ckpt = unireal_pipeline::Checkpoint::open(&args.checkpoint).map_err(|e| match e {
+        unireal_pipeline::PipelineError::NotACheckpoint(_) => {
+            Hinted::new(e, "point --checkpoint at RUN/checkpoints/step-N or at the run directory").into()
+        }
+        e => anyhow::Error::new(e),
+    })?;
+    let cfg = ckpt.config.model.dit_config()?;
+    if let Err(e) = diffusers_flux_config_json(&cfg) {
+        return Err(Hinted::new(
+            format!("{}: {e}", ckpt.dir.display()),
+            "merge writes FLUX.1's layout: it takes runs of model.preset flux-dev or flux-schnell",
+        )
+        .into());
+    }
+    #[cfg(feature = "cuda")]
+    type Merge = burn::backend::Cuda<f32>;
+    #[cfg(not(feature = "cuda"))]
+    type Merge = Cpu;
+    #[cfg(feature = "cuda")]
+    let device = burn::backend::cuda::CudaDevice::new(0);
+    #[cfg(not(feature = "cuda"))]
+    let device = Default::default();
+    let weights = ckpt.weights(!args.no_ema);
+    let model = ckpt.load_model::<Merge>(!args.no_ema, &device)?;
+    let dropped = export_diffusers(&model.dit, &cfg, &args.out, dtype, MAX_SHARD_BYTES)?;
+    if dropped > 0 {
+        eprintln!(
+            "warning: UniReal's index and role embeddings ({dropped} non-zero values) have no place in FLUX.1's \
+             layout and are left out: the exported transformer is this run's for text-to-image only"
+        );
+    }
+    let what = match (&ckpt.config.train.lora, &ckpt.config.model.init_from) {
+        (Some(_), Some(base)) => format!("{} merged into {}", weights.display(), base.display()),
+        _ => weights.display().to_string(),
+    };
+    eprintln!("merge: {what} -> {} ({})", args.out.display(), args.dtype);
+    println!("{}", args.out.display());
+    Ok(())
+}
+
 /// One field of GPU 0 from nvidia-smi, on the CUDA build (None elsewhere or without it).
 fn nvidia_smi(field: &str) -> Option<String> {
     if !cfg!(feature = "cuda") {
@@ -388,6 +467,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Some(Command::Cache(c)) => return cache(c),
         Some(Command::Plan(p)) => return plan(p),
+        Some(Command::Merge(m)) => return merge(m),
         None => {}
     }
     let run_dir = match (&args.run_dir, &args.config) {
