@@ -87,6 +87,25 @@ impl LoraConfig {
     fn has(&self, t: LoraTarget) -> bool {
         self.targets.contains(&t)
     }
+
+    /// Parameters of the adapters [`attach_lora`] puts on a DiT of `cfg`, counted without
+    /// building it.
+    pub fn num_params(&self, cfg: &DiTConfig) -> usize {
+        let (h, m, r) = (cfg.hidden, cfg.mlp_hidden(), self.rank);
+        let (attn, mlp, modulation) =
+            (self.has(LoraTarget::Attn), self.has(LoraTarget::Mlp), self.has(LoraTarget::Modulation));
+        let ad = |on: bool, d_in: usize, width: usize| if on { r * (d_in + width) } else { 0 };
+        let double =
+            2 * (ad(modulation, h, 6 * h) + ad(attn, h, 3 * h) + ad(attn, h, h) + ad(mlp, h, m) + ad(mlp, m, h));
+        let linear1 = match (attn, mlp) {
+            (true, true) => ad(true, h, 3 * h + m),
+            (true, false) => ad(true, h, 3 * h),
+            (false, true) => ad(true, h, m),
+            (false, false) => 0,
+        };
+        let single = ad(modulation, h, 3 * h) + linear1 + ad(attn || mlp, h + m, h);
+        cfg.double_blocks * double + cfg.single_blocks * single
+    }
 }
 
 /// Whether the module tensor at `path` belongs to an adapter: what a LoRA run trains, saves

@@ -458,6 +458,53 @@ mod tests {
     }
 
     #[test]
+    fn lora_needs_a_pretrained_dit_and_a_frozen_text_encoder() {
+        let yaml = |model: &str, lora: &str| {
+            format!("{{model: {model}, data: {{sources: [{{path: x}}]}}, train: {{lora: {lora}}}}}")
+        };
+        let cfg: TrainConfig = serde_yaml::from_str(&yaml("{preset: tiny}", "{rank: 4}")).unwrap();
+        let lora = cfg.train.lora.as_ref().unwrap();
+        assert_eq!((lora.targets.as_slice(), lora.scale()), ([unireal_model::LoraTarget::Attn].as_slice(), 1.0));
+        let e = cfg.validate().unwrap_err();
+        assert!(e.key == "train.lora" && e.message.contains("model.init_from"), "{e}");
+        let cfg: TrainConfig =
+            serde_yaml::from_str(&yaml("{preset: flux-dev, init_from: w}", "{rank: 4, alpha: 8, targets: [mod]}"))
+                .unwrap();
+        assert_eq!(cfg.train.lora.as_ref().unwrap().scale(), 2.0);
+        let e = cfg.validate().unwrap_err();
+        assert!(e.key == "train.lora" && e.message.contains("text.kind: t5"), "{e}");
+        let t5 = "{preset: flux-dev, init_from: w, text: {kind: t5, path: t}}";
+        let cfg: TrainConfig = serde_yaml::from_str(&yaml(t5, "{rank: 4}")).unwrap();
+        cfg.validate().unwrap();
+        let cfg: TrainConfig = serde_yaml::from_str(&yaml(t5, "{rank: 0}")).unwrap();
+        assert_eq!(cfg.validate().unwrap_err().key, "train.lora");
+        let err = serde_yaml::from_str::<TrainConfig>(&yaml(t5, "{rank: 4, targets: [qkv]}")).unwrap_err().to_string();
+        assert!(err.contains("qkv") && err.contains("attn"), "{err}");
+    }
+
+    /// Every config under configs/train parses; flux-finetune is LoRA, and a full fine-tune
+    /// with `--set train.lora=null`.
+    #[test]
+    fn the_shipped_train_configs_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/train");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "yaml") {
+                let cfg: TrainConfig = unireal_core::load_config(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "{n} configs");
+        let flux = dir.join("flux-finetune.yaml");
+        let cfg: TrainConfig = unireal_core::load_config(&flux, &[]).unwrap();
+        assert_eq!(cfg.train.lora.as_ref().map(|l| l.rank), Some(16));
+        let full: TrainConfig = unireal_core::load_config(&flux, &["train.lora=null".to_string()]).unwrap();
+        assert_eq!(full.train.lora, None);
+    }
+
+    #[test]
     fn a_source_filters_by_task_and_names_its_filter() {
         let cfg: TrainConfig = serde_yaml::from_str(
             "{model: {preset: tiny}, data: {sources: [{path: s, weight: 3, tasks: [frame2frame, seg]}, {path: s}]}}",

@@ -2,7 +2,10 @@
 //! the data's largest batch, term by term: the trained weights, their gradients, AdamW's two
 //! moments and the EMA (all f32, whatever `train.precision`), the bf16 copy of the DiT's
 //! weights that mixed precision computes with, the frozen encoders (f32), and the activations
-//! autodiff keeps for the backward pass of the largest batch signature.
+//! autodiff keeps for the backward pass of the largest batch signature. A LoRA run
+//! (`train.lora`) trains its adapters alone: the DiT is a frozen base, kept in bf16 under mixed
+//! precision (f32 otherwise), and its activations are counted as for full training (the
+//! backward pass still runs through every block to reach the first adapters).
 //!
 //! The activation term counts, per transformer block and sample, `A·tokens·hidden` bytes for
 //! the per-token tensors (projections, norms, modulation, RoPE, MLP; MLP width 4·hidden
@@ -68,6 +71,8 @@ pub struct MemoryPlan {
     pub ema: u64,
     /// Mixed precision's bf16 copy of the DiT's weights, kept for the backward pass.
     pub compute_copy: u64,
+    /// A LoRA run's frozen DiT (bf16 under mixed precision, else f32).
+    pub base: u64,
     pub frozen: u64,
     pub activations: u64,
     pub total: u64,
@@ -77,13 +82,20 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     /// The terms by name, in table order.
-    pub fn terms(&self) -> [(&'static str, u64); 7] {
+    pub fn terms(&self) -> [(&'static str, u64); 8] {
         [
             ("weights (f32)", self.weights),
             ("gradients (f32)", self.gradients),
             ("AdamW moments (f32)", self.optimizer),
             ("EMA (f32)", self.ema),
             ("bf16 compute copy", self.compute_copy),
+            (
+                match self.precision {
+                    Precision::F32 => "frozen DiT base, LoRA (f32)",
+                    Precision::Bf16 => "frozen DiT base, LoRA (bf16)",
+                },
+                self.base,
+            ),
             ("frozen encoders (f32)", self.frozen),
             ("activations", self.activations),
         ]
@@ -215,17 +227,19 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
     let text_params = cfg.model.byte_encoder().map_or(0, |c| c.num_params());
     let signature = largest_signature(cfg)?;
     let dit_params = dit.num_params();
-    let trained = dit_params + text_params;
-    let mut frozen_params = 0;
+    let lora = cfg.train.lora.as_ref().map(|l| l.num_params(&dit));
+    let trained = lora.unwrap_or(dit_params) + text_params;
+    let mut encoders = 0;
     if let LatentConfig::Vae { path } = &cfg.model.latent {
-        frozen_params += safetensors_params(path, unireal_model::weights::DIFFUSERS_WEIGHTS)?;
+        encoders += safetensors_params(path, unireal_model::weights::DIFFUSERS_WEIGHTS)?;
     }
     if let TextConfig::T5(t) = &cfg.model.text {
-        frozen_params += safetensors_params(&t.path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
+        encoders += safetensors_params(&t.path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
     }
     if let Some(unireal_pipeline::PooledText::Clip { path, .. }) = &cfg.model.pooled {
-        frozen_params += safetensors_params(path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
+        encoders += safetensors_params(path, unireal_model::weights::TRANSFORMERS_WEIGHTS)?;
     }
+    let frozen_params = encoders + if lora.is_some() { dit_params } else { 0 };
     let f32 = |n: usize| 4 * n as u64;
     let t = &cfg.train;
     // Accumulated gradients are a second set when micro-batches are summed.
@@ -247,11 +261,17 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
         gradients,
         optimizer: 2 * f32(trained),
         ema: if t.ema_decay > 0.0 { f32(trained) } else { 0 },
+        // LoRA: the adapters' bf16 copy only; the base is kept in bf16 itself.
         compute_copy: match t.precision {
             Precision::F32 => 0,
-            Precision::Bf16 => 2 * dit_params as u64,
+            Precision::Bf16 => 2 * lora.unwrap_or(dit_params) as u64,
         },
-        frozen: f32(frozen_params),
+        base: match (lora, t.precision) {
+            (None, _) => 0,
+            (Some(_), Precision::F32) => f32(dit_params),
+            (Some(_), Precision::Bf16) => 2 * dit_params as u64,
+        },
+        frozen: f32(encoders),
         activations,
         total: 0,
         budget: t.memory_budget_gb.map(|g| (g * 1e9) as u64).or(device_memory),

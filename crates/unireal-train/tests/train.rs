@@ -570,7 +570,7 @@ fn plan_prints_the_table_and_json_and_warns_over_budget() {
         assert!(err.contains(term), "no {term} in\n{err}");
     }
     assert!(!err.contains("warning"), "{err}");
-    let sum: u64 = ["weights", "gradients", "optimizer", "ema", "compute_copy", "frozen", "activations"]
+    let sum: u64 = ["weights", "gradients", "optimizer", "ema", "compute_copy", "base", "frozen", "activations"]
         .iter()
         .map(|k| f32_plan[k].as_u64().unwrap())
         .sum();
@@ -585,6 +585,29 @@ fn plan_prints_the_table_and_json_and_warns_over_budget() {
     assert_eq!(tight["budget"].as_u64(), Some(1_000_000));
     assert!(err.contains("warning: the plan's") && err.contains("the largest term is activations"), "{err}");
     assert!(err.contains("hint: train.activation_checkpointing: true"), "{err}");
+
+    // LoRA on FLUX.1: the adapters train; the DiT is a frozen base, in bf16 under mixed
+    // precision, with no gradients, moments or EMA of its own.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
+    c.args(["plan", "--config", "configs/train/tiny-flux.yaml", "--set", &source]).current_dir(repo());
+    c.args(["--set", "train.lora={rank: 2, targets: [attn, mlp, mod]}", "--set", "train.precision=bf16"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lora: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(err.contains("frozen DiT base, LoRA (bf16)"), "{err}");
+    let trained = lora["trained_params"].as_u64().unwrap();
+    // 2 double blocks of width 32 (MLP 128) and 2 single blocks, rank 2.
+    let per_double = 2 * 2 * ((32 + 192) + (32 + 96) + (32 + 32) + (32 + 128) + (128 + 32));
+    let per_single = 2 * ((32 + 96) + (32 + 224) + (160 + 32));
+    assert_eq!(trained, 2 * per_double + 2 * per_single, "{lora}");
+    assert_eq!(lora["weights"].as_u64(), Some(4 * trained));
+    assert_eq!(lora["optimizer"].as_u64(), Some(8 * trained));
+    assert_eq!(lora["compute_copy"].as_u64(), Some(2 * trained));
+    // frozen_params counts the encoders (whose f32 bytes are `frozen`) and the DiT base.
+    let dit = lora["frozen_params"].as_u64().unwrap() - lora["frozen"].as_u64().unwrap() / 4;
+    assert_eq!(lora["base"].as_u64(), Some(2 * dit), "{lora}");
+    assert!(dit > 10 * trained, "{lora}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -639,4 +662,97 @@ fn full_fine_tuning_starts_from_a_flux_pipeline_and_resumes_from_its_checkpoint(
     let out = train(&repo().join("configs/train/tiny-flux.yaml"), &dir.path().join("run2"), &set).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("transformer"), "{err}");
+}
+
+/// A LoRA run from the tiny FLUX.1-dev pipeline on the command line: its checkpoint holds the
+/// adapters and their diffusers export, inference's reader merges them into the base,
+/// `unireal-train merge` writes that DiT as a diffusers transformer (the same weights, exactly),
+/// and, where the venv has torch + diffusers + peft, diffusers samples the same latents with
+/// our `lora.safetensors` through `load_lora_weights` as with the merged transformer, and
+/// others than without it.
+#[test]
+fn lora_run_merges_and_loads_in_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("crates/unireal-model/tests/fixtures");
+    let flux = fixtures.join("flux");
+    let f = flux.to_string_lossy();
+    let run = dir.path().join("run");
+    let sources = format!("data.sources=[{{path: {:?}, weight: 1.0}}]", shards().to_string_lossy());
+    let model = format!(
+        "model={{preset: flux-dev, init_from: {f}, latent: {{kind: vae, path: {f}/vae}}, \
+         text: {{kind: t5, path: {f}/text_encoder_2, tokenizer: {f}/tokenizer_2, max_len: 512, unmasked: true}}, \
+         pooled: {{kind: clip, path: {f}/text_encoder, tokenizer: {f}/tokenizer}}, guidance: 1.0}}"
+    );
+    let set = [
+        sources.as_str(),
+        model.as_str(),
+        "train.lora={rank: 2, targets: [attn, mlp]}",
+        "train.steps=3",
+        "train.lr=0.05",
+        "train.ema_decay=0",
+        "log.val_every=0",
+        "log.sample_every=0",
+        "checkpoint.every=3",
+    ];
+    let err = ok(train(&repo().join("configs/train/tiny-flux.yaml"), &run, &set).output().unwrap());
+    assert!(err.contains("lora: rank 2") && err.contains("the base is frozen"), "{err}");
+    let ckpt = run.join("checkpoints/step-00000003");
+    for file in ["lora.safetensors", "model.safetensors", "optim.mpk", "state.json", "config.yaml"] {
+        assert!(ckpt.join(file).is_file(), "{file}");
+    }
+    assert!(!ckpt.join("model.mpk").exists() && !ckpt.join("ema-lora.safetensors").exists());
+
+    // Inference's reader: the base of model.init_from with the adapters merged.
+    let c = unireal_pipeline::Checkpoint::open(&run).unwrap();
+    assert!(c.weights(true).ends_with("lora.safetensors"));
+    let device = Default::default();
+    let merged = c.load_model::<burn::backend::NdArray>(true, &device).unwrap();
+
+    let merge = |out: &Path, dtype: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unireal-train"));
+        cmd.args(["merge", "--checkpoint"]).arg(&run).arg("--out").arg(out).args(["--dtype", dtype]).output().unwrap()
+    };
+    let transformer = dir.path().join("merged");
+    let out = merge(&transformer, "f32");
+    let err = ok(out);
+    assert!(err.contains("merged into"), "{err}");
+    let cfg = c.config.model.dit_config().unwrap();
+    let mut back = cfg.init::<burn::backend::NdArray>(&device);
+    let report = unireal_model::load_flux(&mut back, &cfg, &transformer, true).unwrap();
+    assert!(report.missing.is_empty() && report.unused.is_empty(), "{report:?}");
+    let flat = |m: &unireal_model::DiT<burn::backend::NdArray>| -> Vec<f32> {
+        unireal_train::ema::flat_params(m).into_iter().flat_map(|t| t.into_data().to_vec::<f32>().unwrap()).collect()
+    };
+    assert_eq!(flat(&back), flat(&merged.dit), "the merged transformer differs from the checkpoint's DiT");
+    let out = merge(&transformer, "f32");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("already exists") && err.contains("hint:"), "{err}");
+
+    // diffusers, where the venv has it.
+    let python = unireal_testkit::python();
+    let probe = Command::new(&python).args(["-c", "import torch, diffusers, peft"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping diffusers' side: {} lacks torch, diffusers or peft", python.display());
+        return;
+    }
+    let noise = fixtures.join("flux_pipeline_io.safetensors");
+    let sample = |extra: &[&std::ffi::OsStr], out: &Path| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(repo().join("scripts/reference/lora_check.py")).arg("--pipeline").arg(&flux);
+        cmd.args(extra).arg("--noise").arg(&noise).arg("--out").arg(out);
+        cmd.args(["--prompt", "a photograph of an astronaut holding a flag on the moon"]);
+        cmd.args(["--width", "48", "--height", "32", "--steps", "4"]);
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("latents").unwrap();
+        t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>()
+    };
+    let lora = sample(&["--lora".as_ref(), ckpt.join("lora.safetensors").as_os_str()], &dir.path().join("a.st"));
+    let whole = sample(&["--transformer".as_ref(), transformer.as_os_str()], &dir.path().join("b.st"));
+    let plain = sample(&[], &dir.path().join("c.st"));
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff(&lora, &whole) < 1e-4, "load_lora_weights vs merged: {}", diff(&lora, &whole));
+    assert!(diff(&lora, &plain) > 1e-3, "the adapters changed nothing: {}", diff(&lora, &plain));
 }
