@@ -536,9 +536,9 @@ pub fn export_diffusers<B: Backend>(
         .filter_map(|p| tensor(p).ok())
         .map(|(_, v)| v.iter().filter(|x| **x != 0.0).count())
         .sum();
-    // Every diffusers tensor with its shape, in key order.
+    // Every diffusers tensor, the parts of one DiT tensor together (read and transposed once).
     let mut keys: Vec<(String, Placement)> = diffusers_placements(cfg).into_iter().collect();
-    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys.sort_by(|a, b| (&a.1.ours, a.1.offset).cmp(&(&b.1.ours, b.1.offset)));
     let bytes_per = match dtype {
         ExportDtype::F32 => 4,
         ExportDtype::Bf16 => 2,
@@ -572,6 +572,7 @@ pub fn export_diffusers<B: Backend>(
     let stem = crate::weights::DIFFUSERS_WEIGHTS;
     let count = shards.len();
     let mut weight_map = serde_json::Map::new();
+    let mut cached: (String, Vec<f32>) = (String::new(), Vec::new());
     for (i, shard) in shards.into_iter().enumerate() {
         let file = if count == 1 {
             format!("{stem}.safetensors")
@@ -580,9 +581,11 @@ pub fn export_diffusers<B: Backend>(
         };
         let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(shard.len());
         for (key, p, shape) in shard {
-            let (_, full) = tensor(&p.ours)?;
+            if cached.0 != p.ours {
+                cached = (p.ours.clone(), tensor(&p.ours)?.1);
+            }
             let row: usize = shape[1..].iter().product();
-            let mut v = full[p.offset * row..(p.offset + shape[0]) * row].to_vec();
+            let mut v = cached.1[p.offset * row..(p.offset + shape[0]) * row].to_vec();
             if p.swap_halves {
                 let half = v.len() / 2;
                 v.rotate_left(half);

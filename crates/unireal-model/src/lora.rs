@@ -14,9 +14,9 @@
 //! [`crate::flux::flux_sources`]): [`diffusers_lora`] writes an adapter of a fused layer as
 //! one adapter per part with the same `A` and that part's columns of `B`, which computes the
 //! same sum, with `scale` folded into `B` (so diffusers' default `lora_alpha = r` applies it).
-//! [`merge_diffusers_lora`] reads any diffusers/PEFT LoRA of a FLUX.1 transformer (per-module
-//! ranks and `lora_adapter_metadata`'s alphas included) and adds `scale · Bᵀ·Aᵀ` into the
-//! weights it names.
+//! [`merge_diffusers_lora`] reads a LoRA of a FLUX.1 transformer in diffusers' format
+//! (`save_lora_weights`: PEFT keys, per-module ranks, `lora_adapter_metadata`'s alphas, rsLoRA)
+//! and adds `scale · Bᵀ·Aᵀ` into the weights it names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -82,6 +82,13 @@ impl LoraConfig {
             return Err(format!("train.lora.alpha {:?} must be positive", self.alpha));
         }
         Ok(())
+    }
+
+    /// Whether `other` builds the same adapters (alpha left out or equal to the rank, targets
+    /// in any order).
+    pub fn same_adapters(&self, other: &LoraConfig) -> bool {
+        let targets = |c: &LoraConfig| c.targets.iter().copied().collect::<BTreeSet<_>>();
+        self.rank == other.rank && self.scale() == other.scale() && targets(self) == targets(other)
     }
 
     fn has(&self, t: LoraTarget) -> bool {
@@ -173,9 +180,12 @@ impl<B: Backend> LoraAdapter<B> {
     ///
     /// # Shapes
     /// - x: `[..., in]` → `[..., width]`
+    /// Computed in `x`'s dtype: a LoRA run's base may compute in bf16 while the adapters are
+    /// f32 (sampling; training casts the adapters itself).
     pub fn delta<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let down = burn::tensor::module::linear(x, self.a.val(), None);
-        burn::tensor::module::linear(down, self.b.val(), None) * self.scale
+        let dtype = x.dtype();
+        let down = burn::tensor::module::linear(x, self.a.val().cast(dtype), None);
+        burn::tensor::module::linear(down, self.b.val().cast(dtype), None) * self.scale
     }
 }
 
@@ -472,6 +482,15 @@ fn read_lora_file(path: &Path) -> Result<BTreeMap<String, FileAdapter>, ModelErr
         return Err(err("no `lora_A`/`lora_B` weights: not a diffusers LoRA".into()));
     }
     let lora_alpha = conf("lora_alpha").and_then(|v| v.as_f64());
+    let rslora = conf("use_rslora").and_then(|v| v.as_bool()) == Some(true);
+    if let Some(k) = conf("alpha_pattern")
+        .and_then(|v| v.as_object())
+        .and_then(|m| m.keys().find(|k| k.contains(|c: char| "*+?[](){}|\\^$".contains(c))))
+    {
+        return Err(err(format!(
+            "alpha_pattern key `{k}` is a regular expression; only module names are matched here"
+        )));
+    }
     let pattern = |name: &str, module: &str| -> Option<f64> {
         let map = conf(name)?.as_object()?;
         map.iter()
@@ -488,9 +507,11 @@ fn read_lora_file(path: &Path) -> Result<BTreeMap<String, FileAdapter>, ModelErr
             )));
         }
         let rank = ash[0] as f64;
-        // PEFT's scaling is lora_alpha / r; without metadata diffusers takes lora_alpha = r.
+        // PEFT's scaling is lora_alpha / r (rsLoRA: / √r). Without metadata diffusers (0.42,
+        // `get_peft_kwargs`) gives every module lora_alpha = its own rank: scale 1.
         let alpha = pattern("alpha_pattern", &module).or(lora_alpha).unwrap_or(rank);
-        out.insert(module, FileAdapter { a: a_data, b: b_data, scale: alpha / rank });
+        let scale = if rslora { alpha / rank.sqrt() } else { alpha / rank };
+        out.insert(module, FileAdapter { a: a_data, b: b_data, scale });
     }
     if let Some(m) = b.keys().next() {
         return Err(err(format!("`{m}` has lora_B but no lora_A")));
@@ -511,11 +532,11 @@ pub fn merge_diffusers_lora<B: Backend>(
     let err = |message: String| ModelError::Weights { path: path.display().to_string(), message };
     let file = read_lora_file(path)?;
     let placements = diffusers_placements(cfg);
-    let mut by_ours: HashMap<String, Vec<(&Placement, &FileAdapter)>> = HashMap::new();
+    let mut by_ours: HashMap<String, Vec<(&str, &Placement, &FileAdapter)>> = HashMap::new();
     let mut unknown = Vec::new();
     for (module, adapter) in &file {
         match placements.get(&format!("{module}.weight")) {
-            Some(p) => by_ours.entry(p.ours.clone()).or_default().push((p, adapter)),
+            Some(p) => by_ours.entry(p.ours.clone()).or_default().push((module.as_str(), p, adapter)),
             None => unknown.push(module.clone()),
         }
     }
@@ -545,7 +566,7 @@ pub fn merge_diffusers_lora<B: Backend>(
 /// Adds each file adapter's `scale · (B·A)ᵀ` into the columns of the DiT weight it belongs to.
 struct AddDeltas<'a> {
     path: Vec<String>,
-    deltas: HashMap<String, Vec<(&'a Placement, &'a FileAdapter)>>,
+    deltas: HashMap<String, Vec<(&'a str, &'a Placement, &'a FileAdapter)>>,
     error: Option<String>,
 }
 
@@ -561,19 +582,20 @@ impl<B: Backend> ModuleMapper<B> for AddDeltas<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let Some(list) = self.deltas.remove(&self.path.join(".")) else { return param };
         if D != 2 {
-            self.error = Some(format!("`{}` is not a weight matrix", self.path.join(".")));
+            self.error.get_or_insert(format!("`{}` is not a weight matrix", self.path.join(".")));
             return param;
         }
         let (id, w, mapper) = param.consume();
         let (device, dtype, dims) = (w.device(), w.dtype(), w.dims());
         let [d_in, out] = [dims[0], dims[1]];
         let mut w2: Tensor<B, 2> = w.reshape([d_in, out]);
-        for (p, f) in list {
+        for (module, p, f) in list {
             let (rank, a_in, rows) = (f.a.shape[0], f.a.shape[1], f.b.shape[0]);
             let expected = p.rows.unwrap_or(out);
             if a_in != d_in || rows != expected || p.offset + rows > out {
-                self.error = Some(format!(
-                    "the LoRA of `{}` is [{rows}, {rank}]·[{rank}, {a_in}], the weight it adds to is [{expected}, {d_in}]",
+                self.error.get_or_insert(format!(
+                    "`{module}`: lora_B [{rows}, {rank}] · lora_A [{rank}, {a_in}] does not fit the weight it adds to, \
+                     [{expected}, {d_in}] (the DiT's `{}`)",
                     p.ours
                 ));
                 return Param::from_mapped_value(id, w2.reshape(dims), mapper);

@@ -501,5 +501,8 @@ fn foreign_lora_files_are_refused_by_name() {
         ("transformer.transformer_blocks.0.attn.to_q.lora_B.weight", vec![32, 2]),
     ]);
     let err = merge(wrong);
-    assert!(err.contains("double_blocks.0.img_attn.qkv.weight"), "{err}");
+    assert!(
+        err.contains("transformer_blocks.0.attn.to_q") && err.contains("double_blocks.0.img_attn.qkv.weight"),
+        "{err}"
+    );
 }

@@ -92,7 +92,10 @@ pub fn incompatible_key(dir: &Path, cfg: &crate::TrainConfig) -> Result<Option<&
         Some("model")
     } else if (saved.train.ema_decay > 0.0) != (cfg.train.ema_decay > 0.0) {
         Some("train.ema_decay (EMA on or off)")
-    } else if saved.train.lora != cfg.train.lora {
+    } else if match (&saved.train.lora, &cfg.train.lora) {
+        (Some(a), Some(b)) => !a.same_adapters(b),
+        (a, b) => a.is_some() != b.is_some(),
+    } {
         Some("train.lora")
     } else {
         None

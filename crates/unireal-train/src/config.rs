@@ -478,6 +478,12 @@ mod tests {
         cfg.validate().unwrap();
         let cfg: TrainConfig = serde_yaml::from_str(&yaml(t5, "{rank: 0}")).unwrap();
         assert_eq!(cfg.validate().unwrap_err().key, "train.lora");
+        // A resume compares adapters, not spellings.
+        use unireal_model::LoraTarget::{Attn, Mlp};
+        let a = unireal_model::LoraConfig { rank: 4, alpha: None, targets: vec![Attn, Mlp] };
+        assert!(a.same_adapters(&unireal_model::LoraConfig { rank: 4, alpha: Some(4.0), targets: vec![Mlp, Attn] }));
+        assert!(!a.same_adapters(&unireal_model::LoraConfig { rank: 4, alpha: Some(8.0), ..a.clone() }));
+        assert!(!a.same_adapters(&unireal_model::LoraConfig { targets: vec![Attn], ..a.clone() }));
         let err = serde_yaml::from_str::<TrainConfig>(&yaml(t5, "{rank: 4, targets: [qkv]}")).unwrap_err().to_string();
         assert!(err.contains("qkv") && err.contains("attn"), "{err}");
     }

@@ -236,11 +236,12 @@ fn lora_trains_only_the_adapters_and_resumes_exactly() {
 }
 
 /// With `train.precision: bf16` a LoRA run keeps its frozen base in bf16 (no f32 copy) while the
-/// adapters, their moments and their EMA stay f32.
+/// adapters, their moments and their EMA stay f32, and it samples its grids.
 #[test]
 fn lora_keeps_the_base_in_bf16_and_the_adapters_in_f32() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = lora_config(dir.path(), &["train.precision=bf16"]);
+    let set = ["train.precision=bf16", "log.sample_every=1000", "log.samples=1", "log.sample_steps=2"];
+    let cfg = lora_config(dir.path(), &set);
     let opts = RunOptions { run_dir: dir.path().join("run"), resume: false, quiet: true };
     let mut t = Trainer::<Autodiff<Flex>>::new(&cfg, &opts, &Default::default(), &SingleProcess).unwrap();
     let losses: Vec<f64> = (0..2).map(|_| t.train_step().unwrap().loss).collect();
@@ -250,6 +251,9 @@ fn lora_keeps_the_base_in_bf16_and_the_adapters_in_f32() {
     for (path, a) in unireal_model::lora::adapters(&t.model().dit) {
         assert_eq!((a.a.val().dtype(), a.b.val().dtype()), (DType::F32, DType::F32), "{path}");
     }
+    // Sampling runs the bf16 base with the f32 adapters outside the training step's casts.
+    let grid = t.write_samples().unwrap().expect("fixed batches");
+    assert!(grid.is_file(), "{}", grid.display());
     let ckpt = t.save_checkpoint().unwrap();
     let dtypes = file_dtypes(&ckpt.join("lora.safetensors"));
     assert!(dtypes.iter().all(|d| *d == safetensors::Dtype::F32), "{dtypes:?}");
