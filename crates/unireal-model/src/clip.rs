@@ -3,7 +3,7 @@
 //! `models/clip/modeling_clip.py`); the modules carry the same tensor names, so a checkpoint
 //! loads with no remapping. Flux feeds the text tower's pooled output to `vector_in`; the
 //! evaluation metrics (CLIP_dir, CLIP_im, CLIP-T/I) use both towers' projected embeddings.
-//! [`ClipImageProcessor`] is `CLIPImageProcessor` (shortest-edge bicubic resize as PIL does it
+//! [`crate::ImageProcessor`] is `CLIPImageProcessor` (shortest-edge bicubic resize as PIL does it
 //! on 8-bit pixels, centre crop, rescale, normalise) from `preprocessor_config.json`.
 
 use std::path::Path;
@@ -242,7 +242,7 @@ impl<B: Backend> Clip<B> {
     /// The vision tower's output and, with a projection, the image embeddings.
     ///
     /// # Shapes
-    /// - pixels: `[batch, channels, image_size, image_size]`, as [`ClipImageProcessor`] makes them
+    /// - pixels: `[batch, channels, image_size, image_size]`, as [`crate::ImageProcessor`] makes them
     /// - returns hidden `[batch, 1 + patches, hidden]`, pooled `[batch, hidden]`, embeds
     ///   `[batch, projection_dim]`
     pub fn encode_image(&self, pixels: Tensor<B, 4>) -> Result<ClipOutput<B>, ModelError> {
@@ -602,7 +602,7 @@ impl<B: Backend> ClipVisionTransformer<B> {
         let size = self.embeddings.image_size;
         if h != size || w != size {
             return Err(ModelError::Config(format!(
-                "CLIP's vision tower takes {size}x{size} px images, got {w}x{h} (preprocess them with ClipImageProcessor)"
+                "CLIP's vision tower takes {size}x{size} px images, got {w}x{h} (preprocess them with ImageProcessor)"
             )));
         }
         let patches = self.embeddings.patch_embedding.forward(pixels); // [b, d, gh, gw]
@@ -613,245 +613,5 @@ impl<B: Backend> ClipVisionTransformer<B> {
         let hidden = self.encoder.forward(self.pre_layrnorm.forward(x), None);
         let pooled = self.post_layernorm.forward(hidden.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]));
         Ok((hidden, pooled))
-    }
-}
-
-/// transformers' `CLIPImageProcessor`, read from `preprocessor_config.json`: resize so the
-/// shortest edge is `size.shortest_edge` (bicubic, as PIL computes it on 8-bit pixels),
-/// centre crop to `crop_size`, rescale by `rescale_factor`, normalise by `image_mean` /
-/// `image_std`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClipImageProcessor {
-    pub shortest_edge: Option<u32>,
-    pub crop: Option<(u32, u32)>,
-    pub rescale_factor: Option<f32>,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl ClipImageProcessor {
-    /// OpenAI's CLIP preprocessing at `size` px (224 for ViT-L/14 and ViT-B/32).
-    pub fn openai(size: u32) -> Self {
-        ClipImageProcessor {
-            shortest_edge: Some(size),
-            crop: Some((size, size)),
-            rescale_factor: Some(1.0 / 255.0),
-            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
-        }
-    }
-
-    /// Reads `preprocessor_config.json` (only bicubic resampling, `resample: 3`, is supported).
-    pub fn from_json(path: &Path) -> Result<Self, ModelError> {
-        let err = |m: String| ModelError::Config(format!("{}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        let on = |k: &str| v[k].as_bool().unwrap_or(true);
-        if on("do_resize") && v["resample"].as_u64().unwrap_or(3) != 3 {
-            return Err(err(format!("resample {} is not supported (only 3, bicubic)", v["resample"])));
-        }
-        let shortest_edge = if on("do_resize") {
-            let s = &v["size"];
-            let e = s["shortest_edge"].as_u64().or_else(|| s.as_u64()).ok_or_else(|| {
-                err(format!("`size` {s} is not supported (only {{\"shortest_edge\": N}}, CLIP's resize)"))
-            })?;
-            Some(e as u32)
-        } else {
-            None
-        };
-        let crop = if on("do_center_crop") {
-            let c = &v["crop_size"];
-            let (h, w) = match (c["height"].as_u64(), c["width"].as_u64(), c.as_u64()) {
-                (Some(h), Some(w), _) => (h, w),
-                (_, _, Some(s)) => (s, s),
-                _ => return Err(err(format!("`crop_size` {c} has no height and width"))),
-            };
-            Some((w as u32, h as u32))
-        } else {
-            None
-        };
-        let triple = |k: &str, default: [f32; 3]| -> Result<[f32; 3], ModelError> {
-            match v.get(k) {
-                None => Ok(default),
-                Some(a) => {
-                    let xs: Vec<f32> =
-                        a.as_array().into_iter().flatten().filter_map(|x| x.as_f64()).map(|x| x as f32).collect();
-                    xs.try_into().map_err(|_| err(format!("`{k}` is not three numbers")))
-                }
-            }
-        };
-        let openai = ClipImageProcessor::openai(224);
-        let normalize = on("do_normalize");
-        Ok(ClipImageProcessor {
-            shortest_edge,
-            crop,
-            rescale_factor: on("do_rescale").then(|| v["rescale_factor"].as_f64().unwrap_or(1.0 / 255.0) as f32),
-            mean: if normalize { triple("image_mean", openai.mean)? } else { [0.0; 3] },
-            std: if normalize { triple("image_std", openai.std)? } else { [1.0; 3] },
-        })
-    }
-
-    /// The output side lengths (width, height) for an input of `width × height`.
-    pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
-        let (w, h) = self.resized(width, height);
-        self.crop.unwrap_or((w, h))
-    }
-
-    fn resized(&self, width: u32, height: u32) -> (u32, u32) {
-        match self.shortest_edge {
-            // transformers' get_resize_output_image_size: the long side truncated.
-            Some(s) if width <= height => (s, (s as u64 * height as u64 / width as u64) as u32),
-            Some(s) => ((s as u64 * width as u64 / height as u64) as u32, s),
-            None => (width, height),
-        }
-    }
-
-    /// Channel-first pixels `[3, out_h, out_w]` (row-major) from interleaved 8-bit RGB.
-    pub fn preprocess(&self, rgb: &[u8], width: u32, height: u32) -> Vec<f32> {
-        assert_eq!(rgb.len(), 3 * width as usize * height as usize, "RGB buffer of {width}x{height}");
-        let (rw, rh) = self.resized(width, height);
-        let resized = if (rw, rh) == (width, height) {
-            rgb.to_vec()
-        } else {
-            pil_bicubic(rgb, width as usize, height as usize, rw as usize, rh as usize)
-        };
-        let (cw, ch) = self.crop.unwrap_or((rw, rh));
-        // transformers' center_crop: int((size - crop) / 2); a crop larger than the image pads
-        // with zeros around it.
-        let top = (rh as i64 - ch as i64).div_euclid(2);
-        let left = (rw as i64 - cw as i64).div_euclid(2);
-        let scale = self.rescale_factor.unwrap_or(1.0);
-        let mut out = vec![0.0f32; 3 * (cw * ch) as usize];
-        for c in 0..3 {
-            for y in 0..ch as i64 {
-                for x in 0..cw as i64 {
-                    let (sy, sx) = (y + top, x + left);
-                    let raw = if (0..rh as i64).contains(&sy) && (0..rw as i64).contains(&sx) {
-                        resized[(sy as usize * rw as usize + sx as usize) * 3 + c] as f32
-                    } else {
-                        0.0
-                    };
-                    out[(c * ch as usize + y as usize) * cw as usize + x as usize] =
-                        (raw * scale - self.mean[c]) / self.std[c];
-                }
-            }
-        }
-        out
-    }
-}
-
-/// PIL's bicubic filter (a = −0.5).
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-/// Fixed-point bits of PIL's 8-bit resampling coefficients.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// PIL's `precompute_coeffs` + `normalize_coeffs_8bpc`: for each output index, the first
-/// input index and its integer weights.
-fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i64>)> {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    (0..out_size)
-        .map(|xx| {
-            let center = (xx as f64 + 0.5) * scale;
-            let ss = 1.0 / filterscale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let mut w: Vec<f64> = (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
-            let total: f64 = w.iter().sum();
-            if total != 0.0 {
-                w.iter_mut().for_each(|k| *k /= total);
-            }
-            let fixed = w
-                .iter()
-                .map(|&k| (k * (1i64 << PRECISION_BITS) as f64 + if k < 0.0 { -0.5 } else { 0.5 }) as i64)
-                .collect();
-            (xmin, fixed)
-        })
-        .collect()
-}
-
-fn clip8(v: i64) -> u8 {
-    (v >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// `PIL.Image.resize((out_w, out_h), Image.BICUBIC)` on interleaved RGB: a horizontal pass to
-/// 8 bits, then a vertical one, in PIL's fixed-point arithmetic, so the pixels match PIL's.
-fn pil_bicubic(rgb: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<u8> {
-    let round = 1i64 << (PRECISION_BITS - 1);
-    let horizontal = if out_w == w {
-        rgb.to_vec()
-    } else {
-        let coeffs = coefficients(w, out_w);
-        let mut tmp = vec![0u8; out_w * h * 3];
-        for y in 0..h {
-            for (xx, (xmin, k)) in coeffs.iter().enumerate() {
-                for c in 0..3 {
-                    let mut ss = round;
-                    for (i, &kk) in k.iter().enumerate() {
-                        ss += rgb[(y * w + xmin + i) * 3 + c] as i64 * kk;
-                    }
-                    tmp[(y * out_w + xx) * 3 + c] = clip8(ss);
-                }
-            }
-        }
-        tmp
-    };
-    if out_h == h {
-        return horizontal;
-    }
-    let coeffs = coefficients(h, out_h);
-    let mut out = vec![0u8; out_w * out_h * 3];
-    for (yy, (ymin, k)) in coeffs.iter().enumerate() {
-        for x in 0..out_w {
-            for c in 0..3 {
-                let mut ss = round;
-                for (i, &kk) in k.iter().enumerate() {
-                    ss += horizontal[((ymin + i) * out_w + x) * 3 + c] as i64 * kk;
-                }
-                out[(yy * out_w + x) * 3 + c] = clip8(ss);
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bicubic_weights_sum_to_one_in_fixed_point() {
-        for (input, output) in [(500, 30), (30, 30), (7, 30), (451, 224)] {
-            for (_, k) in coefficients(input, output) {
-                let sum: i64 = k.iter().sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{input}->{output}: {sum}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_flat_image_stays_flat_and_the_crop_is_centred() {
-        let p = ClipImageProcessor::openai(8);
-        assert_eq!(p.resized(20, 10), (16, 8));
-        assert_eq!(p.resized(10, 25), (8, 20));
-        let rgb: Vec<u8> = (0..20 * 10).flat_map(|_| [200u8, 100, 50]).collect();
-        let out = p.preprocess(&rgb, 20, 10);
-        assert_eq!(out.len(), 3 * 8 * 8);
-        for (c, v) in [200.0f32, 100.0, 50.0].iter().enumerate() {
-            let want = (v / 255.0 - p.mean[c]) / p.std[c];
-            assert!(out[c * 64..(c + 1) * 64].iter().all(|x| (x - want).abs() < 1e-5), "channel {c}");
-        }
     }
 }

@@ -161,7 +161,7 @@ fn t5_text_from_a_hugging_face_directory() {
 /// photographs.
 #[test]
 fn clip_matches_transformers() {
-    use unireal_model::{Clip, ClipConfig, ClipImageProcessor};
+    use unireal_model::{Clip, ClipConfig, ImageProcessor};
     let device = Default::default();
     let (clip, report): (Clip<B>, _) = ClipConfig::load(&fixture("clip"), &device).unwrap();
     assert_eq!(report.missing, Vec::<String>::new());
@@ -207,7 +207,7 @@ fn clip_matches_transformers() {
     assert!(d < TOL, "image embeds: max |Δ| = {d}");
 
     // The processor's pixels: PIL's bicubic on 8-bit pixels, reproduced exactly.
-    let proc = ClipImageProcessor::from_json(&fixture("clip/preprocessor_config.json")).unwrap();
+    let proc = ImageProcessor::from_json(&fixture("clip/preprocessor_config.json")).unwrap();
     let want = io.f32::<4>("pixel_values", &device);
     for (i, name) in ["chelsea.png", "coffee.png"].iter().enumerate() {
         let path = format!("{}/../../datasets/samples/images/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -222,6 +222,51 @@ fn clip_matches_transformers() {
     // A vision tower refuses images of another size, naming both.
     let err = clip.encode_image(Tensor::zeros([1, 3, 32, 32], &device)).unwrap_err();
     assert!(err.to_string().contains("30x30") && err.to_string().contains("32x32"), "{err}");
+}
+
+/// DINO v1 (`ViTModel`, no pooler) and DINOv2 (`Dinov2Model`) against transformers (tiny
+/// random configs, scripts/reference/dino.py): each directory's processor on two sample
+/// photographs (ViT's bilinear square resize; BiT's bicubic shortest edge + crop), and the
+/// last hidden states, DINOv2's with its position embeddings interpolated (5x5 → 4x4 and 4x6).
+#[test]
+fn dino_and_dinov2_match_transformers() {
+    use unireal_model::{ImageProcessor, VitConfig};
+    let device = Default::default();
+    let io = Io::open("dino_io.safetensors");
+    for name in ["dino", "dinov2"] {
+        let (vit, report) = VitConfig::load::<B>(&fixture(name), &device).unwrap();
+        assert!(report.missing.is_empty(), "{name}: {report:?}");
+        let unused: &[&str] = if name == "dinov2" { &["embeddings.mask_token"] } else { &[] };
+        assert_eq!(report.unused, unused, "{name}");
+        let proc = ImageProcessor::from_dir(&fixture(name)).unwrap();
+        let want = io.f32::<4>(&format!("{name}_pixels"), &device);
+        for (i, image) in ["chelsea.png", "coffee.png"].iter().enumerate() {
+            let path = format!("{}/../../datasets/samples/images/{image}", env!("CARGO_MANIFEST_DIR"));
+            let rgb = image::open(&path).unwrap().to_rgb8();
+            let (w, h) = proc.output_size(rgb.width(), rgb.height());
+            let pixels = proc.preprocess(rgb.as_raw(), rgb.width(), rgb.height());
+            let got = Tensor::<B, 1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, h as usize, w as usize]);
+            let d = max_abs_diff(got, want.clone().slice([i..i + 1]));
+            assert!(d < 1e-5, "{name} {image}: preprocessed pixels differ from transformers' by {d}");
+        }
+        let out = vit.forward(want).unwrap();
+        let hidden = io.f32::<3>(&format!("{name}_hidden"), &device);
+        let d = max_abs_diff(out.cls.clone(), hidden.clone().slice([0..2, 0..1]).squeeze_dim::<2>(1));
+        assert!(d < TOL, "{name} class token: max |Δ| = {d}");
+        let d = max_abs_diff(out.hidden, hidden);
+        assert!(d < TOL, "{name} last_hidden_state: max |Δ| = {d}");
+    }
+    let (dinov2, _) = VitConfig::load::<B>(&fixture("dinov2"), &device).unwrap();
+    let out = dinov2.forward(io.f32::<4>("rect_pixels", &device)).unwrap();
+    let d = max_abs_diff(out.hidden, io.f32::<3>("rect_hidden", &device));
+    assert!(d < TOL, "dinov2 on 32x48 px (a 4x6 grid): max |Δ| = {d}");
+
+    // DINO v1 takes its trained size only; a CLIP directory is not a ViT.
+    let (dino, _) = VitConfig::load::<B>(&fixture("dino"), &device).unwrap();
+    let err = dino.forward(Tensor::zeros([1, 3, 32, 48], &device)).unwrap_err().to_string();
+    assert!(err.contains("32x32") && err.contains("48x32"), "{err}");
+    let err = VitConfig::load::<B>(&fixture("clip"), &device).err().unwrap().to_string();
+    assert!(err.contains("config.json") && err.contains("model_type `clip`"), "{err}");
 }
 
 /// The ViT-L/14 and ViT-B/32 presets have the published sizes.
