@@ -27,6 +27,32 @@ pub enum Resample {
     Bicubic,
 }
 
+/// How a centre crop's offset is rounded when the margin is odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropOffset {
+    /// transformers' `center_crop`: `(size - crop) // 2`.
+    Floor,
+    /// torchvision's `CenterCrop`: `int(round((size - crop) / 2))`, halves to even.
+    RoundHalfEven,
+}
+
+impl CropOffset {
+    fn offset(self, margin: i64) -> i64 {
+        match self {
+            CropOffset::Floor => margin.div_euclid(2),
+            // margin/2 is an integer or a half; a half rounds to the even neighbour.
+            CropOffset::RoundHalfEven => {
+                let floor = margin.div_euclid(2);
+                if margin.rem_euclid(2) == 1 && floor % 2 != 0 {
+                    floor + 1
+                } else {
+                    floor
+                }
+            }
+        }
+    }
+}
+
 /// An image processor: resize, centre crop, rescale, normalise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
@@ -34,6 +60,7 @@ pub struct ImageProcessor {
     pub resample: Resample,
     /// (width, height) of the centre crop.
     pub crop: Option<(u32, u32)>,
+    pub crop_offset: CropOffset,
     pub rescale_factor: Option<f32>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -53,6 +80,7 @@ impl ImageProcessor {
             resize: Some(Resize::ShortestEdge(size)),
             resample: Resample::Bicubic,
             crop: Some((size, size)),
+            crop_offset: CropOffset::Floor,
             rescale_factor: Some(1.0 / 255.0),
             mean: OPENAI_MEAN,
             std: OPENAI_STD,
@@ -66,6 +94,7 @@ impl ImageProcessor {
             resize: Some(Resize::ShortestEdge(256)),
             resample: Resample::Bicubic,
             crop: Some((224, 224)),
+            crop_offset: CropOffset::Floor,
             rescale_factor: Some(1.0 / 255.0),
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -136,6 +165,7 @@ impl ImageProcessor {
             resize,
             resample,
             crop,
+            crop_offset: CropOffset::Floor,
             rescale_factor: on("do_rescale").then(|| v["rescale_factor"].as_f64().unwrap_or(1.0 / 255.0) as f32),
             mean: if normalize { triple("image_mean", mean)? } else { [0.0; 3] },
             std: if normalize { triple("image_std", std)? } else { [1.0; 3] },
@@ -173,10 +203,9 @@ impl ImageProcessor {
             pil_resize(rgb, width as usize, height as usize, rw as usize, rh as usize, self.resample)
         };
         let (cw, ch) = self.crop.unwrap_or((rw, rh));
-        // transformers' center_crop: int((size - crop) / 2); a crop larger than the image pads
-        // with zeros around it.
-        let top = (rh as i64 - ch as i64).div_euclid(2);
-        let left = (rw as i64 - cw as i64).div_euclid(2);
+        // A crop larger than the image pads with zeros around it.
+        let top = self.crop_offset.offset(rh as i64 - ch as i64);
+        let left = self.crop_offset.offset(rw as i64 - cw as i64);
         let scale = self.rescale_factor.unwrap_or(1.0);
         let mut out = vec![0.0f32; 3 * (cw * ch) as usize];
         for c in 0..3 {
@@ -381,6 +410,16 @@ mod tests {
         std::fs::write(&path, r#"{"resample": 0}"#).unwrap();
         let err = ImageProcessor::from_json(&path).unwrap_err().to_string();
         assert!(err.contains("preprocessor_config.json") && err.contains("resample 0"), "{err}");
+    }
+
+    #[test]
+    fn torchvision_rounds_crop_offsets_half_to_even() {
+        // Python: int(round(m / 2)) for m = 0..=7.
+        let want = [0, 0, 1, 2, 2, 2, 3, 4];
+        for (m, w) in want.iter().enumerate() {
+            assert_eq!(CropOffset::RoundHalfEven.offset(m as i64), *w, "margin {m}");
+        }
+        assert_eq!(CropOffset::Floor.offset(3), 1);
     }
 
     #[test]

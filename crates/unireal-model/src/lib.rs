@@ -20,7 +20,7 @@ pub mod weights;
 pub use clip::{clip_tokenizer, Clip, ClipConfig, ClipOutput, ClipText, ClipTextConfig, ClipVisionConfig};
 pub use dit::{DiT, DiTConfig, DiTInput};
 pub use flux::{flux_transformer_config, load_flux, FluxLayout};
-pub use image_processor::{ImageProcessor, Resample, Resize};
+pub use image_processor::{CropOffset, ImageProcessor, Resample, Resize};
 pub use lora::{attach_lora, merge_diffusers_lora, save_diffusers_lora, LoraConfig, LoraTarget};
 pub use t5::{T5Config, T5Encoder, T5Text, TextTokenizer, TokenBatch};
 pub use vae::{AutoencoderKl, AutoencoderKlConfig, Latent, SpaceToDepth};

@@ -1,0 +1,81 @@
+//! The paper's evaluation (Tables 2 and 3 of UniReal, arXiv 2412.07774): CLIP and DINO metrics
+//! on the EMU Edit, MagicBrush and DreamBench test splits that `unireal-data import` writes.
+//! [`metrics`] embeds and compares, [`protocol`] says what each benchmark compares, [`report`]
+//! writes `scores.parquet`, `report.json` and `report.md`. Neither the trainer nor FFmpeg is
+//! linked: the binary reads shards, images and the CLIP/DINO weights the user names.
+
+pub mod metrics;
+pub mod protocol;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+pub use metrics::Embedders;
+pub use protocol::{score, test_rows, Protocol, SampleScores, TestRow};
+pub use report::{write_reports, Outcome, Report};
+
+/// Errors of the evaluation, each naming the path it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("model {dir}: {source}")]
+    Model {
+        dir: PathBuf,
+        #[source]
+        source: unireal_model::ModelError,
+    },
+    #[error("{0}")]
+    Forward(unireal_model::ModelError),
+    #[error("shards: {0}")]
+    Shards(String),
+    #[error("{dir}: no `{source_name}` rows of split test (found {found})")]
+    NoRows { dir: PathBuf, source_name: &'static str, found: String },
+    #[error("writing {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Outputs { path: PathBuf, message: String },
+}
+
+/// Where the images to score come from.
+pub enum Generated<'a> {
+    /// `DIR/SAMPLE_ID.png` (or `.jpg`/`.jpeg`), made by any model.
+    Dir(&'a Path),
+}
+
+/// The generated image of `row`, or why there is none (missing, unreadable or undecodable:
+/// the sample is skipped with that reason, so one bad file does not stop an evaluation).
+pub fn generated_image(source: &Generated, row: &TestRow) -> Result<image::RgbImage, String> {
+    match source {
+        Generated::Dir(dir) => {
+            let found =
+                ["png", "jpg", "jpeg"].iter().map(|e| dir.join(format!("{}.{e}", row.sample_id))).find(|p| p.is_file());
+            let path = found.ok_or_else(|| format!("no output image {}/{}.png", dir.display(), row.sample_id))?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            protocol::decode(&bytes).map_err(|e| format!("{} {e}", path.display()))
+        }
+    }
+}
+
+/// Scores every row: each sample's scores or the reason it was skipped, in row order, with a
+/// progress bar on stderr.
+pub fn score_rows<B: Backend>(
+    protocol: Protocol,
+    rows: &[TestRow],
+    source: &Generated,
+    emb: &Embedders<B>,
+) -> Vec<Outcome> {
+    let bar = indicatif::ProgressBar::new(rows.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("scoring {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
+            .expect("a valid template"),
+    );
+    let out = rows
+        .iter()
+        .map(|row| {
+            let result = generated_image(source, row).and_then(|img| score(protocol, row, &img, emb));
+            bar.inc(1);
+            Outcome { sample_id: row.sample_id.clone(), result, row: row.clone() }
+        })
+        .collect();
+    bar.finish_and_clear();
+    out
+}

@@ -1,0 +1,269 @@
+//! `unireal-eval --outputs` against scripts/reference/eval.py: the three protocols' scores on
+//! test rows written as the importers write them, with tiny random CLIP and DINO models
+//! (crates/unireal-model/tests/fixtures) in the published models' place. Cosines within 1e-3,
+//! pixel distances within 1e-4; known values (an unchanged image, swapped captions); missing
+//! and broken outputs are skipped with their reason; a wrong model directory is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, Float64Array, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+use unireal_core::{sample_id, ImageRole, Sample, SampleImage, Split, Task};
+use unireal_shards::{DatasetWriter, InputRecord, InputStatus, WriterOptions};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn models(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../unireal-model/tests/fixtures").join(name)
+}
+
+fn cases() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap()).unwrap()
+}
+
+fn png(name: &str) -> SampleImage {
+    let bytes = std::fs::read(fixtures().join(format!("images/{name}.png"))).unwrap();
+    let img = image::load_from_memory(&bytes).unwrap();
+    SampleImage { role: ImageRole::Canvas, encoding: "png".into(), bytes, width: img.width(), height: img.height() }
+}
+
+fn with_role(mut i: SampleImage, role: ImageRole) -> SampleImage {
+    i.role = role;
+    i
+}
+
+/// A test row as `unireal-data import` writes it for `protocol`.
+fn row(protocol: &str, case: &Value) -> Sample {
+    let name = case["name"].as_str().unwrap();
+    let s = |k: &str| case[k].as_str().map(String::from);
+    let (task, images, meta) = match protocol {
+        "dreambench" => {
+            let refs = case["references"].as_array().unwrap();
+            let images = refs.iter().map(|r| with_role(png(r.as_str().unwrap()), ImageRole::Asset)).collect();
+            let meta = serde_json::json!({"template": s("template"), "class": s("cls")});
+            (Task::MultiObject, images, meta)
+        }
+        _ => {
+            let mut images = vec![png(case["input"].as_str().unwrap())];
+            if let Some(t) = s("target") {
+                images.push(with_role(png(&t), ImageRole::Output));
+            }
+            let meta = serde_json::json!({"input_caption": s("input_caption"), "output_caption": s("output_caption")});
+            (Task::Edit, images, meta)
+        }
+    };
+    Sample {
+        sample_id: sample_id(task, protocol, &[name]),
+        task,
+        source: protocol.into(),
+        split: Split::Test,
+        base_prompt: "Turn IMG1 into RES1: edit it".into(),
+        context_prompt: "realistic style, static scene.".into(),
+        images,
+        meta,
+    }
+}
+
+fn write_shards(dir: &Path, samples: Vec<Sample>) {
+    let mut w = DatasetWriter::open(dir, WriterOptions::default(), false).unwrap();
+    let record = InputRecord {
+        path: "fixture".into(),
+        status: InputStatus::Ok,
+        reason: String::new(),
+        samples: 0,
+        stats: Value::Null,
+    };
+    w.add(record, samples).unwrap();
+    w.finish().unwrap();
+}
+
+fn eval(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_unireal-eval")).args(args).output().unwrap()
+}
+
+/// `scores.parquet` as sample id → column → value (strings and floats as JSON).
+fn read_scores(path: &Path) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    let mut out = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        let ids = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        for r in 0..batch.num_rows() {
+            let mut cols = BTreeMap::new();
+            for (c, field) in schema.fields().iter().enumerate() {
+                let col = batch.column(c);
+                let v = if col.is_null(r) {
+                    Value::Null
+                } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                    Value::from(s.value(r))
+                } else {
+                    Value::from(col.as_any().downcast_ref::<Float64Array>().unwrap().value(r))
+                };
+                cols.insert(field.name().clone(), v);
+            }
+            out.insert(ids.value(r).to_string(), cols);
+        }
+    }
+    out
+}
+
+#[test]
+fn scores_match_the_reference_for_every_protocol() {
+    let cases = cases();
+    for protocol in ["emu-edit", "magicbrush", "dreambench"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (shards, outputs, report) =
+            (tmp.path().join("shards"), tmp.path().join("outputs"), tmp.path().join("report"));
+        std::fs::create_dir_all(&outputs).unwrap();
+        let list = cases[protocol].as_array().unwrap();
+        let mut samples: Vec<Sample> = list.iter().map(|c| row(protocol, c)).collect();
+        for (case, s) in list.iter().zip(&samples) {
+            let out = case["output"].as_str().unwrap();
+            std::fs::copy(fixtures().join(format!("images/{out}.png")), outputs.join(format!("{}.png", s.sample_id)))
+                .unwrap();
+        }
+        // Two rows whose outputs are missing or broken: skipped with the reason.
+        let mut missing = row(protocol, &list[0]);
+        missing.sample_id = sample_id(missing.task, protocol, &["missing"]);
+        let mut broken = row(protocol, &list[0]);
+        broken.sample_id = sample_id(broken.task, protocol, &["broken"]);
+        std::fs::write(outputs.join(format!("{}.png", broken.sample_id)), b"not a png").unwrap();
+        let (missing_id, broken_id) = (missing.sample_id.clone(), broken.sample_id.clone());
+        samples.push(missing);
+        samples.push(broken);
+        write_shards(&shards, samples.clone());
+
+        let (clip, dino) = (models("clip"), models("dino"));
+        let args = [
+            "--protocol",
+            protocol,
+            "--shards",
+            shards.to_str().unwrap(),
+            "--clip",
+            clip.to_str().unwrap(),
+            "--dino",
+            dino.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ];
+        let out = eval(&args);
+        assert!(out.status.success(), "{protocol}: {}", String::from_utf8_lossy(&out.stderr));
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["scored"], list.len(), "{protocol}: {summary}");
+
+        let scores = read_scores(&report.join("scores.parquet"));
+        assert_eq!(scores.len(), samples.len(), "{protocol}: one row per sample");
+        for (case, s) in list.iter().zip(&samples) {
+            let got = &scores[&s.sample_id];
+            assert_eq!(got["status"], "scored", "{protocol} {}: {got:?}", case["name"]);
+            let expected = case["expected"].as_object().unwrap();
+            for (metric, want) in expected {
+                let want = want.as_f64().unwrap();
+                let v = got[metric].as_f64().unwrap_or_else(|| panic!("{protocol} {}: no {metric}", case["name"]));
+                let tol = if metric.ends_with("l1") || metric.ends_with("l2") { 1e-4 } else { 1e-3 };
+                assert!((v - want).abs() < tol, "{protocol} {} {metric}: {v} vs transformers' {want}", case["name"]);
+            }
+            // Metrics the reference could not compute (no captions) are null, with the reason.
+            for m in ["clip_dir", "clip_out", "gt_clip_t"] {
+                if got.contains_key(m) && !expected.contains_key(m) {
+                    assert_eq!(got[m], Value::Null, "{protocol} {}: {m}", case["name"]);
+                    assert!(got["reason"].as_str().unwrap().contains(m), "{got:?}");
+                }
+            }
+        }
+        for (id, why) in [(&missing_id, "no output image"), (&broken_id, "does not decode")] {
+            assert_eq!(scores[id]["status"], "skipped");
+            assert!(scores[id]["reason"].as_str().unwrap().contains(why), "{:?}", scores[id]);
+        }
+
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+        assert_eq!((json["rows"].as_u64(), json["skipped"].as_u64()), (Some(samples.len() as u64), Some(2)));
+        // Each mean is over the samples that have the metric.
+        for (metric, mean) in json["means"].as_object().unwrap() {
+            let values: Vec<f64> = list.iter().filter_map(|c| c["expected"][metric].as_f64()).collect();
+            let want = values.iter().sum::<f64>() / values.len() as f64;
+            assert!((mean.as_f64().unwrap() - want).abs() < 1e-3, "{protocol} mean {metric}");
+            assert_eq!(json["counts"][metric].as_u64(), Some(values.len() as u64), "{protocol} count {metric}");
+        }
+        let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+        assert!(md.contains("| UniReal (paper) |") && md.contains("| **this run** |"), "{md}");
+    }
+}
+
+#[test]
+fn known_values_hold() {
+    let cases = cases();
+    let emu = cases["emu-edit"].as_array().unwrap();
+    let by_name = |n: &str| emu.iter().find(|c| c["name"] == n).unwrap()["expected"].clone();
+    // An output identical to its input: CLIP_im = DINO = 1, L1 = 0, CLIP_dir = 0.
+    let same = by_name("unchanged");
+    for (m, want) in [("clip_im", 1.0), ("dino", 1.0), ("l1", 0.0), ("clip_dir", 0.0)] {
+        assert!((same[m].as_f64().unwrap() - want).abs() < 1e-5, "{m}: {}", same[m]);
+    }
+    // Swapping the captions flips CLIP_dir's sign.
+    let (a, b) =
+        (by_name("cat_to_coffee")["clip_dir"].as_f64().unwrap(), by_name("swapped")["clip_dir"].as_f64().unwrap());
+    assert!(a.abs() > 1e-2 && (a + b).abs() < 1e-6, "{a} vs {b}");
+}
+
+#[test]
+fn bad_invocations_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    let cases = cases();
+    write_shards(&shards, vec![row("emu-edit", &cases["emu-edit"][0])]);
+    let outputs = tmp.path().join("outputs");
+    std::fs::create_dir_all(&outputs).unwrap();
+    let base = |protocol: &str, dino: &Path| {
+        eval(&[
+            "--protocol",
+            protocol,
+            "--shards",
+            shards.to_str().unwrap(),
+            "--clip",
+            models("clip").to_str().unwrap(),
+            "--dino",
+            dino.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+            "--out",
+            tmp.path().join("report").to_str().unwrap(),
+        ])
+    };
+    // A CLIP directory where DINO belongs: the file and what it is.
+    let out = base("emu-edit", &models("clip"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("config.json") && err.contains("model_type `clip`"), "{err}");
+    // No rows of the protocol's source: what the shards hold instead.
+    let out = base("dreambench", &models("dino"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no `dreambench` rows") && err.contains("emu-edit (test): 1"),
+        "{err}"
+    );
+    // --checkpoint is not built yet, and says what to do instead.
+    let out = eval(&[
+        "--protocol",
+        "emu-edit",
+        "--shards",
+        shards.to_str().unwrap(),
+        "--clip",
+        "x",
+        "--dino",
+        "y",
+        "--checkpoint",
+        "run",
+        "--out",
+        "r",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not built yet") && err.contains("hint:"), "{err}");
+}
