@@ -5,7 +5,8 @@ random CLIP and DINO of crates/unireal-model/tests/fixtures (scripts/reference/p
 scripts/reference/dino.py) standing in for the published models:
 
 - CLIP image/text embeddings: CLIPModel.get_image_features / get_text_features, L2-normalised;
-  images through the directory's CLIPImageProcessor (PIL), prompts padded to 77 tokens.
+  images through clip.load's transform (torchvision's Resize + CenterCrop, written out below
+  with PIL) at the directory's sizes and statistics, prompts padded to 77 tokens.
 - DINO: torchvision's Resize(int(s*8/7), BICUBIC) + CenterCrop(s) + ImageNet normalisation on a
   PIL image (written out below with PIL, as torchvision does it on PIL images), the class token
   of ViTModel's last_hidden_state (MagicBrush's evaluation/image_eval.py, Kosmos-G's DreamBench
@@ -24,7 +25,8 @@ Writes crates/unireal-eval/tests/fixtures/:
   images/*.png   small crops of datasets/samples/images (the rows' inputs, targets, references
                  and generated outputs)
   cases.json     per protocol, the test rows (image files, captions, DreamBench's template and
-                 class) and the scores computed here
+                 class) and the scores computed here; `pixels`: the CLIP and DINO transforms'
+                 output for an image whose crop margin is odd
 """
 import json
 import shutil
@@ -91,21 +93,19 @@ def load(name):
     return Image.open(OUT / "images" / f"{name}.png").convert("RGB")
 
 
-def dino_transform(img, size):
-    """torchvision Resize(int(size*8/7), BICUBIC), CenterCrop(size), ToTensor, Normalize."""
-    short = size * 8 // 7
+def torchvision_eval(img, short, crop, mean, std):
+    """torchvision's Resize(short, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize on a PIL
+    image, written out with PIL as torchvision computes it (the long side truncated, the crop
+    offset int(round(margin / 2))): clip.load's transform and DINO's evaluation transform."""
     w, h = img.size
-    if w <= h:
-        new = (short, int(short * h / w))
-    else:
-        new = (int(short * w / h), short)
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     img = img.resize(new, Image.BICUBIC)
     w, h = img.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    img = img.crop((left, top, left + size, top + size))
+    top = int(round((h - crop) / 2.0))
+    left = int(round((w - crop) / 2.0))
+    img = img.crop((left, top, left + crop, top + crop))
     x = np.asarray(img, dtype=np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(x.transpose(2, 0, 1).copy())
 
 
@@ -117,22 +117,24 @@ def distances(gen, ref):
 
 
 def main():
-    from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizerFast, ViTModel
+    from transformers import CLIPModel, CLIPTokenizerFast, ViTModel
 
     make_images()
     clip = CLIPModel.from_pretrained(MODELS / "clip").eval()
-    proc = CLIPImageProcessorPil.from_pretrained(MODELS / "clip")
+    proc = json.loads((MODELS / "clip/preprocessor_config.json").read_text())
+    clip_px = lambda img: torchvision_eval(  # noqa: E731
+        img, proc["size"]["shortest_edge"], proc["crop_size"]["height"], proc["image_mean"], proc["image_std"])
     tok = CLIPTokenizerFast.from_pretrained(MODELS / "clip")
     dino = ViTModel.from_pretrained(MODELS / "dino", add_pooling_layer=False).eval()
     size = dino.config.image_size
+    dino_px = lambda img: torchvision_eval(img, size * 8 // 7, size, IMAGENET_MEAN, IMAGENET_STD)  # noqa: E731
     unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
     # torch's cosine_similarity: 0 for a zero vector (an unchanged image's CLIP_dir).
     cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
 
     @torch.no_grad()
     def clip_image(name):
-        px = proc(images=[load(name)], return_tensors="pt")["pixel_values"]
-        out = clip.get_image_features(pixel_values=px)
+        out = clip.get_image_features(pixel_values=clip_px(load(name))[None])
         out = out.pooler_output if hasattr(out, "pooler_output") else out
         return unit(out[0])
 
@@ -145,7 +147,7 @@ def main():
 
     @torch.no_grad()
     def dino_image(name):
-        return unit(dino(pixel_values=dino_transform(load(name), size)[None]).last_hidden_state[0, 0])
+        return unit(dino(pixel_values=dino_px(load(name))[None]).last_hidden_state[0, 0])
 
     for protocol, cases in CASES.items():
         for c in cases:
@@ -174,6 +176,11 @@ def main():
                 c["prompt"] = prompt
                 e["clip_t"] = cos(g_clip, clip_text(prompt))
             c["expected"] = e
+    # Both transforms' pixels for images whose crop margin is odd (the offset is rounded).
+    CASES["pixels"] = {
+        "clip": {"image": "coffee", "values": clip_px(load("coffee")).flatten().tolist()},
+        "dino": {"image": "cat_small", "values": dino_px(load("cat_small")).flatten().tolist()},
+    }
     (OUT / "cases.json").write_text(json.dumps(CASES, indent=1) + "\n")
     print(f"wrote images/ and cases.json under {OUT}")
 

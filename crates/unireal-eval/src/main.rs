@@ -95,6 +95,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         report.skipped,
         args.out.display()
     );
+    if report.scored == 0 {
+        let first = report.skipped_rows.first().map(|s| s.reason.clone()).unwrap_or_default();
+        return Err(Hinted::new(
+            format!("no test row could be scored (the first: {first}); the report files say why for each"),
+            format!("--outputs {} should hold one SAMPLE_ID.png per test row", outputs.display()),
+        )
+        .into());
+    }
     println!(
         "{}",
         serde_json::json!({"protocol": args.protocol, "rows": report.rows, "scored": report.scored,

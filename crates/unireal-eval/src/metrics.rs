@@ -4,7 +4,8 @@
 //!
 //! Preprocessing, as the benchmarks' scripts do it:
 //! - CLIP: the model directory's `preprocessor_config.json` (for OpenAI's checkpoints: shortest
-//!   edge 224 bicubic, centre crop, OpenAI's statistics, what `clip.load`'s transform does);
+//!   edge 224 bicubic, centre crop, OpenAI's statistics) with the crop offset rounded as
+//!   torchvision's `CenterCrop` rounds it, which is `clip.load`'s transform;
 //!   prompts tokenised to the text tower's 77 positions, truncated with the end token kept.
 //! - DINO v1 (`ViTModel`): torchvision's `Resize(⌊s·8/7⌋, BICUBIC)`, `CenterCrop(s)`, ImageNet
 //!   statistics at the model's `image_size` s (256 → 224 for dino-vits16), as MagicBrush's
@@ -58,7 +59,9 @@ impl<B: Backend> Embedders<B> {
         let positions =
             clip.text_model.as_ref().map(|t| t.embeddings.position_embedding.weight.dims()[0]).unwrap_or(77);
         let tokenizer = clip_tokenizer(clip_dir, positions).map_err(|e| model(clip_dir, e))?;
-        let clip_proc = ImageProcessor::from_dir(clip_dir).map_err(|e| model(clip_dir, e))?;
+        let mut clip_proc = ImageProcessor::from_dir(clip_dir).map_err(|e| model(clip_dir, e))?;
+        // clip.load's transform is torchvision's: its CenterCrop rounds the offset half to even.
+        clip_proc.crop_offset = CropOffset::RoundHalfEven;
         let (dino, _) = VitConfig::load::<B>(dino_dir, device).map_err(|e| model(dino_dir, e))?;
         let dino_proc = if dino.embeddings.interpolate {
             ImageProcessor::from_dir(dino_dir).map_err(|e| model(dino_dir, e))?
@@ -68,24 +71,29 @@ impl<B: Backend> Embedders<B> {
         Ok(Embedders { clip, clip_proc, tokenizer, dino, dino_proc, device: device.clone() })
     }
 
-    fn pixels(&self, proc: &ImageProcessor, images: &[&RgbImage]) -> Tensor<B, 4> {
-        let mut data = Vec::new();
-        let mut size = (0, 0);
-        for img in images {
-            size = proc.output_size(img.width(), img.height());
-            data.extend(proc.preprocess(img.as_raw(), img.width(), img.height()));
-        }
-        let (w, h) = size;
-        Tensor::<B, 1>::from_floats(data.as_slice(), &self.device).reshape([images.len(), 3, h as usize, w as usize])
+    /// Each image's embedding, one forward per image (processors without a crop give
+    /// images of different sizes), L2-normalised.
+    fn embed(
+        &self,
+        proc: &ImageProcessor,
+        images: &[&RgbImage],
+        forward: impl Fn(Tensor<B, 4>) -> Result<Tensor<B, 2>, unireal_model::ModelError>,
+    ) -> Result<Vec<Vec<f32>>, EvalError> {
+        images
+            .iter()
+            .map(|img| {
+                let (w, h) = proc.output_size(img.width(), img.height());
+                let data = proc.preprocess(img.as_raw(), img.width(), img.height());
+                let pixels =
+                    Tensor::<B, 1>::from_floats(data.as_slice(), &self.device).reshape([1, 3, h as usize, w as usize]);
+                Ok(unit_rows(forward(pixels).map_err(EvalError::Forward)?).remove(0))
+            })
+            .collect()
     }
 
     /// CLIP's projected image embeddings, L2-normalised.
     pub fn clip_images(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self.clip.encode_image(self.pixels(&self.clip_proc, images)).map_err(EvalError::Forward)?;
-        Ok(rows(out.embeds.expect("checked at load")))
+        self.embed(&self.clip_proc, images, |px| Ok(self.clip.encode_image(px)?.embeds.expect("checked at load")))
     }
 
     /// CLIP's projected text embeddings, L2-normalised.
@@ -96,16 +104,12 @@ impl<B: Backend> Embedders<B> {
         let batch = self.tokenizer.encode_to_max_len(texts).map_err(EvalError::Forward)?;
         let (ids, pad) = batch.to_tensors::<B>(&self.device);
         let out = self.clip.encode_text(ids, Some(pad)).map_err(EvalError::Forward)?;
-        Ok(rows(out.embeds.expect("checked at load")))
+        Ok(unit_rows(out.embeds.expect("checked at load")))
     }
 
     /// DINO's class tokens, L2-normalised.
     pub fn dino_images(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self.dino.forward(self.pixels(&self.dino_proc, images)).map_err(EvalError::Forward)?;
-        Ok(rows(out.cls))
+        self.embed(&self.dino_proc, images, |px| Ok(self.dino.forward(px)?.cls))
     }
 }
 
@@ -121,9 +125,9 @@ pub fn dino_eval_transform(size: u32) -> ImageProcessor {
 }
 
 /// The rows of `[n, d]`, each divided by its L2 norm.
-fn rows<B: Backend>(x: Tensor<B, 2>) -> Vec<Vec<f32>> {
+fn unit_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [n, d] = x.dims();
-    let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().expect("converted to f32");
     (0..n)
         .map(|i| {
             let r = &v[i * d..(i + 1) * d];

@@ -193,25 +193,46 @@ fn scores_match_the_reference_for_every_protocol() {
             assert!((mean.as_f64().unwrap() - want).abs() < 1e-3, "{protocol} mean {metric}");
             assert_eq!(json["counts"][metric].as_u64(), Some(values.len() as u64), "{protocol} count {metric}");
         }
+        if protocol == "emu-edit" {
+            // Known values, from the binary: an output identical to its input gives CLIP_im =
+            // DINO = 1, L1 = 0 and CLIP_dir = 0; swapping the captions flips CLIP_dir's sign.
+            let id = |name: &str| {
+                let i = list.iter().position(|c| c["name"] == name).unwrap();
+                samples[i].sample_id.clone()
+            };
+            let same = &scores[&id("unchanged")];
+            for (m, want) in [("clip_im", 1.0), ("dino", 1.0), ("l1", 0.0), ("clip_dir", 0.0)] {
+                assert!((same[m].as_f64().unwrap() - want).abs() < 1e-5, "unchanged {m}: {}", same[m]);
+            }
+            let a = scores[&id("cat_to_coffee")]["clip_dir"].as_f64().unwrap();
+            let b = scores[&id("swapped")]["clip_dir"].as_f64().unwrap();
+            assert!(a.abs() > 1e-2 && (a + b).abs() < 1e-5, "CLIP_dir {a} and with swapped captions {b}");
+        }
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
         assert!(md.contains("| UniReal (paper) |") && md.contains("| **this run** |"), "{md}");
     }
 }
 
+/// The CLIP and DINO transforms against reference pixels, on images whose crop margin is odd
+/// (torchvision rounds the offset half to even; transformers would floor it).
 #[test]
-fn known_values_hold() {
+fn transforms_match_torchvision_pixels() {
     let cases = cases();
-    let emu = cases["emu-edit"].as_array().unwrap();
-    let by_name = |n: &str| emu.iter().find(|c| c["name"] == n).unwrap()["expected"].clone();
-    // An output identical to its input: CLIP_im = DINO = 1, L1 = 0, CLIP_dir = 0.
-    let same = by_name("unchanged");
-    for (m, want) in [("clip_im", 1.0), ("dino", 1.0), ("l1", 0.0), ("clip_dir", 0.0)] {
-        assert!((same[m].as_f64().unwrap() - want).abs() < 1e-5, "{m}: {}", same[m]);
+    let clip = {
+        let mut p = unireal_model::ImageProcessor::from_dir(&models("clip")).unwrap();
+        p.crop_offset = unireal_model::CropOffset::RoundHalfEven;
+        p
+    };
+    for (which, proc) in [("clip", clip), ("dino", unireal_eval::metrics::dino_eval_transform(32))] {
+        let px = &cases["pixels"][which];
+        let name = px["image"].as_str().unwrap();
+        let img = image::open(fixtures().join(format!("images/{name}.png"))).unwrap().to_rgb8();
+        let got = proc.preprocess(img.as_raw(), img.width(), img.height());
+        let want: Vec<f64> = px["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(got.len(), want.len(), "{which}");
+        let d = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(d < 1e-5, "{which} pixels of {name} differ from torchvision's by {d}");
     }
-    // Swapping the captions flips CLIP_dir's sign.
-    let (a, b) =
-        (by_name("cat_to_coffee")["clip_dir"].as_f64().unwrap(), by_name("swapped")["clip_dir"].as_f64().unwrap());
-    assert!(a.abs() > 1e-2 && (a + b).abs() < 1e-6, "{a} vs {b}");
 }
 
 #[test]
@@ -249,6 +270,11 @@ fn bad_invocations_are_refused_with_the_reason() {
         !out.status.success() && err.contains("no `dreambench` rows") && err.contains("emu-edit (test): 1"),
         "{err}"
     );
+    // Nothing to score (an empty --outputs): a failure, after the report files say why.
+    let out = base("emu-edit", &models("dino"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no test row could be scored") && err.contains("hint:"), "{err}");
+    assert!(tmp.path().join("report/report.json").is_file());
     // --checkpoint is not built yet, and says what to do instead.
     let out = eval(&[
         "--protocol",

@@ -40,6 +40,8 @@ impl CropOffset {
     fn offset(self, margin: i64) -> i64 {
         match self {
             CropOffset::Floor => margin.div_euclid(2),
+            // A crop larger than the image: torchvision pads floor(-margin/2) before it.
+            CropOffset::RoundHalfEven if margin < 0 => -((-margin) / 2),
             // margin/2 is an integer or a half; a half rounds to the even neighbour.
             CropOffset::RoundHalfEven => {
                 let floor = margin.div_euclid(2);
@@ -87,8 +89,9 @@ impl ImageProcessor {
         }
     }
 
-    /// DINO's evaluation transform (shortest edge 256 bicubic, centre crop 224, ImageNet
-    /// normalisation), which is also facebook/dinov2-*'s `preprocessor_config.json`.
+    /// transformers' form of DINO's evaluation transform (shortest edge 256 bicubic, centre
+    /// crop 224 with a floored offset, ImageNet normalisation): facebook/dinov2-*'s
+    /// `preprocessor_config.json`.
     pub fn imagenet_eval() -> Self {
         ImageProcessor {
             resize: Some(Resize::ShortestEdge(256)),
@@ -111,7 +114,7 @@ impl ImageProcessor {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         let kind = v["image_processor_type"].as_str().or_else(|| v["feature_extractor_type"].as_str()).unwrap_or("");
-        let vit = kind.starts_with("ViT");
+        let vit = kind.starts_with("ViTImageProcessor") || kind.starts_with("ViTFeatureExtractor");
         let on = |k: &str| v[k].as_bool().unwrap_or(true);
         let resample = match v["resample"].as_u64().unwrap_or(if vit { 2 } else { 3 }) {
             2 => Resample::Bilinear,
@@ -420,6 +423,10 @@ mod tests {
             assert_eq!(CropOffset::RoundHalfEven.offset(m as i64), *w, "margin {m}");
         }
         assert_eq!(CropOffset::Floor.offset(3), 1);
+        // Larger crops pad floor(-m / 2) before the image: offsets -1, -1, -3 for m = -3, -2, -7.
+        for (m, w) in [(-3, -1), (-2, -1), (-7, -3)] {
+            assert_eq!(CropOffset::RoundHalfEven.offset(m), w, "margin {m}");
+        }
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl<B: Backend> VitEmbeddings<B> {
         }
         let s = ((n - 1) as f64).sqrt().round() as usize;
         let host: Vec<f32> =
-            pos.clone().slice([0..1, 1..n, 0..d]).into_data().convert::<f32>().to_vec().unwrap_or_default();
+            pos.clone().slice([0..1, 1..n, 0..d]).into_data().convert::<f32>().to_vec().expect("converted to f32");
         let resized = crate::image_processor::torch_bicubic(&host, s, s, d, gh, gw);
         let device = pos.device();
         let patch = Tensor::<B, 1>::from_floats(resized.as_slice(), &device).reshape([1, gh * gw, d]);
