@@ -1,9 +1,11 @@
 //! The paper's evaluation (Tables 2 and 3 of UniReal, arXiv 2412.07774): CLIP and DINO metrics
 //! on the EMU Edit, MagicBrush and DreamBench test splits that `unireal-data import` writes.
-//! [`metrics`] embeds and compares, [`protocol`] says what each benchmark compares, [`report`]
-//! writes `scores.parquet`, `report.json` and `report.md`. Neither the trainer nor FFmpeg is
+//! [`generate`] runs a checkpoint on the test rows, [`metrics`] embeds and compares,
+//! [`protocol`] says what each benchmark compares, [`report`] writes `scores.parquet`,
+//! `report.json` and `report.md`. Neither the trainer nor FFmpeg is
 //! linked: the binary reads shards, images and the CLIP/DINO weights the user names.
 
+pub mod generate;
 pub mod metrics;
 pub mod protocol;
 pub mod report;
@@ -26,6 +28,12 @@ pub enum EvalError {
     },
     #[error("{0}")]
     Forward(unireal_model::ModelError),
+    #[error("checkpoint {path}: {source}")]
+    Checkpoint {
+        path: PathBuf,
+        #[source]
+        source: unireal_pipeline::PipelineError,
+    },
     #[error("shards: {0}")]
     Shards(String),
     #[error("{dir}: no `{source_name}` rows of split test (found {found})")]
@@ -36,24 +44,25 @@ pub enum EvalError {
     Outputs { path: PathBuf, message: String },
 }
 
-/// Where the images to score come from.
-pub enum Generated<'a> {
-    /// `DIR/SAMPLE_ID.png` (or `.jpg`/`.jpeg`), made by any model.
-    Dir(&'a Path),
+/// Where the images to score come from: `DIR/SAMPLE_ID.png` (or `.jpg`/`.jpeg`), and the
+/// rows that could not be generated, with the reason.
+pub struct Generated<'a> {
+    pub dir: &'a Path,
+    pub failed: &'a std::collections::BTreeMap<String, String>,
 }
 
-/// The generated image of `row`, or why there is none (missing, unreadable or undecodable:
-/// the sample is skipped with that reason, so one bad file does not stop an evaluation).
+/// The generated image of `row`, or why there is none (not generated, missing, unreadable or
+/// undecodable: the sample is skipped with that reason, so one bad file does not stop an
+/// evaluation).
 pub fn generated_image(source: &Generated, row: &TestRow) -> Result<image::RgbImage, String> {
-    match source {
-        Generated::Dir(dir) => {
-            let found =
-                ["png", "jpg", "jpeg"].iter().map(|e| dir.join(format!("{}.{e}", row.sample_id))).find(|p| p.is_file());
-            let path = found.ok_or_else(|| format!("no output image {}/{}.png", dir.display(), row.sample_id))?;
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            protocol::decode(&bytes).map_err(|e| format!("{} {e}", path.display()))
-        }
+    if let Some(reason) = source.failed.get(&row.sample_id) {
+        return Err(format!("not generated: {reason}"));
     }
+    let dir = source.dir;
+    let found = ["png", "jpg", "jpeg"].iter().map(|e| dir.join(format!("{}.{e}", row.sample_id))).find(|p| p.is_file());
+    let path = found.ok_or_else(|| format!("no output image {}/{}.png", dir.display(), row.sample_id))?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    protocol::decode(&bytes).map_err(|e| format!("{} {e}", path.display()))
 }
 
 /// Scores every row: each sample's scores or the reason it was skipped, in row order, with a

@@ -1,10 +1,11 @@
 //! `unireal-eval --protocol emu-edit|magicbrush|dreambench --shards DIR --clip DIR --dino DIR
-//! --outputs DIR --out REPORT_DIR`
+//! (--checkpoint RUN | --outputs DIR) --out REPORT_DIR`
 //!
-//! Scores images generated for a benchmark's test rows (`SAMPLE_ID.png` in `--outputs`, made
-//! by any model) with the benchmark's CLIP and DINO metrics, and writes `scores.parquet`,
-//! `report.json` and `report.md` into `--out`. Logs and progress go to stderr; the report's
-//! means go to stdout as one JSON line.
+//! Scores a benchmark's test rows with its CLIP and DINO metrics: images a UniReal checkpoint
+//! generates for them (`--checkpoint`, into `REPORT_DIR/generated/`, resumable), or images any
+//! model made (`--outputs`, `SAMPLE_ID.png`). Writes `scores.parquet`, `report.json` and
+//! `report.md` into `--out`. Logs and progress go to stderr; the means go to stdout as one
+//! JSON line.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use unireal_core::Hinted;
+use unireal_eval::generate::{generate_rows, GenerateOptions};
 use unireal_eval::{score_rows, test_rows, write_reports, Embedders, Generated, Protocol};
+use unireal_pipeline::checkpoint::SamplerSettings;
 
 type Backend = burn::backend::NdArray;
 
@@ -33,42 +36,53 @@ struct Args {
     /// A DINO directory: facebook/dino-vits16 (ViTModel) as the protocols use, or a DINOv2.
     #[arg(long)]
     dino: PathBuf,
-    /// A directory of generated images named SAMPLE_ID.png, one per test row.
-    #[arg(long, conflicts_with = "checkpoint")]
+    /// A directory of generated images named SAMPLE_ID.png, one per test row (any model).
+    #[arg(long, conflicts_with = "checkpoint", required_unless_present = "checkpoint")]
     outputs: Option<PathBuf>,
-    /// A UniReal checkpoint to generate the test rows with (not built yet: generate with
-    /// unireal-infer and pass --outputs).
+    /// A UniReal checkpoint (RUN/checkpoints/step-N or a run directory) that generates each
+    /// test row into OUT/generated/ first; a rerun keeps what is there.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Sampling steps (default: the run's log.sample_steps).
+    #[arg(long, requires = "checkpoint")]
+    steps: Option<usize>,
+    /// Base seed; each row's is this plus a hash of its sample id.
+    #[arg(long, default_value_t = 0, requires = "checkpoint")]
+    seed: u64,
+    /// Text guidance scale (default: the run's log.guidance.text).
+    #[arg(long, requires = "checkpoint")]
+    text_guidance: Option<f64>,
+    /// Image guidance scale (default: the run's log.guidance.image).
+    #[arg(long, requires = "checkpoint")]
+    image_guidance: Option<f64>,
+    /// Sample with the raw weights instead of the EMA's.
+    #[arg(long, requires = "checkpoint")]
+    no_ema: bool,
+    /// Table 4's ablation: generate without the context prompt (the instruction alone).
+    #[arg(long, requires = "checkpoint")]
+    no_context_prompt: bool,
+    /// Table 4's ablation without image prompts (not built yet).
+    #[arg(long, requires = "checkpoint")]
+    no_image_prompt: bool,
     /// Only the first N test rows.
     #[arg(long)]
     limit: Option<usize>,
-    /// Where the report files go.
+    /// Where the report files (and, with --checkpoint, the generated images) go.
     #[arg(long)]
     out: PathBuf,
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let outputs = match (&args.outputs, &args.checkpoint) {
-        (Some(dir), None) => dir.clone(),
-        (None, Some(ckpt)) => {
-            return Err(Hinted::new(
-                format!("--checkpoint {}: generating the test rows from a checkpoint is not built yet", ckpt.display()),
-                "generate each row with unireal-infer into a directory as SAMPLE_ID.png and pass it as --outputs",
-            )
-            .into())
-        }
-        _ => {
-            return Err(Hinted::new(
-                "nothing to score: neither --outputs nor --checkpoint is given",
-                "pass --outputs DIR with one SAMPLE_ID.png per test row",
-            )
-            .into())
-        }
-    };
-    if !outputs.is_dir() {
+    if args.no_image_prompt {
         return Err(Hinted::new(
-            format!("--outputs {}: not a directory", outputs.display()),
+            "--no-image-prompt is not built yet: the DiT always adds its image-role embeddings",
+            "run the context ablation (--no-context-prompt), or train a model without role embeddings",
+        )
+        .into());
+    }
+    if let Some(dir) = args.outputs.as_ref().filter(|d| !d.is_dir()) {
+        return Err(Hinted::new(
+            format!("--outputs {}: not a directory", dir.display()),
             "it should hold one SAMPLE_ID.png per test row",
         )
         .into());
@@ -79,14 +93,49 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("{} {} test rows from {}", rows.len(), args.protocol.source(), args.shards.display());
     let device = Default::default();
+    // The scorers load first: a wrong model directory fails before any generation.
     let emb = Embedders::<Backend>::load(&args.clip, &args.dino, &device)?;
-    let outcomes = score_rows(args.protocol, &rows, &Generated::Dir(&outputs), &emb);
-    let setup = BTreeMap::from([
+    let mut setup = BTreeMap::from([
         ("clip".to_string(), args.clip.display().to_string()),
         ("dino".to_string(), args.dino.display().to_string()),
         ("shards".to_string(), args.shards.display().to_string()),
-        ("outputs".to_string(), outputs.display().to_string()),
     ]);
+    let (outputs, failed) = match (&args.outputs, &args.checkpoint) {
+        (Some(dir), _) => (dir.clone(), BTreeMap::new()),
+        (None, Some(ckpt)) => {
+            let dir = args.out.join("generated");
+            let opts = GenerateOptions {
+                settings: SamplerSettings {
+                    steps: args.steps,
+                    seed: args.seed,
+                    text_guidance: args.text_guidance,
+                    image_guidance: args.image_guidance,
+                    ..Default::default()
+                },
+                no_ema: args.no_ema,
+                no_context_prompt: args.no_context_prompt,
+            };
+            let g = generate_rows::<Backend>(ckpt, &rows, &dir, &opts, &device)?;
+            eprintln!("generated {}, kept {}, failed {}", g.generated, g.reused, g.failed.len());
+            setup.insert("checkpoint".into(), ckpt.display().to_string());
+            setup.insert(
+                "sampling".into(),
+                format!(
+                    "seed {} (+ sample id hash), steps {}, guidance text {} image {}, {}{}",
+                    args.seed,
+                    args.steps.map_or("of the run".into(), |s| s.to_string()),
+                    args.text_guidance.map_or("of the run".into(), |g| g.to_string()),
+                    args.image_guidance.map_or("of the run".into(), |g| g.to_string()),
+                    if args.no_ema { "raw weights" } else { "EMA weights" },
+                    if args.no_context_prompt { ", no context prompt" } else { "" },
+                ),
+            );
+            (dir, g.failed)
+        }
+        (None, None) => unreachable!("clap requires --outputs or --checkpoint"),
+    };
+    setup.insert("outputs".into(), outputs.display().to_string());
+    let outcomes = score_rows(args.protocol, &rows, &Generated { dir: &outputs, failed: &failed }, &emb);
     let report = write_reports(&args.out, args.protocol, &outcomes, setup)?;
     eprintln!(
         "scored {} of {} rows ({} skipped); wrote {}/report.md",

@@ -275,7 +275,7 @@ fn bad_invocations_are_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no test row could be scored") && err.contains("hint:"), "{err}");
     assert!(tmp.path().join("report/report.json").is_file());
-    // --checkpoint is not built yet, and says what to do instead.
+    // --no-image-prompt is not built yet, and says what to do instead.
     let out = eval(&[
         "--protocol",
         "emu-edit",
@@ -287,9 +287,116 @@ fn bad_invocations_are_refused_with_the_reason() {
         "y",
         "--checkpoint",
         "run",
+        "--no-image-prompt",
         "--out",
         "r",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not built yet") && err.contains("hint:"), "{err}");
+}
+
+/// Every weight drawn from N(0, 0.05): adaLN-Zero's initial DiT predicts zero whatever the
+/// prompt, so a row's prompt would not change what is generated.
+fn randomized<B: burn::prelude::Backend, M: burn::module::Module<B>>(module: M) -> M {
+    use burn::module::{ModuleMapper, Param};
+    use burn::prelude::Tensor;
+    struct Random;
+    impl<B: burn::prelude::Backend> ModuleMapper<B> for Random {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, mapper) = param.consume();
+            let r = Tensor::random(t.shape(), burn::tensor::Distribution::Normal(0.0, 0.05), &t.device());
+            Param::from_mapped_value(id, r, mapper)
+        }
+    }
+    module.map(&mut Random)
+}
+
+/// A run directory with one checkpoint (step 2) of the tiny preset at 32 px, random weights
+/// in the trainer's layout (as unireal-infer's test makes one).
+fn tiny_checkpoint(dir: &Path) -> PathBuf {
+    use burn::backend::NdArray;
+    use burn::prelude::Backend;
+    use unireal_pipeline::checkpoint::{checkpoint_name, checkpoints_dir, CONFIG, EMA_WEIGHTS, MODEL_WEIGHTS, STATE};
+    let yaml = "model: {preset: tiny, latent: {kind: space_to_depth, factor: 2}, text: {kind: bytes, width: 32, layers: 1, max_len: 128}}\n\
+                data: {sources: [{path: shards, weight: 1.0}], resolution: 32, batch_size: 2}\n\
+                train: {steps: 2, ema_decay: 0.5, shift: 1.0}\nlog: {val_every: 0, sample_every: 0, sample_steps: 2}\n";
+    let cfg: unireal_pipeline::checkpoint::RunConfig = serde_yaml::from_str(yaml).unwrap();
+    let run = dir.join("run");
+    let ckpt = checkpoints_dir(&run).join(checkpoint_name(2));
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let device = Default::default();
+    for (seed, name) in [(1, MODEL_WEIGHTS), (2, EMA_WEIGHTS)] {
+        <NdArray as Backend>::seed(&device, seed);
+        let model = randomized(cfg.model.init::<NdArray>(&device).unwrap());
+        unireal_model::save_safetensors(&model, &ckpt.join(name)).unwrap();
+    }
+    std::fs::write(ckpt.join(CONFIG), yaml).unwrap();
+    std::fs::write(ckpt.join(STATE), "{}").unwrap();
+    run
+}
+
+/// `--checkpoint` on a MagicBrush-layout test split: every row generated into
+/// OUT/generated/, the three report files written; a rerun after a kill (an image missing)
+/// keeps what is there, regenerates the missing image identically (per-row seeds) and scores
+/// each sample once; `--no-context-prompt` changes what is generated.
+#[test]
+fn checkpoint_generates_resumes_and_scores_each_row_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_checkpoint(tmp.path());
+    let shards = tmp.path().join("shards");
+    let cases = cases();
+    let list = cases["magicbrush"].as_array().unwrap();
+    let samples: Vec<Sample> = list.iter().map(|c| row("magicbrush", c)).collect();
+    write_shards(&shards, samples.clone());
+    let (clip, dino) = (models("clip"), models("dino"));
+    let go = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--protocol",
+            "magicbrush",
+            "--shards",
+            shards.to_str().unwrap(),
+            "--clip",
+            clip.to_str().unwrap(),
+            "--dino",
+            dino.to_str().unwrap(),
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = eval(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let out = tmp.path().join("eval");
+    let summary = go(&out, &[]);
+    assert_eq!(summary["scored"], samples.len(), "{summary}");
+    for f in ["scores.parquet", "report.json", "report.md"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let png = |dir: &Path, s: &Sample| dir.join("generated").join(format!("{}.png", s.sample_id));
+    let first: Vec<Vec<u8>> = samples.iter().map(|s| std::fs::read(png(&out, s)).unwrap()).collect();
+    // At the bucket the run gives the row's input (the one unireal-infer would use).
+    let img = image::load_from_memory(&first[0]).unwrap();
+    let input = &samples[0].images[0];
+    let bucket =
+        unireal_pipeline::Checkpoint::open(&run).unwrap().bucket_for(Some((input.width, input.height))).unwrap();
+    assert_eq!((img.width(), img.height()), (bucket.width, bucket.height));
+
+    // A kill before the second image was written: the rerun keeps the first, makes the
+    // second again, identically, and the scores hold each sample once.
+    std::fs::remove_file(png(&out, &samples[1])).unwrap();
+    std::fs::write(png(&out, &samples[0]), &first[1]).unwrap(); // marks it: kept, not regenerated
+    let again = go(&out, &[]);
+    assert_eq!(again["scored"], samples.len());
+    assert!(std::fs::read(png(&out, &samples[1])).unwrap() == first[1], "the same seed, the same image");
+    assert!(std::fs::read(png(&out, &samples[0])).unwrap() == first[1], "an existing image is kept");
+    let scores = read_scores(&out.join("scores.parquet"));
+    assert_eq!(scores.len(), samples.len());
+
+    // The context ablation generates from the instruction alone: other images.
+    let ablated = tmp.path().join("ablated");
+    go(&ablated, &["--no-context-prompt"]);
+    assert!(std::fs::read(png(&ablated, &samples[1])).unwrap() != first[1], "the same image without the context");
 }

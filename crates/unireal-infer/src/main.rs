@@ -12,10 +12,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_core::{Hinted, ImageRole, Task, WithHint};
 use unireal_flow::Guidance;
+use unireal_pipeline::checkpoint::{PreparedRequest, SamplerSettings};
 use unireal_pipeline::flux::{is_pipeline_dir, read_latent_file, write_latent_file, FluxPipelineDir};
 use unireal_pipeline::generate::decode_frames;
-use unireal_pipeline::image::{chw_to_image, image_to_chw, mean_colour, open_rgb, psnr, save_png, SampleFit};
-use unireal_pipeline::prompt::{default_context, default_roles, role_index};
+use unireal_pipeline::image::{chw_to_image, mean_colour, open_rgb, psnr, save_png};
+use unireal_pipeline::prompt::{default_context, default_roles};
 use unireal_pipeline::{generate_latents, Bucket, Checkpoint, PipelineError, Request, DEFAULT_DISTILLED_GUIDANCE};
 
 #[cfg(feature = "cuda")]
@@ -290,6 +291,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let model = ckpt.load_model::<Backend>(ema, &device)?;
     let frozen = ckpt.config.model.frozen::<Backend>(&device)?;
     let images: Vec<image::RgbImage> = args.images.iter().map(|p| open_rgb(p)).collect::<Result<_, _>>()?;
+    let inputs: Vec<(ImageRole, &image::RgbImage)> = roles.iter().copied().zip(images.iter()).collect();
     let bucket = match &args.size {
         Some(s) => {
             let (w, h) = parse_size(s)?;
@@ -297,23 +299,28 @@ fn run(args: Args) -> anyhow::Result<()> {
             let snap = |x: u32| (x.div_ceil(align).max(1)) * align;
             Bucket { width: snap(w), height: snap(h) }
         }
-        // As in training, where a sample's bucket follows its output: the bucket of the first
-        // canvas or control image (the frame the output is aligned with), else of the first image.
-        None => {
-            let sizes = roles.iter().copied().zip(images.iter().map(|i| i.dimensions()));
-            ckpt.bucket_for(SampleFit::reference(sizes).or(images.first().map(|i| i.dimensions())))?
-        }
+        None => ckpt.bucket_for_inputs(&inputs)?,
     };
     let context = args.context.clone().unwrap_or_else(|| default_context(task));
-    let run_log = &ckpt.config.log;
-    // As in training: the instruction survives the text encoder's limit, the context gives way.
-    let prompt = unireal_pipeline::fit_prompt(&ckpt.config.model, &frozen, &context, &args.prompt);
+    let (channels, factor) = ckpt.config.model.latent_shape()?;
+    let settings = SamplerSettings {
+        steps: args.steps,
+        seed: args.seed,
+        text_guidance: args.text_guidance,
+        image_guidance: args.image_guidance,
+        distilled_guidance: args.distilled_guidance,
+        outputs: args.outputs,
+        noise: args
+            .init_noise
+            .as_ref()
+            .map(|p| init_noise(p, args.outputs.max(1), channels, factor, bucket))
+            .transpose()?,
+    };
+    let PreparedRequest { request: req, fit, prompt } =
+        ckpt.request(&frozen, &inputs, &args.prompt, &context, bucket, &settings)?;
     if prompt.truncated {
         eprintln!("warning: the prompt is longer than the text encoder takes; it reads: {:?}", prompt.text);
     }
-    // Canvas and control images get one crop, assets are fitted whole on white: the
-    // transform training applied (unireal_pipeline::image::SampleFit).
-    let fit = SampleFit::new(bucket, roles.iter().copied().zip(images.iter().map(|i| i.dimensions())));
     // A target already at the output's size is taken as it is.
     let target = args
         .target
@@ -328,27 +335,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    let inputs: Vec<f32> = images.iter().zip(&roles).flat_map(|(img, r)| image_to_chw(&fit.apply(img, *r))).collect();
-    let (channels, factor) = ckpt.config.model.latent_shape()?;
-    let noise =
-        args.init_noise.as_ref().map(|p| init_noise(p, args.outputs.max(1), channels, factor, bucket)).transpose()?;
-    let req = Request {
-        prompts: vec![prompt.text],
-        inputs,
-        input_roles: roles.iter().map(|r| role_index(*r)).collect(),
-        n_inputs: images.len(),
-        n_outputs: args.outputs.max(1),
-        bucket,
-        steps: args.steps.unwrap_or(run_log.sample_steps),
-        shift: ckpt.shift(bucket)?,
-        guidance: Guidance {
-            text: args.text_guidance.unwrap_or(run_log.guidance.text),
-            image: args.image_guidance.unwrap_or(run_log.guidance.image),
-        },
-        distilled_guidance: args.distilled_guidance.unwrap_or(DEFAULT_DISTILLED_GUIDANCE),
-        seed: args.seed,
-        noise,
-    };
     let weights = ckpt.weights(ema);
     eprintln!(
         "unireal-infer: {} ({}), task {}, {} input(s), {}x{}, {} steps",

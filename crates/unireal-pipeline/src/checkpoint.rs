@@ -187,3 +187,74 @@ impl Checkpoint {
         Ok(self.config.train.shift.for_tokens(tokens_per_frame(bucket, factor, patch)))
     }
 }
+
+/// Sampler settings a caller may override; `None` takes the run's (`log.sample_steps`,
+/// `log.guidance`) or the default distilled guidance.
+#[derive(Debug, Clone, Default)]
+pub struct SamplerSettings {
+    pub steps: Option<usize>,
+    pub seed: u64,
+    pub text_guidance: Option<f64>,
+    pub image_guidance: Option<f64>,
+    pub distilled_guidance: Option<f64>,
+    /// Output frames per sample (at least 1).
+    pub outputs: usize,
+    /// The starting noise instead of the seed's (see [`crate::Request::noise`]).
+    pub noise: Option<Vec<f32>>,
+}
+
+/// A request built by [`Checkpoint::request`], with what it did to the inputs and the prompt.
+pub struct PreparedRequest {
+    pub request: crate::Request,
+    /// How the inputs were fitted to the bucket (apply it to a target to compare).
+    pub fit: crate::image::SampleFit,
+    pub prompt: crate::prompt::FittedPrompt,
+}
+
+impl Checkpoint {
+    /// The bucket inputs sample at unless a size is given, as training picks a sample's: that
+    /// of the first canvas or control image (the frame the output is aligned with), else of
+    /// the first image; the first bucket for text-to-image.
+    pub fn bucket_for_inputs(&self, inputs: &[(unireal_core::ImageRole, &image::RgbImage)]) -> Result<Bucket> {
+        let sizes = inputs.iter().map(|(r, i)| (*r, i.dimensions()));
+        self.bucket_for(crate::image::SampleFit::reference(sizes).or(inputs.first().map(|(_, i)| i.dimensions())))
+    }
+
+    /// One sample's request (a batch of one) with this run's sampler settings: the inputs
+    /// fitted to `bucket` as training fits them (canvas and control cropped alike, assets
+    /// letterboxed on white), the prompt assembled as training assembles it (the instruction
+    /// kept, the context giving way when the text encoder's limit is reached).
+    pub fn request<B: Backend>(
+        &self,
+        frozen: &crate::Frozen<B>,
+        inputs: &[(unireal_core::ImageRole, &image::RgbImage)],
+        base_prompt: &str,
+        context: &str,
+        bucket: Bucket,
+        settings: &SamplerSettings,
+    ) -> Result<PreparedRequest> {
+        let prompt = crate::model::fit_prompt(&self.config.model, frozen, context, base_prompt);
+        let fit = crate::image::SampleFit::new(bucket, inputs.iter().map(|(r, i)| (*r, i.dimensions())));
+        let pixels: Vec<f32> =
+            inputs.iter().flat_map(|(r, img)| crate::image::image_to_chw(&fit.apply(img, *r))).collect();
+        let log = &self.config.log;
+        let request = crate::Request {
+            prompts: vec![prompt.text.clone()],
+            inputs: pixels,
+            input_roles: inputs.iter().map(|(r, _)| crate::prompt::role_index(*r)).collect(),
+            n_inputs: inputs.len(),
+            n_outputs: settings.outputs.max(1),
+            bucket,
+            steps: settings.steps.unwrap_or(log.sample_steps),
+            shift: self.shift(bucket)?,
+            guidance: unireal_flow::Guidance {
+                text: settings.text_guidance.unwrap_or(log.guidance.text),
+                image: settings.image_guidance.unwrap_or(log.guidance.image),
+            },
+            distilled_guidance: settings.distilled_guidance.unwrap_or(crate::DEFAULT_DISTILLED_GUIDANCE),
+            seed: settings.seed,
+            noise: settings.noise.clone(),
+        };
+        Ok(PreparedRequest { request, fit, prompt })
+    }
+}
