@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 pub use metrics::Embedders;
-pub use protocol::{score, test_rows, Protocol, SampleScores, TestRow};
+pub use protocol::{score, test_rows, Protocol, Reference, RowOptions, SampleScores, TestRow};
 pub use report::{write_reports, Outcome, Report};
 
 /// Errors of the evaluation, each naming the path it is about.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use unireal_core::Hinted;
 use unireal_eval::generate::{generate_rows, GenerateOptions};
-use unireal_eval::{score_rows, test_rows, write_reports, Embedders, Generated, Protocol};
+use unireal_eval::{score_rows, test_rows, write_reports, Embedders, Generated, Protocol, RowOptions};
 use unireal_pipeline::checkpoint::SamplerSettings;
 
 type Backend = burn::backend::NdArray;
@@ -64,6 +64,14 @@ struct Args {
     /// Table 4's ablation without image prompts (not built yet).
     #[arg(long, requires = "checkpoint")]
     no_image_prompt: bool,
+    /// DreamBench: the dataset folder given to `unireal-data import dreambench`, so that every
+    /// image of a subject is a reference (without it: the row's one asset image).
+    #[arg(long)]
+    references: Option<PathBuf>,
+    /// Only rows of this Hugging Face split (`meta.hf_split`; EMU Edit's `test` or
+    /// `validation`, both of which the importer writes as split test).
+    #[arg(long)]
+    hf_split: Option<String>,
     /// Only the first N test rows.
     #[arg(long)]
     limit: Option<usize>,
@@ -87,7 +95,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .into());
     }
-    let mut rows = test_rows(&args.shards, args.protocol)?;
+    if let Some(dir) = args.references.as_ref().filter(|d| !d.is_dir()) {
+        return Err(Hinted::new(
+            format!("--references {}: not a directory", dir.display()),
+            "pass the DreamBooth dataset folder that `unireal-data import dreambench` read",
+        )
+        .into());
+    }
+    let row_opts = RowOptions { references: args.references.clone(), hf_split: args.hf_split.clone() };
+    let mut rows = test_rows(&args.shards, args.protocol, &row_opts)?;
     if let Some(n) = args.limit {
         rows.truncate(n);
     }
@@ -100,6 +116,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         ("dino".to_string(), args.dino.display().to_string()),
         ("shards".to_string(), args.shards.display().to_string()),
     ]);
+    if let Some(r) = &args.references {
+        setup.insert("references".into(), r.display().to_string());
+    }
+    if let Some(h) = &args.hf_split {
+        setup.insert("hf_split".into(), h.clone());
+    }
     let (outputs, failed) = match (&args.outputs, &args.checkpoint) {
         (Some(dir), _) => (dir.clone(), BTreeMap::new()),
         (None, Some(ckpt)) => {

@@ -3,7 +3,7 @@
 //! docs/evaluation.md.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use image::RgbImage;
@@ -76,6 +76,35 @@ impl Protocol {
     }
 }
 
+/// A reference image: stored in the row, or a file of the dataset.
+#[derive(Debug, Clone)]
+pub enum Reference {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Reference {
+    fn load(&self) -> Result<RgbImage, String> {
+        match self {
+            Reference::Bytes(b) => decode(b),
+            Reference::File(p) => {
+                let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                decode(&bytes).map_err(|e| format!("{} {e}", p.display()))
+            }
+        }
+    }
+}
+
+/// Options of reading test rows.
+#[derive(Debug, Clone, Default)]
+pub struct RowOptions {
+    /// DreamBench: the dataset folder given to `unireal-data import dreambench`; every file of
+    /// a row's `meta.subject_images` under it is a reference (else the row's asset images).
+    pub references: Option<PathBuf>,
+    /// Only rows whose `meta.hf_split` is this (EMU Edit's Hugging Face split).
+    pub hf_split: Option<String>,
+}
+
 /// A test row as a protocol reads it.
 #[derive(Debug, Clone)]
 pub struct TestRow {
@@ -85,7 +114,7 @@ pub struct TestRow {
     /// The ground-truth result (MagicBrush).
     pub target: Option<Vec<u8>>,
     /// The subject's reference images (DreamBench).
-    pub references: Vec<Vec<u8>>,
+    pub references: Vec<Reference>,
     pub input_caption: Option<String>,
     /// The output caption (EMU Edit, MagicBrush) or the prompt with the class noun (DreamBench).
     pub output_caption: Option<String>,
@@ -99,14 +128,29 @@ fn meta_str(s: &Sample, key: &str) -> Option<String> {
 
 impl TestRow {
     /// The protocol's view of a shard row.
-    pub fn new(protocol: Protocol, s: Sample) -> Self {
+    pub fn new(protocol: Protocol, s: Sample, opts: &RowOptions) -> Self {
         let first = |role: ImageRole| s.images.iter().find(|i| i.role == role).map(|i| i.bytes.clone());
         let (input, target, references) = match protocol {
             Protocol::EmuEdit | Protocol::Magicbrush => {
                 (first(ImageRole::Canvas), first(ImageRole::Output), Vec::new())
             }
             Protocol::Dreambench => {
-                (None, None, s.images.iter().filter(|i| i.role == ImageRole::Asset).map(|i| i.bytes.clone()).collect())
+                let listed: Vec<&str> = s
+                    .meta
+                    .get("subject_images")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                let references = match &opts.references {
+                    Some(root) if !listed.is_empty() => listed.iter().map(|f| Reference::File(root.join(f))).collect(),
+                    _ => s
+                        .images
+                        .iter()
+                        .filter(|i| i.role == ImageRole::Asset)
+                        .map(|i| Reference::Bytes(i.bytes.clone()))
+                        .collect(),
+                };
+                (None, None, references)
             }
         };
         let (input_caption, output_caption) = match protocol {
@@ -130,19 +174,23 @@ fn dreambench_prompt(s: &Sample) -> Option<String> {
 }
 
 /// The test rows of `protocol` in a shard directory (split `test`, its source), in order.
-pub fn test_rows(shards: &Path, protocol: Protocol) -> Result<Vec<TestRow>, EvalError> {
+pub fn test_rows(shards: &Path, protocol: Protocol, opts: &RowOptions) -> Result<Vec<TestRow>, EvalError> {
     let reader = unireal_shards::ShardReader::open_dir(shards).map_err(|e| EvalError::Shards(e.to_string()))?;
     let mut rows = Vec::new();
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for s in reader {
         let s = s.map_err(|e| EvalError::Shards(e.to_string()))?;
         *seen.entry(format!("{} ({})", s.source, s.split.as_str())).or_default() += 1;
-        if s.split == Split::Test && s.source == protocol.source() {
-            rows.push(TestRow::new(protocol, s));
+        let split_ok = opts.hf_split.as_ref().is_none_or(|want| meta_str(&s, "hf_split").as_ref() == Some(want));
+        if s.split == Split::Test && s.source == protocol.source() && split_ok {
+            rows.push(TestRow::new(protocol, s, opts));
         }
     }
     if rows.is_empty() {
-        let found = seen.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ");
+        let mut found = seen.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ");
+        if let Some(h) = &opts.hf_split {
+            found.push_str(&format!("; none with meta.hf_split `{h}`"));
+        }
         return Err(EvalError::NoRows {
             dir: shards.to_path_buf(),
             source_name: protocol.source(),
@@ -243,7 +291,7 @@ pub fn score<B: Backend>(
                 .references
                 .iter()
                 .enumerate()
-                .map(|(i, b)| decode(b).map_err(|e| format!("reference image {} {e}", i + 1)))
+                .map(|(i, r)| r.load().map_err(|e| format!("reference image {}: {e}", i + 1)))
                 .collect::<Result<Vec<_>, _>>()?;
             let refs: Vec<&RgbImage> = refs.iter().collect();
             let r_clip = emb.clip_images(&refs).map_err(|e| e.to_string())?;

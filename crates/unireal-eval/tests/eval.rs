@@ -43,9 +43,12 @@ fn row(protocol: &str, case: &Value) -> Sample {
     let s = |k: &str| case[k].as_str().map(String::from);
     let (task, images, meta) = match protocol {
         "dreambench" => {
-            let refs = case["references"].as_array().unwrap();
-            let images = refs.iter().map(|r| with_role(png(r.as_str().unwrap()), ImageRole::Asset)).collect();
-            let meta = serde_json::json!({"template": s("template"), "class": s("cls")});
+            // As the importer writes a DreamBench row: the subject's first image as the asset,
+            // every image listed in meta.subject_images (relative to the imported folder).
+            let refs: Vec<&str> = case["references"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+            let images = vec![with_role(png(refs[0]), ImageRole::Asset)];
+            let listed: Vec<String> = refs.iter().map(|r| format!("images/{r}.png")).collect();
+            let meta = serde_json::json!({"template": s("template"), "class": s("cls"), "subject_images": listed});
             (Task::MultiObject, images, meta)
         }
         _ => {
@@ -53,7 +56,8 @@ fn row(protocol: &str, case: &Value) -> Sample {
             if let Some(t) = s("target") {
                 images.push(with_role(png(&t), ImageRole::Output));
             }
-            let meta = serde_json::json!({"input_caption": s("input_caption"), "output_caption": s("output_caption")});
+            let meta = serde_json::json!({"input_caption": s("input_caption"), "output_caption": s("output_caption"),
+                "hf_split": "test"});
             (Task::Edit, images, meta)
         }
     };
@@ -139,8 +143,8 @@ fn scores_match_the_reference_for_every_protocol() {
         samples.push(broken);
         write_shards(&shards, samples.clone());
 
-        let (clip, dino) = (models("clip"), models("dino"));
-        let args = [
+        let (clip, dino, root) = (models("clip"), models("dino"), fixtures());
+        let mut args = vec![
             "--protocol",
             protocol,
             "--shards",
@@ -154,6 +158,10 @@ fn scores_match_the_reference_for_every_protocol() {
             "--out",
             report.to_str().unwrap(),
         ];
+        if protocol == "dreambench" {
+            // Every image of the subject is a reference (the expected scores average over all).
+            args.extend(["--references", root.to_str().unwrap()]);
+        }
         let out = eval(&args);
         assert!(out.status.success(), "{protocol}: {}", String::from_utf8_lossy(&out.stderr));
         let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -275,6 +283,25 @@ fn bad_invocations_are_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no test row could be scored") && err.contains("hint:"), "{err}");
     assert!(tmp.path().join("report/report.json").is_file());
+    // A Hugging Face split no row has: the filter is named.
+    let out = eval(&[
+        "--protocol",
+        "emu-edit",
+        "--shards",
+        shards.to_str().unwrap(),
+        "--clip",
+        models("clip").to_str().unwrap(),
+        "--dino",
+        models("dino").to_str().unwrap(),
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--hf-split",
+        "validation",
+        "--out",
+        tmp.path().join("report").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("meta.hf_split `validation`"), "{err}");
     // --no-image-prompt is not built yet, and says what to do instead.
     let out = eval(&[
         "--protocol",
