@@ -429,3 +429,101 @@ impl Importer for Images {
         out
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// MagicBrush's test archive (what the paper's Table 2 and MagicBrush's own evaluation score):
+// `edit_sessions.json` ({img_id: [{input, mask, output, instruction}, …]}, turn k's input
+// being turn k-1's ground-truth output), `global_descriptions.json` ({img_id: {file:
+// caption}}) and `images/<img_id>/<file>`, in the folder or its `test/`. One unit per
+// session, every turn a row of split `test` (the "independent" setting: each turn edits the
+// ground truth of the one before).
+
+/// Where MagicBrush's test archive is, if `root` (or its `test/`) is one.
+pub(crate) fn magicbrush_test_dir(root: &Path) -> Option<PathBuf> {
+    [root.to_path_buf(), root.join("test")].into_iter().find(|d| d.join("edit_sessions.json").is_file())
+}
+
+#[derive(serde::Deserialize)]
+struct MagicBrushTurn {
+    input: String,
+    output: String,
+    instruction: String,
+}
+
+pub(crate) struct MagicBrushTest {
+    dir: PathBuf,
+    sessions: Vec<(String, Vec<MagicBrushTurn>)>,
+    captions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MagicBrushTest {
+    pub fn new(dir: &Path) -> Result<Self, ImportError> {
+        let path = dir.join("edit_sessions.json");
+        let sessions: std::collections::BTreeMap<String, Vec<MagicBrushTurn>> = serde_json::from_str(&read_text(&path)?)
+            .map_err(|e| input_err(&path, format!("not MagicBrush's edit sessions ({{img_id: [{{input, output, instruction}}]}}): {e}")))?;
+        // The evaluation script's default name is singular; the archive's is plural.
+        let captions = match ["global_descriptions.json", "global_description.json"].iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+            Some(p) => serde_json::from_str::<serde_json::Value>(&read_text(&p)?)
+                .map_err(|e| input_err(&p, e.to_string()))?
+                .as_object()
+                .cloned()
+                .ok_or_else(|| input_err(&p, "not an object of {img_id: {file: caption}}"))?,
+            None => serde_json::Map::new(),
+        };
+        Ok(MagicBrushTest { dir: dir.to_path_buf(), sessions: sessions.into_iter().collect(), captions })
+    }
+
+    fn caption(&self, img_id: &str, file: &str) -> Option<String> {
+        self.captions.get(img_id).and_then(|c| c.get(file)).and_then(|v| v.as_str()).map(String::from)
+    }
+}
+
+impl Importer for MagicBrushTest {
+    fn units(&self) -> Result<Vec<Unit>, ImportError> {
+        Ok(self
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| Unit {
+                key: format!("edit_sessions.json#{id}"),
+                file: self.dir.join("images").join(id),
+                part: i,
+                rows: (0, 0),
+            })
+            .collect())
+    }
+
+    fn process(&self, unit: &Unit, ctx: &Ctx) -> UnitOut {
+        let (img_id, turns) = &self.sessions[unit.part];
+        let mut out = UnitOut::default();
+        for (k, turn) in turns.iter().enumerate() {
+            out.rows += 1;
+            let images = (|| -> Result<Vec<SampleImage>, String> {
+                Ok(vec![
+                    ctx.image_file(ImageRole::Canvas, &unit.file.join(&turn.input))?,
+                    ctx.image_file(ImageRole::Output, &unit.file.join(&turn.output))?,
+                ])
+            })();
+            let instruction = turn.instruction.trim();
+            let images = match images {
+                Ok(_) if instruction.is_empty() => Err("empty instruction".to_string()),
+                other => other,
+            };
+            match images {
+                Ok(images) => {
+                    let id = ctx.id(Task::Edit, &["test", img_id, &(k + 1).to_string()]);
+                    let base = format!("Turn {} into {}: {instruction}", index_word(1), result_word(1));
+                    let meta = json!({
+                        "img_id": img_id, "turn_index": k + 1, "turns": turns.len(),
+                        "input": turn.input, "output": turn.output,
+                        "input_caption": self.caption(img_id, &turn.input),
+                        "output_caption": self.caption(img_id, &turn.output),
+                    });
+                    out.samples.push(ctx.sample(Task::Edit, id, Split::Test, base, images, meta));
+                }
+                Err(e) => out.bad(format!("{}#{}", unit.key, k + 1), e),
+            }
+        }
+        out
+    }
+}

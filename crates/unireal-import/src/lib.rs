@@ -342,6 +342,9 @@ pub struct ImportSummary {
 
 fn importer(format: Format, root: &Path, cfg: &ImportConfig) -> Result<Box<dyn Importer>, ImportError> {
     Ok(match format {
+        Format::Magicbrush if root.is_dir() && folders::magicbrush_test_dir(root).is_some() => {
+            Box::new(folders::MagicBrushTest::new(&folders::magicbrush_test_dir(root).expect("checked"))?)
+        }
         Format::Instructpix2pix | Format::Ultraedit | Format::Magicbrush | Format::EmuEdit => {
             Box::new(hf::HfParquet::new(format, root)?)
         }

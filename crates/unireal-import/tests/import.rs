@@ -218,3 +218,54 @@ fn an_import_resumes_and_a_forced_one_gives_the_same_ids() {
     assert_eq!(forced.new_samples, 3);
     assert_eq!(sample_ids(&out), ids);
 }
+
+/// MagicBrush's test archive (`edit_sessions.json`, `global_descriptions.json`,
+/// `images/<img_id>/…`, here under `test/`): every turn a `test` row whose canvas is the
+/// turn's input (turn 2's is turn 1's ground truth) and whose output is the ground truth, the
+/// captions in meta; a turn whose image is missing is a bad row, named.
+#[test]
+fn magicbrush_test_archive_imports_every_turn_as_test() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("magicbrush");
+    let test = root.join("test");
+    let samples = unireal_testkit::repo().join("datasets/samples/images");
+    for (id, files) in [("139306", vec!["input", "output1", "output2"]), ("242679", vec!["input", "output1"])] {
+        let dir = test.join("images").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (k, f) in files.iter().enumerate() {
+            let src = ["horse.png", "chelsea.png", "coffee.png"][k];
+            std::fs::copy(samples.join(src), dir.join(format!("{id}-{f}.png"))).unwrap();
+        }
+    }
+    let turn = |id: &str, input: &str, k: usize, instruction: &str| {
+        serde_json::json!({"input": format!("{id}-{input}.png"), "mask": format!("{id}-mask{k}.png"),
+            "output": format!("{id}-output{k}.png"), "instruction": instruction})
+    };
+    let sessions = serde_json::json!({
+        "139306": [turn("139306", "input", 1, "Put a cat on the seat."), turn("139306", "output1", 2, "Make it a cup.")],
+        "242679": [turn("242679", "input", 1, "Add a hat."), turn("242679", "output1", 2, "Missing image.")],
+    });
+    std::fs::write(test.join("edit_sessions.json"), sessions.to_string()).unwrap();
+    let captions = serde_json::json!({"139306": {"139306-input.png": "a horse in a field",
+        "139306-output1.png": "a cat on a seat", "139306-output2.png": "a cup of coffee"}});
+    std::fs::write(test.join("global_descriptions.json"), captions.to_string()).unwrap();
+
+    let out = work.path().join("shards");
+    let cfg = ImportConfig { workers: 2, ..Default::default() };
+    let opts = ImportOptions { force: false, quiet: true };
+    let summary = run_import(Format::Magicbrush, &root, &out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!((summary.manifest.totals.rows, summary.bad_rows), (3, 1), "{:?}", summary.manifest.inputs);
+    let bad = summary.manifest.inputs.iter().flat_map(|i| i.stats["bad"].as_array().unwrap().clone()).collect::<Vec<_>>();
+    assert!(bad[0].to_string().contains("242679-output2.png"), "{bad:?}");
+    let rows = read(&out);
+    assert!(rows.iter().all(|s| s.split == Split::Test && s.task == Task::Edit && roles(s) == [Canvas, Output]));
+    let second = rows.iter().find(|s| s.meta["img_id"] == "139306" && s.meta["turn_index"] == 2).unwrap();
+    assert_eq!(second.base_prompt, "Turn IMG1 into RES1: Make it a cup.");
+    assert_eq!((second.meta["input_caption"].as_str(), second.meta["output_caption"].as_str()), (Some("a cat on a seat"), Some("a cup of coffee")));
+    // Turn 2 edits turn 1's ground truth.
+    let first = rows.iter().find(|s| s.meta["img_id"] == "139306" && s.meta["turn_index"] == 1).unwrap();
+    assert_eq!(second.images[0].bytes, first.images[1].bytes);
+    // No captions for a session: null, not invented.
+    let other = rows.iter().find(|s| s.meta["img_id"] == "242679").unwrap();
+    assert!(other.meta["output_caption"].is_null());
+}
