@@ -101,6 +101,22 @@ fn generate_row<B: Backend>(
     opts: &GenerateOptions,
     device: &B::Device,
 ) -> Result<(), String> {
+    let img = generate_image(ckpt, model, frozen, row, opts, device)?;
+    save_png(&img, &dir.join(format!("{}.png", row.sample_id))).map_err(|e| e.to_string())
+}
+
+/// The image `model` generates for a test row: its inputs (every image but the outputs) with
+/// their roles, its base prompt and context prompt, at the bucket `ckpt`'s run gives it, with
+/// the row's seed. The trainer's `log.eval` calls it with the model in training and a
+/// [`Checkpoint`] of the run's config.
+pub fn generate_image<B: Backend>(
+    ckpt: &Checkpoint,
+    model: &unireal_pipeline::UniReal<B>,
+    frozen: &unireal_pipeline::Frozen<B>,
+    row: &TestRow,
+    opts: &GenerateOptions,
+    device: &B::Device,
+) -> Result<image::RgbImage, String> {
     let s = &row.sample;
     let images = s
         .images
@@ -118,6 +134,5 @@ fn generate_row<B: Backend>(
         ckpt.request(frozen, &inputs, &s.base_prompt, context, bucket, &settings).map_err(|e| e.to_string())?;
     let px = generate_pixels(model, frozen, &ckpt.config.model, &prepared.request, device, |_, _| {})
         .map_err(|e| e.to_string())?;
-    let img = chw_to_image(&px, bucket.width, bucket.height);
-    save_png(&img, &dir.join(format!("{}.png", s.sample_id))).map_err(|e| e.to_string())
+    Ok(chw_to_image(&px, bucket.width, bucket.height))
 }

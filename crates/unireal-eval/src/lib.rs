@@ -88,3 +88,40 @@ pub fn score_rows<B: Backend>(
     bar.finish_and_clear();
     out
 }
+
+/// What [`evaluate_model`] measured.
+#[derive(Debug, Clone)]
+pub struct ModelEval {
+    pub rows: usize,
+    pub scored: usize,
+    /// Each metric's mean over the rows that have it, and how many.
+    pub means: std::collections::BTreeMap<String, f64>,
+    pub counts: std::collections::BTreeMap<String, usize>,
+    /// The rows not scored, with the reason.
+    pub skipped: Vec<report::Skipped>,
+}
+
+/// Generates each row with `model` (as `--checkpoint` does, nothing written) and scores it:
+/// the trainer's `log.eval`.
+pub fn evaluate_model<B: Backend>(
+    protocol: Protocol,
+    rows: &[TestRow],
+    ckpt: &unireal_pipeline::Checkpoint,
+    model: &unireal_pipeline::UniReal<B>,
+    frozen: &unireal_pipeline::Frozen<B>,
+    emb: &Embedders<B>,
+    opts: &generate::GenerateOptions,
+    device: &B::Device,
+) -> ModelEval {
+    let outcomes: Vec<Outcome> = rows
+        .iter()
+        .map(|row| {
+            let result = generate::generate_image(ckpt, model, frozen, row, opts, device)
+                .map_err(|e| format!("not generated: {e}"))
+                .and_then(|img| score(protocol, row, &img, emb));
+            Outcome { sample_id: row.sample_id.clone(), result, row: row.clone() }
+        })
+        .collect();
+    let r = Report::new(protocol, &outcomes, Default::default());
+    ModelEval { rows: r.rows, scored: r.scored, means: r.means, counts: r.counts, skipped: r.skipped_rows }
+}

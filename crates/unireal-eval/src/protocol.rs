@@ -13,7 +13,7 @@ use crate::metrics::{cosine, difference, pixel_distances, Embedders};
 use crate::EvalError;
 
 /// A benchmark and its way of scoring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// EMU Edit's test set: the edit against its input and the captions.

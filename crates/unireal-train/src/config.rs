@@ -245,6 +245,40 @@ pub struct LogConfig {
     /// The bucket resolution of `unireal-infer`'s default output size for this run's
     /// checkpoints (None: `data.resolution`): a model trained small can be sampled larger.
     pub infer_resolution: Option<u32>,
+    /// A benchmark's metrics during training (None: off); see [`EvalLogConfig`].
+    pub eval: Option<EvalLogConfig>,
+}
+
+/// `log.eval`: every `every` steps, the first `limit` test rows of a benchmark (shards
+/// `unireal-data import` wrote) are generated with the sampling weights and scored as
+/// `unireal-eval` scores them; the means go to metrics.jsonl as `kind: eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalLogConfig {
+    /// `emu-edit`, `magicbrush` or `dreambench`.
+    pub protocol: unireal_eval::Protocol,
+    /// The test split's shard directory.
+    pub shards: PathBuf,
+    /// A transformers CLIPModel directory.
+    pub clip: PathBuf,
+    /// A DINO (ViTModel) or DINOv2 directory.
+    pub dino: PathBuf,
+    #[serde(default = "default_eval_every")]
+    pub every: usize,
+    /// Test rows scored (the first ones, the same at every evaluation).
+    #[serde(default = "default_eval_limit")]
+    pub limit: usize,
+    /// DreamBench: the dataset folder the shards were imported from (every reference image).
+    #[serde(default)]
+    pub references: Option<PathBuf>,
+}
+
+fn default_eval_every() -> usize {
+    1000
+}
+
+fn default_eval_limit() -> usize {
+    16
 }
 
 impl Default for LogConfig {
@@ -259,6 +293,7 @@ impl Default for LogConfig {
             guidance: Guidance::default(),
             sample_ema: true,
             infer_resolution: None,
+            eval: None,
         }
     }
 }
@@ -333,6 +368,11 @@ impl TrainConfig {
         }
         if d.aspect_ratios.is_empty() || d.aspect_ratios.iter().any(|a| a.is_nan() || *a <= 0.0) {
             return invalid("data.aspect_ratios", "a non-empty list of positive width/height ratios");
+        }
+        if let Some(e) = &self.log.eval {
+            if e.every == 0 || e.limit == 0 {
+                return invalid("log.eval", "every and limit must be at least 1 (or leave log.eval out)");
+            }
         }
         if d.resolution == 0 || self.log.infer_resolution == Some(0) {
             return invalid("data.resolution", "data.resolution and log.infer_resolution must be positive");

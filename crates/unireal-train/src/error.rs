@@ -16,6 +16,9 @@ pub enum TrainError {
     /// Assembling or running the model (configs of model directories, weights, text encoder).
     #[error(transparent)]
     Pipeline(#[from] unireal_pipeline::PipelineError),
+    /// Setting up `log.eval` (its shards, its CLIP and DINO directories).
+    #[error("log.eval: {0}")]
+    Eval(#[from] unireal_eval::EvalError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]

@@ -158,10 +158,22 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     text_params: usize,
     /// Rank 0 only.
     metrics: Option<Metrics>,
+    /// `log.eval`'s rows, scorers and the run as a checkpoint reads it; rank 0 only.
+    eval: Option<TrainEval<B::InnerBackend>>,
     /// Training seconds of the run before this process (from the checkpoint).
     elapsed_before_s: f64,
     started: Instant,
     allreduce_total_s: f64,
+}
+
+/// What `log.eval` needs, loaded once.
+struct TrainEval<B: burn::prelude::Backend> {
+    protocol: unireal_eval::Protocol,
+    rows: Vec<unireal_eval::TestRow>,
+    emb: unireal_eval::Embedders<B>,
+    /// The run's config as `unireal-infer` and `unireal-eval --checkpoint` read a checkpoint's,
+    /// so rows are generated as they would be from a saved checkpoint.
+    ckpt: unireal_pipeline::Checkpoint,
 }
 
 /// The checkpoint a run resumes from, after checking the run directory agrees with `resume`.
@@ -253,7 +265,25 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         for b in &mut data.fixed {
             b.fit_prompts(|c, base| fit_prompt(&cfg.model, &frozen, c, base));
         }
+        let eval = match (&cfg.log.eval, is_main) {
+            (Some(e), true) => {
+                let opts = unireal_eval::RowOptions { references: e.references.clone(), hf_split: None };
+                let mut rows = unireal_eval::test_rows(&e.shards, e.protocol, &opts)?;
+                rows.truncate(e.limit);
+                let emb = unireal_eval::Embedders::load(&e.clip, &e.dino, device)?;
+                let config = serde_yaml::from_str(&config_yaml).map_err(|e| {
+                    TrainError::Config(crate::config::InvalidConfig {
+                        key: "log.eval".into(),
+                        message: format!("the run's config as a checkpoint reads it: {e}"),
+                    })
+                })?;
+                let ckpt = unireal_pipeline::Checkpoint { dir: run.clone(), config };
+                Some(TrainEval { protocol: e.protocol, rows, emb, ckpt })
+            }
+            _ => None,
+        };
         let trainer = Trainer {
+            eval,
             config_yaml,
             run,
             device: device.clone(),
@@ -591,6 +621,37 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         Ok(Some(path))
     }
 
+    /// `log.eval`: its rows generated with the sampling weights (EMA when `log.sample_ema`),
+    /// as `unireal-eval --checkpoint` generates them, and scored; logged as `eval` with each
+    /// metric's mean. None without `log.eval` (or off rank 0).
+    pub fn evaluate(&self) -> Result<Option<unireal_eval::ModelEval>> {
+        let Some(e) = &self.eval else { return Ok(None) };
+        let model = match (&self.ema, self.cfg.log.sample_ema) {
+            (Some(m), true) => m.clone(),
+            _ => self.model().valid(),
+        };
+        let opts = unireal_eval::generate::GenerateOptions {
+            settings: unireal_pipeline::checkpoint::SamplerSettings { seed: self.cfg.train.seed, ..Default::default() },
+            ..Default::default()
+        };
+        let r = unireal_eval::evaluate_model(
+            e.protocol,
+            &e.rows,
+            &e.ckpt,
+            &model,
+            &self.frozen,
+            &e.emb,
+            &opts,
+            &self.device,
+        );
+        self.log(&json!({
+            "kind": "eval", "step": self.state.step, "protocol": e.protocol, "rows": r.rows,
+            "scored": r.scored, "means": r.means, "counts": r.counts,
+            "skipped": r.skipped.iter().take(5).map(|s| json!({"sample_id": s.sample_id, "reason": s.reason})).collect::<Vec<_>>(),
+        }))?;
+        Ok(Some(r))
+    }
+
     /// Writes the checkpoint of the current step (atomically; the oldest beyond
     /// `checkpoint.keep` go). [`Trainer::fit`] calls it on rank 0 only; any rank that calls it
     /// writes.
@@ -650,6 +711,19 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             }
             if due(self.cfg.log.sample_every) {
                 self.write_samples()?;
+            }
+            if let Some(every) = self.cfg.log.eval.as_ref().map(|e| e.every) {
+                if due(every) {
+                    if let Some(r) = self.evaluate()? {
+                        let means: Vec<String> = r.means.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+                        bar.println(format!(
+                            "step {step}: eval ({} of {} rows) {}",
+                            r.scored,
+                            r.rows,
+                            means.join(", ")
+                        ));
+                    }
+                }
             }
             if step == total || (self.cfg.checkpoint.every > 0 && step.is_multiple_of(self.cfg.checkpoint.every)) {
                 last_ckpt = Some(self.save_checkpoint()?);

@@ -756,3 +756,87 @@ fn lora_run_merges_and_loads_in_diffusers() {
     assert!(diff(&lora, &whole) < 1e-4, "load_lora_weights vs merged: {}", diff(&lora, &whole));
     assert!(diff(&lora, &plain) > 1e-3, "the adapters changed nothing: {}", diff(&lora, &plain));
 }
+
+/// `log.eval`: an EMU Edit-layout test split scored during training with tiny CLIP and DINO
+/// models (crates/unireal-model/tests/fixtures), every `every` steps and at the end: one
+/// `eval` line each in metrics.jsonl with EMU Edit's five means over the rows.
+#[test]
+fn log_eval_scores_the_benchmark_during_training() {
+    use unireal_core::{sample_id, ImageRole, Sample, SampleImage, Task};
+    use unireal_shards::{DatasetWriter, InputRecord, InputStatus, WriterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    // Two EMU Edit test rows as the importer writes them: an input image and both captions.
+    let test = dir.path().join("emu-edit");
+    let mut w = DatasetWriter::open(&test, WriterOptions::default(), false).unwrap();
+    let rows: Vec<Sample> =
+        [("horse.png", "a horse in a field", "a zebra in a field"), ("chelsea.png", "a cat", "a dog")]
+            .iter()
+            .map(|(file, input, output)| {
+                let bytes = std::fs::read(repo().join("datasets/samples/images").join(file)).unwrap();
+                let img = image::load_from_memory(&bytes).unwrap();
+                Sample {
+                    sample_id: sample_id(Task::Edit, "emu-edit", &[file]),
+                    task: Task::Edit,
+                    source: "emu-edit".into(),
+                    split: Split::Test,
+                    base_prompt: format!("Turn IMG1 into RES1: make it {output}"),
+                    context_prompt: "realistic style, static scene.".into(),
+                    images: vec![SampleImage {
+                        role: ImageRole::Canvas,
+                        encoding: "png".into(),
+                        bytes,
+                        width: img.width(),
+                        height: img.height(),
+                    }],
+                    meta: serde_json::json!({"input_caption": input, "output_caption": output}),
+                }
+            })
+            .collect();
+    let record = InputRecord {
+        path: "emu".into(),
+        status: InputStatus::Ok,
+        reason: String::new(),
+        samples: 0,
+        stats: serde_json::Value::Null,
+    };
+    w.add(record, rows).unwrap();
+    w.finish().unwrap();
+
+    let cfg = write_config(dir.path());
+    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let models = repo().join("crates/unireal-model/tests/fixtures");
+    yaml["log"]["eval"] = serde_yaml::to_value(serde_json::json!({
+        "protocol": "emu-edit", "shards": test, "clip": models.join("clip"), "dino": models.join("dino"),
+        "every": 2, "limit": 2,
+    }))
+    .unwrap();
+    std::fs::write(&cfg, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    let run = dir.path().join("run");
+    ok(train(&cfg, &run, &["train.steps=3", "log.sample_steps=2"]).output().unwrap());
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [2, 3], "every 2 steps and at the end");
+    for e in &evals {
+        assert_eq!(
+            (e["protocol"].as_str(), e["rows"].as_u64(), e["scored"].as_u64()),
+            (Some("emu-edit"), Some(2), Some(2)),
+            "{e}"
+        );
+        for m in ["clip_dir", "clip_im", "clip_out", "l1", "dino"] {
+            let v = e["means"][m].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && e["counts"][m] == 2, "{m}: {e}");
+        }
+        assert!(e["means"]["l1"].as_f64().unwrap() > 0.0);
+    }
+    // A wrong model directory stops the run before it trains, naming log.eval.
+    yaml["log"]["eval"]["dino"] = serde_yaml::to_value(models.join("clip")).unwrap();
+    std::fs::write(&cfg, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    let out = train(&cfg, &dir.path().join("run2"), &["train.steps=1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("log.eval") && err.contains("model_type `clip`"), "{err}");
+}
