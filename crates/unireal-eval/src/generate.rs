@@ -11,7 +11,7 @@ use burn::prelude::*;
 use unireal_core::ImageRole;
 use unireal_pipeline::checkpoint::SamplerSettings;
 use unireal_pipeline::image::{chw_to_image, save_png};
-use unireal_pipeline::{generate_pixels, Checkpoint};
+use unireal_pipeline::{generate_pixels, Checkpoint, Request};
 
 use crate::protocol::{decode, TestRow};
 use crate::EvalError;
@@ -25,6 +25,9 @@ pub struct GenerateOptions {
     pub no_ema: bool,
     /// Table 4's ablation: an empty context prompt (the instruction alone).
     pub no_context_prompt: bool,
+    /// Rows sampled together (those of one bucket and input roles within each window of this
+    /// many); 0 counts as 1.
+    pub batch: usize,
 }
 
 /// What generation did.
@@ -77,32 +80,108 @@ pub fn generate_rows<B: Backend>(
         indicatif::ProgressStyle::with_template("generating {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
             .expect("a valid template"),
     );
-    for row in todo {
-        match generate_row(&checkpoint, &model, &frozen, row, dir, opts, device) {
-            Ok(()) => out.generated += 1,
-            Err(reason) => {
-                out.failed.insert(row.sample_id.clone(), reason);
+    // A window of `batch` rows at a time (memory holds one window's inputs); within it, rows
+    // that share a bucket and input roles are one sampling run.
+    for window in todo.chunks(opts.batch.max(1)) {
+        let mut prepared: Vec<(&TestRow, Request)> = Vec::new();
+        for row in window {
+            match prepare_row(&checkpoint, &frozen, row, opts, device) {
+                Ok(req) => prepared.push((row, req)),
+                Err(reason) => {
+                    out.failed.insert(row.sample_id.clone(), reason);
+                    bar.inc(1);
+                }
             }
         }
-        bar.inc(1);
+        while !prepared.is_empty() {
+            let key = |r: &Request| (r.bucket, r.input_roles.clone());
+            let first = key(&prepared[0].1);
+            let (group, rest): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(_, r)| key(r) == first);
+            prepared = rest;
+            let ids: Vec<&str> = group.iter().map(|(row, _)| row.sample_id.as_str()).collect();
+            match generate_group(
+                &checkpoint,
+                &model,
+                &frozen,
+                group.into_iter().map(|(_, r)| r).collect(),
+                dir,
+                &ids,
+                device,
+            ) {
+                Ok(()) => out.generated += ids.len(),
+                Err(reason) => {
+                    for id in &ids {
+                        out.failed.insert(id.to_string(), reason.clone());
+                    }
+                }
+            }
+            bar.inc(ids.len() as u64);
+        }
     }
     bar.finish_and_clear();
     Ok(out)
 }
 
-/// One row: its inputs (every image but the outputs) with their roles, its base prompt and
-/// context prompt, at the bucket training would give it; the PNG written atomically.
-fn generate_row<B: Backend>(
+/// One row's request (a batch of one) with its own starting noise, drawn from its seed as an
+/// unbatched run draws it, so batching does not change what a row gets.
+fn prepare_row<B: Backend>(
+    ckpt: &Checkpoint,
+    frozen: &unireal_pipeline::Frozen<B>,
+    row: &TestRow,
+    opts: &GenerateOptions,
+    device: &B::Device,
+) -> Result<Request, String> {
+    let s = &row.sample;
+    let images = s
+        .images
+        .iter()
+        .filter(|i| i.role != ImageRole::Output)
+        .enumerate()
+        .map(|(k, i)| decode(&i.bytes).map(|img| (i.role, img)).map_err(|e| format!("input image {} {e}", k + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<(ImageRole, &image::RgbImage)> = images.iter().map(|(r, i)| (*r, i)).collect();
+    let context = if opts.no_context_prompt { "" } else { s.context_prompt.as_str() };
+    let bucket = ckpt.bucket_for_inputs(&inputs).map_err(|e| e.to_string())?;
+    let seed = row_seed(opts.settings.seed, &s.sample_id);
+    let (c, f) = ckpt.config.model.latent_shape().map_err(|e| e.to_string())?;
+    let shape = [1, 1, c, bucket.height as usize / f, bucket.width as usize / f];
+    let noise: Vec<f32> = unireal_flow::seeded_noise::<B, 5>(shape, seed, device)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| format!("{e:?}"))?;
+    let settings = SamplerSettings { seed, outputs: 1, noise: Some(noise), ..opts.settings.clone() };
+    Ok(ckpt.request(frozen, &inputs, &s.base_prompt, context, bucket, &settings).map_err(|e| e.to_string())?.request)
+}
+
+/// Rows of one bucket and input roles sampled together; each PNG written atomically.
+fn generate_group<B: Backend>(
     ckpt: &Checkpoint,
     model: &unireal_pipeline::UniReal<B>,
     frozen: &unireal_pipeline::Frozen<B>,
-    row: &TestRow,
+    reqs: Vec<Request>,
     dir: &Path,
-    opts: &GenerateOptions,
+    ids: &[&str],
     device: &B::Device,
 ) -> Result<(), String> {
-    let img = generate_image(ckpt, model, frozen, row, opts, device)?;
-    save_png(&img, &dir.join(format!("{}.png", row.sample_id))).map_err(|e| e.to_string())
+    let mut it = reqs.into_iter();
+    let mut req = it.next().expect("a group has a row");
+    for r in it {
+        req.prompts.extend(r.prompts);
+        req.inputs.extend(r.inputs);
+        req.input_roles.extend(r.input_roles);
+        if let (Some(n), Some(m)) = (req.noise.as_mut(), r.noise) {
+            n.extend(m);
+        }
+    }
+    let px = generate_pixels(model, frozen, &ckpt.config.model, &req, device, |_, _| {}).map_err(|e| e.to_string())?;
+    let (w, h) = (req.bucket.width, req.bucket.height);
+    let plane = (3 * w * h) as usize;
+    for (k, id) in ids.iter().enumerate() {
+        let img = chw_to_image(&px[k * plane..(k + 1) * plane], w, h);
+        save_png(&img, &dir.join(format!("{id}.png"))).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The image `model` generates for a test row: its inputs (every image but the outputs) with
@@ -117,22 +196,7 @@ pub fn generate_image<B: Backend>(
     opts: &GenerateOptions,
     device: &B::Device,
 ) -> Result<image::RgbImage, String> {
-    let s = &row.sample;
-    let images = s
-        .images
-        .iter()
-        .filter(|i| i.role != ImageRole::Output)
-        .enumerate()
-        .map(|(k, i)| decode(&i.bytes).map(|img| (i.role, img)).map_err(|e| format!("input image {} {e}", k + 1)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let inputs: Vec<(ImageRole, &image::RgbImage)> = images.iter().map(|(r, i)| (*r, i)).collect();
-    let context = if opts.no_context_prompt { "" } else { s.context_prompt.as_str() };
-    let bucket = ckpt.bucket_for_inputs(&inputs).map_err(|e| e.to_string())?;
-    let settings =
-        SamplerSettings { seed: row_seed(opts.settings.seed, &s.sample_id), outputs: 1, ..opts.settings.clone() };
-    let prepared =
-        ckpt.request(frozen, &inputs, &s.base_prompt, context, bucket, &settings).map_err(|e| e.to_string())?;
-    let px = generate_pixels(model, frozen, &ckpt.config.model, &prepared.request, device, |_, _| {})
-        .map_err(|e| e.to_string())?;
-    Ok(chw_to_image(&px, bucket.width, bucket.height))
+    let req = prepare_row(ckpt, frozen, row, opts, device)?;
+    let px = generate_pixels(model, frozen, &ckpt.config.model, &req, device, |_, _| {}).map_err(|e| e.to_string())?;
+    Ok(chw_to_image(&px, req.bucket.width, req.bucket.height))
 }

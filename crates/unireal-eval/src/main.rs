@@ -58,6 +58,10 @@ struct Args {
     /// Sample with the raw weights instead of the EMA's.
     #[arg(long, requires = "checkpoint")]
     no_ema: bool,
+    /// Rows sampled together (rows of one bucket and input roles, among this many at a
+    /// time). A row's image does not depend on it: each starts from its own seed's noise.
+    #[arg(long, default_value_t = 4, requires = "checkpoint")]
+    batch: usize,
     /// Table 4's ablation: generate without the context prompt (the instruction alone).
     #[arg(long, requires = "checkpoint")]
     no_context_prompt: bool,
@@ -136,6 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 },
                 no_ema: args.no_ema,
                 no_context_prompt: args.no_context_prompt,
+                batch: args.batch,
             };
             let g = generate_rows::<Backend>(ckpt, &rows, &dir, &opts, &device)?;
             eprintln!("generated {}, kept {}, failed {}", g.generated, g.reused, g.failed.len());

@@ -373,7 +373,12 @@ fn checkpoint_generates_resumes_and_scores_each_row_once() {
     let shards = tmp.path().join("shards");
     let cases = cases();
     let list = cases["magicbrush"].as_array().unwrap();
-    let samples: Vec<Sample> = list.iter().map(|c| row("magicbrush", c)).collect();
+    let mut samples: Vec<Sample> = list.iter().map(|c| row("magicbrush", c)).collect();
+    // A third row with the first one's input (its bucket and roles): sampled in one batch with it.
+    let mut again = row("magicbrush", &list[0]);
+    again.sample_id = sample_id(again.task, "magicbrush", &["again"]);
+    again.base_prompt = "Turn IMG1 into RES1: make it blue".into();
+    samples.push(again);
     write_shards(&shards, samples.clone());
     let (clip, dino) = (models("clip"), models("dino"));
     let go = |out: &Path, extra: &[&str]| {
@@ -422,6 +427,15 @@ fn checkpoint_generates_resumes_and_scores_each_row_once() {
     let scores = read_scores(&out.join("scores.parquet"));
     assert_eq!(scores.len(), samples.len());
 
+    // Batching does not change a row's image: each starts from its own seed's noise.
+    let single = tmp.path().join("single");
+    go(&single, &["--batch", "1"]);
+    for (s, want) in samples.iter().zip(&first) {
+        let a = image::load_from_memory(&std::fs::read(png(&single, s)).unwrap()).unwrap().to_rgb8();
+        let b = image::load_from_memory(want).unwrap().to_rgb8();
+        let d = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+        assert!(d <= 1, "{}: batched and unbatched differ by {d} levels", s.sample_id);
+    }
     // The context ablation generates from the instruction alone: other images.
     let ablated = tmp.path().join("ablated");
     go(&ablated, &["--no-context-prompt"]);
