@@ -25,6 +25,8 @@ pub struct GenerateOptions {
     pub no_ema: bool,
     /// Table 4's ablation: an empty context prompt (the instruction alone).
     pub no_context_prompt: bool,
+    /// Table 4's other ablation: no image prompts (the DiT's image-role embeddings left out).
+    pub no_image_prompt: bool,
     /// Rows sampled together (those of one bucket and input roles within each window of this
     /// many); 0 counts as 1.
     pub batch: usize,
@@ -151,7 +153,12 @@ fn prepare_row<B: Backend>(
         .to_vec()
         .map_err(|e| format!("{e:?}"))?;
     let settings = SamplerSettings { seed, outputs: 1, noise: Some(noise), ..opts.settings.clone() };
-    Ok(ckpt.request(frozen, &inputs, &s.base_prompt, context, bucket, &settings).map_err(|e| e.to_string())?.request)
+    let mut req =
+        ckpt.request(frozen, &inputs, &s.base_prompt, context, bucket, &settings).map_err(|e| e.to_string())?.request;
+    if opts.no_image_prompt {
+        req.input_roles.clear();
+    }
+    Ok(req)
 }
 
 /// Rows of one bucket and input roles sampled together; each PNG written atomically.

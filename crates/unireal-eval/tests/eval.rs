@@ -302,24 +302,6 @@ fn bad_invocations_are_refused_with_the_reason() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("meta.hf_split `validation`"), "{err}");
-    // --no-image-prompt is not built yet, and says what to do instead.
-    let out = eval(&[
-        "--protocol",
-        "emu-edit",
-        "--shards",
-        shards.to_str().unwrap(),
-        "--clip",
-        "x",
-        "--dino",
-        "y",
-        "--checkpoint",
-        "run",
-        "--no-image-prompt",
-        "--out",
-        "r",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not built yet") && err.contains("hint:"), "{err}");
 }
 
 /// Every weight drawn from N(0, 0.05): adaLN-Zero's initial DiT predicts zero whatever the
@@ -440,4 +422,8 @@ fn checkpoint_generates_resumes_and_scores_each_row_once() {
     let ablated = tmp.path().join("ablated");
     go(&ablated, &["--no-context-prompt"]);
     assert!(std::fs::read(png(&ablated, &samples[1])).unwrap() != first[1], "the same image without the context");
+    // So does the image-prompt ablation (no role embeddings).
+    let no_roles = tmp.path().join("no-roles");
+    go(&no_roles, &["--no-image-prompt"]);
+    assert!(std::fs::read(png(&no_roles, &samples[1])).unwrap() != first[1], "the same image without image prompts");
 }

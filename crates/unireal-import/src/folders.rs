@@ -459,10 +459,19 @@ pub(crate) struct MagicBrushTest {
 impl MagicBrushTest {
     pub fn new(dir: &Path) -> Result<Self, ImportError> {
         let path = dir.join("edit_sessions.json");
-        let sessions: std::collections::BTreeMap<String, Vec<MagicBrushTurn>> = serde_json::from_str(&read_text(&path)?)
-            .map_err(|e| input_err(&path, format!("not MagicBrush's edit sessions ({{img_id: [{{input, output, instruction}}]}}): {e}")))?;
+        let sessions: std::collections::BTreeMap<String, Vec<MagicBrushTurn>> =
+            serde_json::from_str(&read_text(&path)?).map_err(|e| {
+                input_err(
+                    &path,
+                    format!("not MagicBrush's edit sessions ({{img_id: [{{input, output, instruction}}]}}): {e}"),
+                )
+            })?;
         // The evaluation script's default name is singular; the archive's is plural.
-        let captions = match ["global_descriptions.json", "global_description.json"].iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+        let captions = match ["global_descriptions.json", "global_description.json"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+        {
             Some(p) => serde_json::from_str::<serde_json::Value>(&read_text(&p)?)
                 .map_err(|e| input_err(&p, e.to_string()))?
                 .as_object()

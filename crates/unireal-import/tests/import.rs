@@ -255,13 +255,17 @@ fn magicbrush_test_archive_imports_every_turn_as_test() {
     let opts = ImportOptions { force: false, quiet: true };
     let summary = run_import(Format::Magicbrush, &root, &out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap();
     assert_eq!((summary.manifest.totals.rows, summary.bad_rows), (3, 1), "{:?}", summary.manifest.inputs);
-    let bad = summary.manifest.inputs.iter().flat_map(|i| i.stats["bad"].as_array().unwrap().clone()).collect::<Vec<_>>();
+    let bad =
+        summary.manifest.inputs.iter().flat_map(|i| i.stats["bad"].as_array().unwrap().clone()).collect::<Vec<_>>();
     assert!(bad[0].to_string().contains("242679-output2.png"), "{bad:?}");
     let rows = read(&out);
     assert!(rows.iter().all(|s| s.split == Split::Test && s.task == Task::Edit && roles(s) == [Canvas, Output]));
     let second = rows.iter().find(|s| s.meta["img_id"] == "139306" && s.meta["turn_index"] == 2).unwrap();
     assert_eq!(second.base_prompt, "Turn IMG1 into RES1: Make it a cup.");
-    assert_eq!((second.meta["input_caption"].as_str(), second.meta["output_caption"].as_str()), (Some("a cat on a seat"), Some("a cup of coffee")));
+    assert_eq!(
+        (second.meta["input_caption"].as_str(), second.meta["output_caption"].as_str()),
+        (Some("a cat on a seat"), Some("a cup of coffee"))
+    );
     // Turn 2 edits turn 1's ground truth.
     let first = rows.iter().find(|s| s.meta["img_id"] == "139306" && s.meta["turn_index"] == 1).unwrap();
     assert_eq!(second.images[0].bytes, first.images[1].bytes);

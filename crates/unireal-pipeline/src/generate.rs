@@ -21,6 +21,7 @@ pub struct Request {
     pub prompts: Vec<String>,
     /// `[batch, n_inputs, 3, H, W]` in [−1, 1], or empty with `n_inputs = 0`.
     pub inputs: Vec<f32>,
+    /// `[batch, n_inputs]` role indices; empty: no role embeddings (an ablation).
     pub input_roles: Vec<i64>,
     pub n_inputs: usize,
     pub n_outputs: usize,
@@ -83,7 +84,8 @@ pub fn generate_latents<B: Backend>(
         let px = Tensor::<B, 5>::from_data(TensorData::new(req.inputs.clone(), [b, req.n_inputs, 3, h, w]), device);
         encode_frames(&frozen.latent, px)
     });
-    let roles = (req.n_inputs > 0)
+    // No roles for the inputs: the DiT leaves the role embeddings out (an ablation).
+    let roles = (req.n_inputs > 0 && !req.input_roles.is_empty())
         .then(|| Tensor::<B, 2, Int>::from_data(TensorData::new(req.input_roles.clone(), [b, req.n_inputs]), device));
     let f = frozen.latent.factor();
     let c = frozen.latent.channels();
