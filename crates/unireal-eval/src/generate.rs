@@ -25,7 +25,7 @@ pub struct GenerateOptions {
     pub no_ema: bool,
     /// Table 4's ablation: an empty context prompt (the instruction alone).
     pub no_context_prompt: bool,
-    /// Table 4's other ablation: no image prompts (the DiT's image-role embeddings left out).
+    /// Table 4's other ablation: no image prompts (the input frames' role embeddings left out).
     pub no_image_prompt: bool,
     /// Rows sampled together (those of one bucket and input roles within each window of this
     /// many); 0 counts as 1.
@@ -40,6 +40,37 @@ pub struct Generation {
     pub reused: usize,
     /// Rows that could not be generated, with the reason (their scores are skipped with it).
     pub failed: BTreeMap<String, String>,
+}
+
+/// What the images in a `generated/` directory were made with (`settings.json` there): a
+/// rerun with other settings would mix images of two settings, so it is refused.
+fn check_settings(dir: &Path, ckpt: &Checkpoint, opts: &GenerateOptions) -> Result<(), EvalError> {
+    let s = &opts.settings;
+    let weights = ckpt.weights(!opts.no_ema);
+    let want = serde_json::json!({
+        "weights": std::fs::canonicalize(&weights).unwrap_or(weights),
+        "steps": s.steps, "seed": s.seed, "text_guidance": s.text_guidance,
+        "image_guidance": s.image_guidance, "no_context_prompt": opts.no_context_prompt,
+        "no_image_prompt": opts.no_image_prompt,
+    });
+    let path = dir.join("settings.json");
+    let write_err = |e: std::io::Error| EvalError::Write { path: path.clone(), message: e.to_string() };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let have: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if have != want {
+                return Err(EvalError::Outputs {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "its images were generated with other settings ({have}, now {want}); \
+                         use another --out, or delete the directory to generate again"
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Err(_) => unireal_core::write_atomic(&path, format!("{want}\n").as_bytes()).map_err(write_err),
+    }
 }
 
 /// A row's seed: `--seed` plus a stable hash of its sample id.
@@ -57,6 +88,8 @@ pub fn generate_rows<B: Backend>(
 ) -> Result<Generation, EvalError> {
     let err = |e: unireal_pipeline::PipelineError| EvalError::Checkpoint { path: ckpt.to_path_buf(), source: e };
     std::fs::create_dir_all(dir).map_err(|e| EvalError::Write { path: dir.to_path_buf(), message: e.to_string() })?;
+    let checkpoint = Checkpoint::open(ckpt).map_err(err)?;
+    check_settings(dir, &checkpoint, opts)?;
     let mut out = Generation::default();
     let todo: Vec<&TestRow> = rows
         .iter()
@@ -69,7 +102,6 @@ pub fn generate_rows<B: Backend>(
     if todo.is_empty() {
         return Ok(out);
     }
-    let checkpoint = Checkpoint::open(ckpt).map_err(err)?;
     let model = checkpoint.load_model::<B>(!opts.no_ema, device).map_err(err)?;
     let frozen = checkpoint.config.model.frozen::<B>(device).map_err(err)?;
     eprintln!(
@@ -96,7 +128,7 @@ pub fn generate_rows<B: Backend>(
             }
         }
         while !prepared.is_empty() {
-            let key = |r: &Request| (r.bucket, r.input_roles.clone());
+            let key = |r: &Request| (r.bucket, r.n_inputs, r.input_roles.clone());
             let first = key(&prepared[0].1);
             let (group, rest): (Vec<_>, Vec<_>) = prepared.into_iter().partition(|(_, r)| key(r) == first);
             prepared = rest;

@@ -409,6 +409,26 @@ fn checkpoint_generates_resumes_and_scores_each_row_once() {
     let scores = read_scores(&out.join("scores.parquet"));
     assert_eq!(scores.len(), samples.len());
 
+    // A rerun with other settings into the same directory would mix images: refused.
+    let o = eval(&[
+        "--protocol",
+        "magicbrush",
+        "--shards",
+        shards.to_str().unwrap(),
+        "--clip",
+        clip.to_str().unwrap(),
+        "--dino",
+        dino.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("other settings") && err.contains("another --out"), "{err}");
+
     // Batching does not change a row's image: each starts from its own seed's noise.
     let single = tmp.path().join("single");
     go(&single, &["--batch", "1"]);

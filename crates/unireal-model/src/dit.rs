@@ -490,7 +490,7 @@ pub struct DiTInput<B: Backend> {
     /// for text-to-image (N = 0).
     pub inputs: Option<Tensor<B, 5>>,
     /// Role of each input frame ([`ROLE_ASSET`], [`ROLE_CANVAS`], [`ROLE_CONTROL`]), `[batch, inputs]`;
-    /// `None` with input frames leaves every frame's role embedding out (an ablation).
+    /// `None` with input frames leaves the inputs' role embeddings out (an ablation).
     pub input_roles: Option<Tensor<B, 2, Int>>,
     /// Noisy latents of the output frames at time `t`, `[batch, outputs, channels, height, width]`.
     pub outputs: Tensor<B, 5>,
@@ -617,18 +617,19 @@ impl<B: Backend> DiT<B> {
             .unsqueeze::<2>()
             .expand([b, n + m]);
         let out_roles = Tensor::<B, 2, Int>::full([b, m], ROLE_OUTPUT, &device);
-        // Input frames without roles: no role embedding on any frame (the "image prompts" of
-        // UniReal's Table 4 ablation left out).
-        let roles = match (&input.input_roles, n) {
-            (_, 0) => Some(out_roles),
-            (Some(r), _) => Some(Tensor::cat(vec![r.clone(), out_roles], 1)),
-            (None, _) => None,
+        let role_emb = match (&input.input_roles, n) {
+            (_, 0) => self.role_embed.forward(out_roles),
+            (Some(r), _) => self.role_embed.forward(Tensor::cat(vec![r.clone(), out_roles], 1)),
+            // Input frames without roles: their role embeddings (the "image prompts" of
+            // UniReal's Table 4 ablation) left out; the outputs keep theirs.
+            (None, _) => {
+                let out = self.role_embed.forward(out_roles);
+                let hidden = out.dims()[2];
+                Tensor::cat(vec![Tensor::<B, 3>::zeros([b, n, hidden], &device).cast(out.dtype()), out], 1)
+            }
         };
         // [b, frames, hidden] -> one row per token: [b, frames, 1, hidden] -> [b, frames·per_frame, hidden]
-        let frame_emb = match roles {
-            Some(roles) => self.index_embed.forward(index_ids) + self.role_embed.forward(roles),
-            None => self.index_embed.forward(index_ids),
-        };
+        let frame_emb = self.index_embed.forward(index_ids) + role_emb;
         let hidden = frame_emb.dims()[2];
         let frame_emb = frame_emb.unsqueeze_dim::<4>(2).expand([b, n + m, per_frame, hidden]).reshape([
             b,

@@ -271,6 +271,9 @@ pub struct EvalLogConfig {
     /// DreamBench: the dataset folder the shards were imported from (every reference image).
     #[serde(default)]
     pub references: Option<PathBuf>,
+    /// Only rows of this Hugging Face split (`meta.hf_split`: EMU Edit's `test` or `validation`).
+    #[serde(default)]
+    pub hf_split: Option<String>,
 }
 
 fn default_eval_every() -> usize {

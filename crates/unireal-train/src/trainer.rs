@@ -267,7 +267,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         }
         let eval = match (&cfg.log.eval, is_main) {
             (Some(e), true) => {
-                let opts = unireal_eval::RowOptions { references: e.references.clone(), hf_split: None };
+                let opts = unireal_eval::RowOptions { references: e.references.clone(), hf_split: e.hf_split.clone() };
                 let mut rows = unireal_eval::test_rows(&e.shards, e.protocol, &opts)?;
                 rows.truncate(e.limit);
                 let emb = unireal_eval::Embedders::load(&e.clip, &e.dino, device)?;
@@ -712,6 +712,10 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             if due(self.cfg.log.sample_every) {
                 self.write_samples()?;
             }
+            if step == total || (self.cfg.checkpoint.every > 0 && step.is_multiple_of(self.cfg.checkpoint.every)) {
+                last_ckpt = Some(self.save_checkpoint()?);
+            }
+            // After the checkpoint: an evaluation that fails does not cost the step's weights.
             if let Some(every) = self.cfg.log.eval.as_ref().map(|e| e.every) {
                 if due(every) {
                     if let Some(r) = self.evaluate()? {
@@ -724,9 +728,6 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                         ));
                     }
                 }
-            }
-            if step == total || (self.cfg.checkpoint.every > 0 && step.is_multiple_of(self.cfg.checkpoint.every)) {
-                last_ckpt = Some(self.save_checkpoint()?);
             }
         }
         bar.finish_and_clear();
