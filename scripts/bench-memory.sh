@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak training memory on the CPU against `unireal-train plan`, for f32 / bf16 mixed precision
-# and with / without activation checkpointing: each case trains configs/train/tiny.yaml's data
+# and each `train.activation_checkpointing` mode (false, burn, blocks): each case trains configs/train/tiny.yaml's data
 # (out/shards/video, Frame2Frame) for 3 steps and reads the largest `peak_mem_gb` (the
 # binary's allocator count) from metrics.jsonl. The plan's activation coefficients
 # (crates/unireal-train/src/plan.rs) were fitted to these runs; docs/benchmarks.md "Memory plan".
@@ -25,10 +25,14 @@ fi
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(
   tiny-264:tiny:40:4:f32:false tiny-858:tiny:80:4:f32:false
-  tiny-264-ckpt:tiny:40:4:f32:true tiny-858-ckpt:tiny:80:4:f32:true
+  tiny-264-burn:tiny:40:4:f32:burn tiny-858-burn:tiny:80:4:f32:burn
+  tiny-264-blocks:tiny:40:4:f32:blocks tiny-858-blocks:tiny:80:4:f32:blocks
   tiny-264-bf16:tiny:40:4:bf16:false tiny-858-bf16:tiny:80:4:bf16:false
-  tiny-264-bf16-ckpt:tiny:40:4:bf16:true tiny-858-bf16-ckpt:tiny:80:4:bf16:true
-  small-264:small:40:2:f32:false small-858:small:80:1:f32:false small-858-ckpt:small:80:1:f32:true
+  tiny-264-bf16-burn:tiny:40:4:bf16:burn tiny-858-bf16-burn:tiny:80:4:bf16:burn
+  tiny-264-bf16-blocks:tiny:40:4:bf16:blocks tiny-858-bf16-blocks:tiny:80:4:bf16:blocks
+  small-264:small:40:2:f32:false small-858:small:80:1:f32:false
+  small-858-burn:small:80:1:f32:burn small-858-blocks:small:80:1:f32:blocks
+  small-858-bf16:small:80:1:bf16:false small-858-bf16-blocks:small:80:1:bf16:blocks
 )
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

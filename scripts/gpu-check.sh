@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 14): builds unireal-train with the `cuda` feature, trains
 # `tiny` for 20 steps in f32 and in bf16 mixed precision, times 5 steps of `base` at 512² px in
-# bf16 with and without activation checkpointing, and prints for each run the step time,
-# tokens/s, model TFLOP/s, MFU and the GPU's peak memory (nvidia-smi, sampled every 0.2 s)
+# bf16 without and with activation checkpointing (per-block recomputation), and prints for each
+# run the step time, tokens/s, model TFLOP/s, MFU and the GPU's peak memory (nvidia-smi, sampled
+# every 0.2 s)
 # beside what `unireal-train plan` predicted. Meant to fit in 8 minutes on one H100/H200 once
 # the build is done; record its output in docs/benchmarks.md.
 #
@@ -96,5 +97,5 @@ BASE=(--set model.preset=base --set "model.latent={kind: space_to_depth, factor:
       --set data.resolution=512 --set data.batch_size=2 --set train.precision=bf16 --set train.ema_decay=0.999)
 # Each run ends by writing its checkpoint (16 GB for base), inside its time limit.
 run base-bf16 5 150 "${BASE[@]}"
-run base-bf16-ckpt 5 150 "${BASE[@]}" --set train.activation_checkpointing=true
+run base-bf16-blocks 5 150 "${BASE[@]}" --set train.activation_checkpointing=blocks
 echo "gpu-check: $(( $(date +%s) - t0 )) s in all; per-run files in $OUT" >&2

@@ -92,10 +92,26 @@ pub fn dit_flow_loss<B: Backend>(
     t: Tensor<B, 1>,
     noise: Tensor<B, 5>,
 ) -> FlowLoss<B> {
+    let weights = batch.weights.clone();
+    let (input, target) = flow_problem(batch, t, noise);
+    let per_sample = per_sample_mse(model.forward(input), target);
+    FlowLoss { loss: weighted_mean(per_sample.clone(), weights), per_sample }
+}
+
+/// What [`dit_flow_loss`] asks of the DiT: its input (the output frames noised to `x_t`) and
+/// the velocity it should predict. The batch's `weights` are left to the caller.
+///
+/// # Shapes
+/// - noise: like `batch.targets`; t: `[batch]`; the target is like `batch.targets`
+pub fn flow_problem<B: Backend>(
+    batch: FlowBatch<B>,
+    t: Tensor<B, 1>,
+    noise: Tensor<B, 5>,
+) -> (DiTInput<B>, Tensor<B, 5>) {
     let x_t = interpolate(batch.targets.clone(), noise.clone(), t.clone());
     let target = velocity_target(batch.targets, noise);
     let c = batch.cond;
-    let pred = model.forward(DiTInput {
+    let input = DiTInput {
         inputs: c.inputs,
         input_roles: c.input_roles,
         outputs: x_t,
@@ -105,7 +121,6 @@ pub fn dit_flow_loss<B: Backend>(
         hide_inputs: c.hide_inputs,
         pooled: c.pooled,
         guidance: c.guidance,
-    });
-    let per_sample = per_sample_mse(pred, target);
-    FlowLoss { loss: weighted_mean(per_sample.clone(), batch.weights), per_sample }
+    };
+    (input, target)
 }

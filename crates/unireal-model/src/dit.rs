@@ -164,13 +164,8 @@ impl DiTConfig {
 
     /// Parameters of the model this config builds, counted without building it.
     pub fn num_params(&self) -> usize {
-        let (h, m) = (self.hidden, self.mlp_hidden());
-        let lin = |i: usize, o: usize| i * o + o;
-        let hd = self.head_dim();
-        let attn = lin(h, 3 * h) + lin(h, h) + 2 * hd;
-        let mlp = lin(h, m) + lin(m, h);
-        let double = 2 * (lin(h, 6 * h) + attn + mlp);
-        let single = lin(h, 3 * h) + lin(h, 3 * h + m) + lin(h + m, h) + 2 * hd;
+        let (h, lin) = (self.hidden, |i: usize, o: usize| i * o + o);
+        let (double, single) = self.block_params();
         let embedder = |d_in: usize| lin(d_in, h) + lin(h, h);
         lin(self.patch_dim(), h)
             + lin(self.text_dim, h)
@@ -182,6 +177,18 @@ impl DiTConfig {
             + self.single_blocks * single
             + lin(h, 2 * h)
             + lin(h, self.patch_dim())
+    }
+
+    /// Parameters of one double-stream and of one single-stream block.
+    pub fn block_params(&self) -> (usize, usize) {
+        let (h, m) = (self.hidden, self.mlp_hidden());
+        let lin = |i: usize, o: usize| i * o + o;
+        let hd = self.head_dim();
+        let attn = lin(h, 3 * h) + lin(h, h) + 2 * hd;
+        let mlp = lin(h, m) + lin(m, h);
+        let double = 2 * (lin(h, 6 * h) + attn + mlp);
+        let single = lin(h, 3 * h) + lin(h, 3 * h + m) + lin(h + m, h) + 2 * hd;
+        (double, single)
     }
 
     /// Model FLOPs of one training pass (forward and backward) over one sample of
@@ -591,6 +598,37 @@ fn key_mask<B: Backend>(
     Some(Tensor::cat(parts.into_iter().filter(|p| p.dims()[1] > 0).collect(), 1))
 }
 
+/// The DiT's forward pass up to its first block ([`DiT::embed`]): the two token streams, the
+/// conditioning vector and what every block shares. [`DiT::forward`] is `embed`, the blocks in
+/// order, then [`DiT::finish`]; per-block activation recomputation in the trainer runs the
+/// same three parts separately.
+#[derive(Debug, Clone)]
+pub struct Embedded<B: Backend> {
+    /// Image tokens (inputs then outputs), `[batch, img_tokens, hidden]`.
+    pub img: Tensor<B, 3>,
+    /// Text tokens, `[batch, txt_tokens, hidden]`.
+    pub txt: Tensor<B, 3>,
+    /// The adaLN conditioning vector, `[batch, hidden]`.
+    pub vec: Tensor<B, 2>,
+    /// RoPE over `txt_tokens + img_tokens`.
+    pub rope: Rope<B>,
+    /// Keys hidden from every query, `[batch, heads, L, L]`.
+    pub mask: Option<Tensor<B, 4, Bool>>,
+    pub layout: Layout,
+}
+
+/// Where the output frames sit in the joint sequence, for [`DiT::finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Output frames.
+    pub outputs: usize,
+    /// Token rows and columns of a frame.
+    pub rows: usize,
+    pub cols: usize,
+    /// The dtype the prediction is returned in (that of the noisy outputs).
+    pub out_dtype: burn::tensor::DType,
+}
+
 impl<B: Backend> DiT<B> {
     /// Predicts the velocity ε − x₀ of the output frames. Computes in the dtype of the
     /// parameters (see [`crate::precision`] for mixed precision) and returns the prediction in
@@ -599,6 +637,24 @@ impl<B: Backend> DiT<B> {
     /// # Shapes
     /// - see [`DiTInput`]; returns `[batch, outputs, channels, height, width]`
     pub fn forward(&self, input: DiTInput<B>) -> Tensor<B, 5> {
+        let Embedded { mut img, mut txt, vec, rope, mask, layout } = self.embed(input);
+        for block in &self.double_blocks {
+            (img, txt) = block.forward(img, txt, vec.clone(), &rope, mask.clone());
+        }
+        let mut x = Tensor::cat(vec![txt, img], 1);
+        for block in &self.single_blocks {
+            x = block.forward(x, vec.clone(), &rope, mask.clone());
+        }
+        self.finish(x, vec, &layout)
+    }
+
+    /// The embedders: patch, frame index and role embeddings of the image tokens, the text
+    /// projection, the conditioning vector (timestep, guidance, pooled text), RoPE and the
+    /// attention mask.
+    ///
+    /// # Shapes
+    /// - see [`DiTInput`] and [`Embedded`]
+    pub fn embed(&self, input: DiTInput<B>) -> Embedded<B> {
         let device = input.outputs.device();
         let out_dtype = input.outputs.dtype();
         let dtype = self.img_in.weight.val().dtype();
@@ -642,7 +698,7 @@ impl<B: Backend> DiT<B> {
             _ => input.outputs,
         };
         let img = self.img_in.forward(patchify(frames.cast(dtype), self.patch)) + frame_emb;
-        let mut txt = self.txt_in.forward(input.text.cast(dtype));
+        let txt = self.txt_in.forward(input.text.cast(dtype));
         let txt_len = txt.dims()[1];
         let t_emb = timestep_embedding(input.t, self.time_freq_dim, self.time_factor);
         let mut vec = self.time_in.forward(t_emb.cast(dtype));
@@ -668,15 +724,18 @@ impl<B: Backend> DiT<B> {
         let mask = key_mask(input.text_pad, input.hide_inputs, [b, txt_len, n * per_frame, m * per_frame], &device)
             .map(|hidden| hidden.unsqueeze_dims::<4>(&[1, 2]).expand([b, self.heads, total, total]));
 
-        let mut img = img;
-        for block in &self.double_blocks {
-            (img, txt) = block.forward(img, txt, vec.clone(), &rope, mask.clone());
-        }
-        let mut x = Tensor::cat(vec![txt, img], 1);
-        for block in &self.single_blocks {
-            x = block.forward(x, vec.clone(), &rope, mask.clone());
-        }
-        // Only the output frames' tokens: the last m·per_frame of the sequence.
+        Embedded { img, txt, vec, rope, mask, layout: Layout { outputs: m, rows, cols, out_dtype } }
+    }
+
+    /// The last layer on the joint sequence after the blocks: adaLN, then the projection of the
+    /// output frames' tokens (the last ones of the sequence) back to latent patches.
+    ///
+    /// # Shapes
+    /// - x: `[batch, L, hidden]`, vec: `[batch, hidden]` → `[batch, outputs, channels, height, width]`
+    pub fn finish(&self, x: Tensor<B, 3>, vec: Tensor<B, 2>, layout: &Layout) -> Tensor<B, 5> {
+        let Layout { outputs: m, rows, cols, out_dtype } = *layout;
+        let total = x.dims()[1];
+        let per_frame = rows * cols;
         let out = x.narrow(1, total - m * per_frame, m * per_frame);
         let [shift, scale] = split_n(self.final_layer.modulation.forward(silu(vec)), 1);
         let out = self.final_layer.linear.forward(modulate(layer_norm(out, NORM_EPS), shift, scale));

@@ -166,9 +166,10 @@ pub struct LoopConfig {
     /// Peak dense TFLOP/s of one device at the training precision (e.g. 989 for an H100 SXM in
     /// bf16): metrics.jsonl then has MFU, the achieved model TFLOP/s over this × ranks.
     pub peak_tflops: Option<f64>,
-    /// Recompute cheap activations in the backward pass instead of keeping them (Burn's
-    /// `BalancedCheckpointing` autodiff): less memory for some more compute, the same losses.
-    pub activation_checkpointing: bool,
+    /// What the backward pass recomputes instead of keeping: `false` (nothing), `true` or
+    /// `blocks` (every transformer block, from its saved input), `burn` (the cheap operations
+    /// only: Burn's `BalancedCheckpointing`). See [`Checkpointing`].
+    pub activation_checkpointing: Checkpointing,
     /// Memory of one device in GB (10⁹ bytes) that `unireal-train plan` checks its estimate
     /// against (on the CUDA build, the device's own memory when this is not set).
     pub memory_budget_gb: Option<f64>,
@@ -176,6 +177,75 @@ pub struct LoopConfig {
     /// `model.init_from` instead of every weight. Checkpoints then hold the adapters
     /// (`lora.safetensors` in diffusers' layout) and no copy of the base.
     pub lora: Option<unireal_model::LoraConfig>,
+}
+
+/// `train.activation_checkpointing`: activation memory traded for compute. Every mode trains
+/// the same model: the losses equal those of a run without it (docs/configuration.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "CheckpointingValue", into = "CheckpointingValue")]
+pub enum Checkpointing {
+    /// Keep every activation the backward pass needs (`false`).
+    #[default]
+    Off,
+    /// Per-block recomputation (`true` or `blocks`): the forward pass keeps only each DiT
+    /// block's input; the backward pass runs each block's forward again, from the last block
+    /// to the first, and back-propagates through it alone. Activation memory is then one
+    /// block's plus one hidden state per block, for about one more forward pass of compute.
+    Blocks,
+    /// Burn's `BalancedCheckpointing` autodiff (`burn`): operations Burn counts as cheap
+    /// (element-wise, reshapes) are recomputed, matmuls and casts kept. Saves less than
+    /// `blocks` (about a third of the activations in f32, a twentieth in bf16) for less
+    /// recompute.
+    Burn,
+}
+
+/// How [`Checkpointing`] is written in a config: a bool or a mode's name.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum CheckpointingValue {
+    Bool(bool),
+    Name(String),
+}
+
+impl TryFrom<CheckpointingValue> for Checkpointing {
+    type Error = String;
+    fn try_from(v: CheckpointingValue) -> std::result::Result<Self, String> {
+        match v {
+            CheckpointingValue::Bool(false) => Ok(Checkpointing::Off),
+            CheckpointingValue::Bool(true) => Ok(Checkpointing::Blocks),
+            CheckpointingValue::Name(n) => match n.as_str() {
+                "off" => Ok(Checkpointing::Off),
+                "blocks" => Ok(Checkpointing::Blocks),
+                "burn" => Ok(Checkpointing::Burn),
+                _ => Err(format!("unknown activation checkpointing `{n}` (false, true, blocks or burn)")),
+            },
+        }
+    }
+}
+
+impl From<Checkpointing> for CheckpointingValue {
+    fn from(c: Checkpointing) -> Self {
+        match c {
+            Checkpointing::Off => CheckpointingValue::Bool(false),
+            Checkpointing::Blocks => CheckpointingValue::Name("blocks".into()),
+            Checkpointing::Burn => CheckpointingValue::Name("burn".into()),
+        }
+    }
+}
+
+impl Checkpointing {
+    pub fn is_on(self) -> bool {
+        self != Checkpointing::Off
+    }
+
+    /// The name `unireal-train` prints and the plan reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checkpointing::Off => "off",
+            Checkpointing::Blocks => "blocks",
+            Checkpointing::Burn => "burn",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -219,7 +289,7 @@ impl Default for LoopConfig {
             task_weights: BTreeMap::new(),
             precision: Precision::F32,
             peak_tflops: None,
-            activation_checkpointing: false,
+            activation_checkpointing: Checkpointing::Off,
             memory_budget_gb: None,
             lora: None,
         }
@@ -445,6 +515,25 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `train.activation_checkpointing` reads a bool or a mode's name, writes back what it read
+    /// (a run's config.yaml), and names the choices when it cannot.
+    #[test]
+    fn activation_checkpointing_reads_bools_and_names() {
+        let read = |v: &str| serde_yaml::from_str::<Checkpointing>(v);
+        for (v, mode) in [
+            ("false", Checkpointing::Off),
+            ("off", Checkpointing::Off),
+            ("true", Checkpointing::Blocks),
+            ("blocks", Checkpointing::Blocks),
+            ("burn", Checkpointing::Burn),
+        ] {
+            assert_eq!(read(v).unwrap(), mode, "{v}");
+            assert_eq!(read(&serde_yaml::to_string(&mode).unwrap()).unwrap(), mode);
+        }
+        let err = read("sometimes").unwrap_err().to_string();
+        assert!(err.contains("`sometimes` (false, true, blocks or burn)"), "{err}");
+    }
 
     /// Over an even grid of draws the three exclusive events occur at their configured rates,
     /// and a sample without input images loses only its text.

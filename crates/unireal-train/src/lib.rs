@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod plan;
+pub mod recompute;
 pub mod samples;
 pub mod trainer;
 

@@ -4,14 +4,14 @@
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use unireal_flow::dit::{dit_flow_loss, DitConditioning, FlowBatch, FlowLoss};
+use unireal_flow::dit::{dit_flow_loss, flow_problem, DitConditioning, FlowBatch, FlowLoss};
 use unireal_flow::seeded_noise;
 use unireal_model::precision::cast_params;
 use unireal_pipeline::generate::encode_frames;
 use unireal_pipeline::{encode_pooled, encode_text, Frozen, UniReal};
 
 use crate::cache::Cache;
-use crate::config::{Dropped, TrainConfig};
+use crate::config::{Checkpointing, Dropped, TrainConfig};
 use crate::data::Batch;
 use crate::error::Result;
 
@@ -125,6 +125,29 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
 
     /// The flow loss of `batch` under `draws`, for this rank's `part` of the global batch.
     pub fn loss(&self, batch: &Batch, draws: &Draws, part: Part) -> Result<FlowLoss<B>> {
+        let (fb, tt, noise, w) = self.flow_batch(batch, draws, part)?;
+        // Mixed precision: the step runs on a copy of the weights in the compute dtype (its
+        // gradients reach the f32 weights through the casts).
+        let dit = match self.cfg.train.precision.compute_dtype() {
+            None => std::borrow::Cow::Borrowed(&self.model.dit),
+            Some(dtype) => std::borrow::Cow::Owned(cast_params(self.model.dit.clone(), dtype)),
+        };
+        let out = dit_flow_loss(&dit, fb, tt, noise);
+        Ok(FlowLoss { loss: weighted_loss(out.per_sample.clone(), w), per_sample: out.per_sample })
+    }
+
+    /// What the DiT is trained on for `batch` under `draws`: the flow batch, t, the noise and
+    /// the per-sample weights.
+    ///
+    /// # Shapes
+    /// - t and weights: `[batch]`; the noise is like the batch's targets
+    #[allow(clippy::type_complexity)]
+    fn flow_batch(
+        &self,
+        batch: &Batch,
+        draws: &Draws,
+        part: Part,
+    ) -> Result<(FlowBatch<B>, Tensor<B, 1>, Tensor<B, 5>, Tensor<B, 1>)> {
         let (inputs, targets) = self.latents(batch);
         let cached_text = match self.cache.filter(|c| c.has_text()) {
             Some(c) => c.text_states::<B>(&draws.prompts, self.device).map_err(crate::TrainError::from)?,
@@ -191,16 +214,44 @@ impl<B: Backend, F: Backend, L: Lift<F, B>> Objective<'_, B, F, L> {
             targets,
             weights: None,
         };
-        // Mixed precision: the step runs on a copy of the weights in the compute dtype (its
-        // gradients reach the f32 weights through the casts).
-        let dit = match self.cfg.train.precision.compute_dtype() {
-            None => std::borrow::Cow::Borrowed(&self.model.dit),
-            Some(dtype) => std::borrow::Cow::Owned(cast_params(self.model.dit.clone(), dtype)),
-        };
-        let out = dit_flow_loss(&dit, fb, tt, noise);
-        // Each sample's loss times its task's weight, over the batch size (a fixed normaliser,
-        // not the weights' sum): a batch of one task with weight 2 counts twice.
         let w = Tensor::<B, 1>::from_data(TensorData::new(weights, [b]), self.device);
-        Ok(FlowLoss { loss: (out.per_sample.clone() * w).mean(), per_sample: out.per_sample })
+        Ok((fb, tt, noise, w))
+    }
+}
+
+/// Each sample's loss times its task's weight, over the batch size (a fixed normaliser, not the
+/// weights' sum): a batch of one task with weight 2 counts twice.
+fn weighted_loss<B: Backend>(per_sample: Tensor<B, 1>, weights: Tensor<B, 1>) -> Tensor<B, 1> {
+    (per_sample * weights).mean()
+}
+
+impl<B: AutodiffBackend, L: Lift<B::InnerBackend, B>> Objective<'_, B, B::InnerBackend, L> {
+    /// The loss of `batch` under `draws` over `divisor` (the micro-batches of a step), back-propagated: the gradient goes to
+    /// `collect`, in one part or, with per-block recomputation
+    /// (`train.activation_checkpointing: blocks`, [`crate::recompute`]), in one part per block
+    /// and two more, whose sum is the gradient. Returns that loss and the per-sample
+    /// losses.
+    pub fn backward(
+        &self,
+        batch: &Batch,
+        draws: &Draws,
+        part: Part,
+        divisor: usize,
+        mut collect: impl FnMut(B::Gradients),
+    ) -> Result<(f64, Vec<f32>)> {
+        let (loss, per_sample) = if self.cfg.train.activation_checkpointing == Checkpointing::Blocks {
+            let (fb, tt, noise, w) = self.flow_batch(batch, draws, part)?;
+            let (input, target) = flow_problem(fb, tt, noise);
+            let dtype = self.cfg.train.precision.compute_dtype();
+            let loss_of = |per_sample| weighted_loss(per_sample, w) / divisor as f64;
+            crate::recompute::flow_loss_by_block(&self.model.dit, dtype, input, target, loss_of, collect)
+        } else {
+            let out = self.loss(batch, draws, part)?;
+            let loss = out.loss / divisor as f64;
+            collect(loss.backward());
+            (loss.inner(), out.per_sample.inner())
+        };
+        let per_sample = per_sample.into_data().convert::<f32>().to_vec().map_err(crate::TrainError::from)?;
+        Ok((loss.into_scalar().elem::<f64>(), per_sample))
     }
 }

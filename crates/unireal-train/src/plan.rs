@@ -11,8 +11,9 @@
 //! the per-token tensors (projections, norms, modulation, RoPE, MLP; MLP width 4·hidden
 //! included) and `S·heads·tokens²` for the attention scores and probabilities. `A` and `S`
 //! were measured on the CPU backends with [`crate::memory`]'s count (docs/benchmarks.md,
-//! "Memory plan"), for each precision and with and without checkpointing; the tests check
-//! the estimate against the measured peak of short `tiny` and `small` runs. The total is the
+//! "Memory plan"), for each precision and checkpointing mode. Per-block recomputation keeps
+//! one hidden state per token and block and one block's activations at a time. The tests
+//! check the estimate against the measured peak of short `tiny` and `small` runs. The total is the
 //! sum of the terms: gradients are built while activations are freed, so the measured peak
 //! is somewhat below it on models whose gradients are large next to their activations.
 
@@ -23,22 +24,37 @@ use unireal_pipeline::config::{LatentConfig, TextConfig};
 use unireal_pipeline::tokens_per_frame;
 
 use crate::cache::{safetensors_header, HeaderError};
-use crate::config::{Precision, TrainConfig};
+use crate::config::{Checkpointing, Precision, TrainConfig};
 use crate::data::Index;
 use crate::error::{Result, TrainError};
 
-/// Activation bytes kept per block and sample: `A` per token and hidden unit, `S` per head
-/// and token pair, by precision and checkpointing. Fitted to the peak heap of 3-step CPU runs
-/// of `tiny` at 264 and 858 tokens per sample (NdArray in f32, Flex in bf16; docs/benchmarks.md
-/// "Memory plan"): f32 keeps about 24 f32 values per token and hidden unit and 4 per score
-/// (scores and probabilities); balanced checkpointing recomputes the elementwise ones; bf16
-/// halves the per-token tensors but keeps norms and softmax in f32.
-fn activation_coefficients(precision: Precision, checkpointing: bool) -> (f64, f64) {
+/// Activation bytes per block and sample: `A` per token and hidden unit, `S` per head and token
+/// pair, by precision and `train.activation_checkpointing`. Fitted to the peak heap of 3-step
+/// CPU runs of `tiny` at 264 and 858 tokens per sample (NdArray in f32, Flex in bf16;
+/// docs/benchmarks.md "Memory plan"): f32 keeps about 24 f32 values per token and hidden unit
+/// and 4 per score (scores and probabilities); Burn's balanced checkpointing recomputes the
+/// elementwise ones; bf16 halves the per-token tensors but keeps norms and softmax in f32.
+/// With per-block recomputation these are one block's, counted once: what its recomputed
+/// forward keeps plus its backward pass's temporaries (the gradients of the attention scores
+/// among them), which the other modes' peak, at the end of the forward pass, does not hold.
+fn activation_coefficients(precision: Precision, checkpointing: Checkpointing) -> (f64, f64) {
     match (precision, checkpointing) {
-        (Precision::F32, false) => (96.0, 16.0),
-        (Precision::F32, true) => (40.0, 12.0),
-        (Precision::Bf16, false) => (56.0, 14.0),
-        (Precision::Bf16, true) => (34.0, 14.0),
+        (Precision::F32, Checkpointing::Off) => (96.0, 16.0),
+        (Precision::F32, Checkpointing::Burn) => (40.0, 12.0),
+        (Precision::F32, Checkpointing::Blocks) => (100.0, 21.0),
+        (Precision::Bf16, Checkpointing::Off) => (56.0, 14.0),
+        (Precision::Bf16, Checkpointing::Burn) => (34.0, 14.0),
+        (Precision::Bf16, Checkpointing::Blocks) => (54.0, 22.0),
+    }
+}
+
+/// Per-block recomputation ([`Checkpointing::Blocks`]) keeps each block's input, one hidden
+/// state per token in the compute dtype: these bytes per token, hidden unit and block, beside
+/// one block's activations.
+fn saved_input_bytes(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => 4.0,
+        Precision::Bf16 => 2.0,
     }
 }
 
@@ -60,7 +76,7 @@ pub struct Signature {
 pub struct MemoryPlan {
     pub preset: String,
     pub precision: Precision,
-    pub activation_checkpointing: bool,
+    pub activation_checkpointing: Checkpointing,
     pub world_size: usize,
     pub trained_params: usize,
     pub frozen_params: usize,
@@ -129,7 +145,11 @@ impl MemoryPlan {
                 Precision::F32 => "f32",
                 Precision::Bf16 => "bf16 mixed precision",
             },
-            if self.activation_checkpointing { "" } else { "no " },
+            match self.activation_checkpointing {
+                Checkpointing::Off => "no ",
+                Checkpointing::Blocks => "per-block ",
+                Checkpointing::Burn => "Burn's balanced ",
+            },
             self.world_size,
             s.batch,
             s.inputs,
@@ -247,7 +267,12 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
     let (a, s) = activation_coefficients(t.precision, t.activation_checkpointing);
     let blocks = (dit.double_blocks + dit.single_blocks) as f64;
     let tokens = (signature.image_tokens + signature.text_tokens) as f64;
-    let per_sample = blocks * (a * tokens * dit.hidden as f64 + s * dit.heads as f64 * tokens * tokens);
+    let (hidden, heads) = (dit.hidden as f64, dit.heads as f64);
+    let block = a * tokens * hidden + s * heads * tokens * tokens;
+    let per_sample = match t.activation_checkpointing {
+        Checkpointing::Blocks => blocks * saved_input_bytes(t.precision) * tokens * hidden + block,
+        _ => blocks * block,
+    };
     let activations = (signature.batch as f64 * per_sample) as u64;
     let mut p = MemoryPlan {
         preset: cfg.model.preset.clone(),
@@ -264,7 +289,16 @@ pub fn plan(cfg: &TrainConfig, world_size: usize, device_memory: Option<u64>) ->
         // LoRA: the adapters' bf16 copy only; the base is kept in bf16 itself.
         compute_copy: match t.precision {
             Precision::F32 => 0,
-            Precision::Bf16 => 2 * lora.unwrap_or(dit_params) as u64,
+            // Per-block recomputation casts one block at a time.
+            Precision::Bf16 => match (lora, t.activation_checkpointing) {
+                (Some(l), _) => 2 * l as u64,
+                (None, Checkpointing::Blocks) => {
+                    let (double, single) = dit.block_params();
+                    let in_blocks = dit.double_blocks * double + dit.single_blocks * single;
+                    2 * (dit_params - in_blocks + double.max(single)) as u64
+                }
+                (None, _) => 2 * dit_params as u64,
+            },
         },
         base: match (lora, t.precision) {
             (None, _) => 0,

@@ -432,8 +432,10 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             cache: self.cache.as_deref(),
         };
         let cache_misses = batch.cache_misses + self.text_misses(&draws.prompts);
-        let out = objective.loss(&batch, &draws, self.part)?;
-        let per: Vec<f32> = out.per_sample.clone().into_data().convert::<f32>().to_vec()?;
+        let model = self.model();
+        let (value, per) = objective.backward(&batch, &draws, self.part, self.cfg.train.grad_accum, |g| {
+            accum.accumulate(model, GradientsParams::from_grads(g, model))
+        })?;
         let norm = (batch.len() * self.cfg.train.grad_accum) as f64;
         for ((task, l), w) in batch.tasks.iter().zip(&per).zip(task_weights(&self.cfg, &batch)) {
             let e = by_task.entry(task.as_str().to_string()).or_default();
@@ -441,10 +443,6 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             e.samples += 1;
             e.share += w * *l as f64 / norm;
         }
-        let loss = out.loss / self.cfg.train.grad_accum as f64;
-        let value = loss.clone().into_scalar().elem::<f64>();
-        let grads = GradientsParams::from_grads(loss.backward(), self.model());
-        accum.accumulate(self.model(), grads);
         let b = batch.len();
         let text_len = batch.prompts.iter().map(|p| p.len()).max().unwrap_or(0) + 1;
         let image_tokens = self.tokens_per_frame(&batch) * (batch.n_inputs + batch.n_outputs);

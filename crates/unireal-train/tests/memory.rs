@@ -1,6 +1,6 @@
 //! `unireal-train plan` against the heap a short CPU run really uses: this test binary counts
 //! its allocations ([`unireal_train::memory::CountingAlloc`]), trains `tiny` and `small` for a
-//! few steps on the sample shards and checks the plan's total is within 25 % of the measured
+//! few steps on the sample shards (`small` also with per-block recomputation) and checks the plan's total is within 25 % of the measured
 //! peak. One test in its own binary, so that no other test allocates meanwhile.
 
 mod common;
@@ -29,10 +29,11 @@ fn measured_peak<B: AutodiffBackend>(cfg: &TrainConfig, run: &Path, steps: usize
 fn the_memory_plan_is_within_a_quarter_of_the_measured_peak() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    for (preset, batch) in [("tiny", "4"), ("small", "2")] {
+    for (preset, batch, checkpointing) in [("tiny", "4", "false"), ("small", "2", "false"), ("small", "2", "blocks")] {
         let set: Vec<String> = [
             format!("model.preset={preset}"),
             format!("data.batch_size={batch}"),
+            format!("train.activation_checkpointing={checkpointing}"),
             // One input and one output per sample, so that every step has the plan's largest
             // signature (up to the bucket's aspect).
             "data.max_inputs=1".into(),
@@ -42,15 +43,16 @@ fn the_memory_plan_is_within_a_quarter_of_the_measured_peak() {
         .into();
         let cfg: TrainConfig = unireal_core::load_config(&config, &set).unwrap();
         let plan = unireal_train::plan::plan(&cfg, 1, None).unwrap();
-        let measured = measured_peak::<Autodiff<NdArray>>(&cfg, &dir.path().join(preset), 3);
+        let run = dir.path().join(format!("{preset}-{checkpointing}"));
+        let measured = measured_peak::<Autodiff<NdArray>>(&cfg, &run, 3);
         let ratio = plan.total as f64 / measured as f64;
         println!(
-            "{preset}: plan {:.3} GB (activations {:.3}), measured peak {:.3} GB: {ratio:.2}x\n{}",
+            "{preset}, checkpointing {checkpointing}: plan {:.3} GB (activations {:.3}), measured peak {:.3} GB: {ratio:.2}x\n{}",
             plan.total as f64 / 1e9,
             plan.activations as f64 / 1e9,
             measured as f64 / 1e9,
             plan.table()
         );
-        assert!((0.75..=1.25).contains(&ratio), "{preset}: the plan is {ratio:.2}x the measured peak");
+        assert!((0.75..=1.25).contains(&ratio), "{preset}, {checkpointing}: the plan is {ratio:.2}x the measured peak");
     }
 }

@@ -548,7 +548,8 @@ fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
 
 /// `unireal-train plan` on `configs/train/tiny.yaml` (run from the repository root, on the
 /// tests' shards): a table on stderr and its JSON line on stdout whose terms add up to the
-/// total; bf16 adds the compute copy and shrinks the activations, checkpointing shrinks them;
+/// total; bf16 adds the compute copy and shrinks the activations, Burn's checkpointing shrinks
+/// them and per-block recomputation (`true`) more;
 /// an impossible budget warns and names the largest term.
 #[test]
 fn plan_prints_the_table_and_json_and_warns_over_budget() {
@@ -579,8 +580,13 @@ fn plan_prints_the_table_and_json_and_warns_over_budget() {
     let (bf16, _) = plan(&["train.precision=bf16"]);
     assert!(bf16["compute_copy"].as_u64().unwrap() > 0 && bf16["weights"] == f32_plan["weights"], "{bf16}");
     assert!(bf16["activations"].as_u64() < f32_plan["activations"].as_u64());
-    let (ckpt, _) = plan(&["train.activation_checkpointing=true"]);
-    assert!(ckpt["activations"].as_u64() < f32_plan["activations"].as_u64());
+    let (burn, err) = plan(&["train.activation_checkpointing=burn"]);
+    assert!(burn["activations"].as_u64() < f32_plan["activations"].as_u64());
+    assert!(err.contains("Burn's balanced activation checkpointing"), "{err}");
+    let (blocks, err) = plan(&["train.activation_checkpointing=true"]);
+    assert_eq!(blocks["activation_checkpointing"], "blocks");
+    assert!(blocks["activations"].as_u64() < burn["activations"].as_u64(), "{blocks}\n{burn}");
+    assert!(err.contains("per-block activation checkpointing"), "{err}");
     let (tight, err) = plan(&["train.memory_budget_gb=0.001"]);
     assert_eq!(tight["budget"].as_u64(), Some(1_000_000));
     assert!(err.contains("warning: the plan's") && err.contains("the largest term is activations"), "{err}");

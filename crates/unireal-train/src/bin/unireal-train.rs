@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use unireal_core::{Hinted, WithHint};
+use unireal_train::config::Checkpointing;
 use unireal_train::{Collective, RunOptions, RunSummary, TrainConfig, TrainError};
 
 /// The CPU backend of f32 training and of the frozen encoders: NdArray when built (the faster
@@ -28,12 +29,17 @@ fn backend_name(cfg: &TrainConfig) -> String {
         "flex (CPU)"
     };
     let precision = if bf16 { ", bf16 mixed precision" } else { "" };
-    let ckpt = if cfg.train.activation_checkpointing { ", activation checkpointing" } else { "" };
+    let ckpt = match cfg.train.activation_checkpointing {
+        Checkpointing::Off => "",
+        Checkpointing::Blocks => ", per-block activation recomputation",
+        Checkpointing::Burn => ", Burn's balanced activation checkpointing",
+    };
     format!("{name}{precision}{ckpt}")
 }
 
 /// [`unireal_train::run_with`] on backend `B` under autodiff, with Burn's balanced
-/// checkpointing when `train.activation_checkpointing` is on.
+/// checkpointing when `train.activation_checkpointing` is `burn` (per-block recomputation
+/// runs on plain autodiff: the trainer drives it).
 fn run_on<B: burn::tensor::backend::Backend>(
     cfg: &TrainConfig,
     opts: &RunOptions,
@@ -42,7 +48,7 @@ fn run_on<B: burn::tensor::backend::Backend>(
 ) -> Result<RunSummary, TrainError> {
     use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
     use burn::backend::Autodiff;
-    if cfg.train.activation_checkpointing {
+    if cfg.train.activation_checkpointing == Checkpointing::Burn {
         unireal_train::run_with::<Autodiff<B, BalancedCheckpointing>>(cfg, opts, device, coll)
     } else {
         unireal_train::run_with::<Autodiff<B>>(cfg, opts, device, coll)
@@ -449,8 +455,8 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             p.total as f64 / 1e9,
             p.budget.unwrap_or(0) as f64 / 1e9,
             bytes as f64 / 1e9,
-            if name == "activations" && !cfg.train.activation_checkpointing {
-                "train.activation_checkpointing: true, a smaller data.batch_size (with train.grad_accum) or data.resolution"
+            if name == "activations" && cfg.train.activation_checkpointing != Checkpointing::Blocks {
+                "train.activation_checkpointing: true (per-block recomputation), a smaller data.batch_size (with train.grad_accum) or data.resolution"
             } else if name == "activations" {
                 "a smaller data.batch_size (with train.grad_accum) or data.resolution"
             } else {
