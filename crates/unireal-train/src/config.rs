@@ -194,7 +194,7 @@ pub enum Checkpointing {
     Blocks,
     /// Burn's `BalancedCheckpointing` autodiff (`burn`): operations Burn counts as cheap
     /// (element-wise, reshapes) are recomputed, matmuls and casts kept. Saves less than
-    /// `blocks` (about a third of the activations in f32, a twentieth in bf16) for less
+    /// `blocks` (about a third of the activations in f32, almost nothing in bf16) for less
     /// recompute.
     Burn,
 }
@@ -229,21 +229,6 @@ impl From<Checkpointing> for CheckpointingValue {
             Checkpointing::Off => CheckpointingValue::Bool(false),
             Checkpointing::Blocks => CheckpointingValue::Name("blocks".into()),
             Checkpointing::Burn => CheckpointingValue::Name("burn".into()),
-        }
-    }
-}
-
-impl Checkpointing {
-    pub fn is_on(self) -> bool {
-        self != Checkpointing::Off
-    }
-
-    /// The name `unireal-train` prints and the plan reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Checkpointing::Off => "off",
-            Checkpointing::Blocks => "blocks",
-            Checkpointing::Burn => "burn",
         }
     }
 }

@@ -43,7 +43,7 @@ fn activation_coefficients(precision: Precision, checkpointing: Checkpointing) -
         (Precision::F32, Checkpointing::Burn) => (40.0, 12.0),
         (Precision::F32, Checkpointing::Blocks) => (100.0, 21.0),
         (Precision::Bf16, Checkpointing::Off) => (56.0, 14.0),
-        (Precision::Bf16, Checkpointing::Burn) => (34.0, 14.0),
+        (Precision::Bf16, Checkpointing::Burn) => (40.0, 14.0),
         (Precision::Bf16, Checkpointing::Blocks) => (54.0, 22.0),
     }
 }

@@ -1,8 +1,9 @@
 //! Per-block activation recomputation (`train.activation_checkpointing: true` or `blocks`).
 //!
 //! Burn 0.21's `BalancedCheckpointing` recomputes only the operations it counts as cheap: it
-//! keeps every matmul's output and, under mixed precision, every cast, so on the DiT it saves a
-//! third of the activations in f32 and a twentieth in bf16 (docs/benchmarks.md). This module
+//! keeps every matmul's output and, under mixed precision, every cast, so on the DiT it saves
+//! about a third of the activations in f32 and almost nothing in bf16 (docs/benchmarks.md
+//! "Memory plan"). This module
 //! recomputes whole blocks instead, in the way `torch.utils.checkpoint` does per block, with
 //! Burn's public autodiff API only:
 //!
@@ -23,7 +24,7 @@
 //! kernels on the same values. Only the conditioning vector's gradient is summed in another
 //! grouping (each block's two terms from `silu(vec)` first, where the plain pass adds all
 //! blocks' product terms, then all sigmoid terms), so the embedders' gradients may differ in
-//! the last bits (tests/engine.rs measures how little).
+//! the last bits (tests/recompute.rs measures how little; tests/engine.rs trains with it).
 
 use burn::module::Module;
 use burn::prelude::*;

@@ -134,8 +134,8 @@ fn assert_close(a: &[f64], b: &[f64], rel: f64, what: &str) {
 /// trains the same model as a run without it. The recomputed blocks run the same kernels on the
 /// same values; only the conditioning vector's gradient is summed in another grouping, which
 /// moves the embedders' gradients in the last bits (tests/recompute.rs). Measured 2026-12-04 on
-/// NdArray in f32: the first 7 of 8 losses bit for bit, the 8th 1.3e-7 apart; on Flex in bf16
-/// the losses within rounding.
+/// NdArray in f32: the first 7 of 8 losses bit for bit, the 8th 1.3e-7 apart; the same with two
+/// micro-batches per step; on Flex in bf16 the losses within rounding.
 #[test]
 fn per_block_recomputation_trains_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +148,13 @@ fn per_block_recomputation_trains_the_same_model() {
     assert_close(&plain.losses, &blocks.losses, 1e-5, "f32 with per-block recomputation");
     let moved = (plain.weights_moved - blocks.weights_moved).abs() / plain.weights_moved;
     assert!(plain.weights_moved > 0.0 && moved < 1e-5, "the weights moved {moved:.2e} differently");
+    // Two micro-batches per step: each one's parts add into the step's gradient.
+    let plain = run::<Autodiff<NdArray>>(&config(dir.path(), &["train.grad_accum=2"]), &dir.path().join("accum"), 3);
+    let set = ["train.grad_accum=2", "train.activation_checkpointing=blocks"];
+    let blocks = run::<Autodiff<NdArray>>(&config(dir.path(), &set), &dir.path().join("accum-blocks"), 3);
+    assert_close(&plain.losses, &blocks.losses, 1e-5, "grad_accum 2 with per-block recomputation");
+    let moved = (plain.weights_moved - blocks.weights_moved).abs() / plain.weights_moved;
+    assert!(moved < 1e-5, "with grad_accum 2 the weights moved {moved:.2e} differently");
     let mut cfg = config(dir.path(), &[]);
     cfg.train.precision = Precision::Bf16;
     let plain = run::<Autodiff<Flex>>(&cfg, &dir.path().join("bf16"), 4);
