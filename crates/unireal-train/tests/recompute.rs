@@ -8,26 +8,11 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType};
-use unireal_flow::per_sample_mse;
+use unireal_flow::{per_sample_mse, seeded_noise};
 use unireal_model::dit::{ROLE_ASSET, ROLE_CANVAS};
 use unireal_model::precision::cast_params;
 use unireal_model::{DiT, DiTConfig, DiTInput};
 use unireal_train::recompute::flow_loss_by_block;
-
-/// A fixed pseudo-random fill in [-1, 1), independent of the backend's generator.
-fn fill<B: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &B::Device) -> Tensor<B, D> {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
-}
 
 /// Every parameter nudged, so that the zero-initialised gates and last layer are open and every
 /// block reaches the prediction (a fresh DiT's blocks get no gradient through them).
@@ -37,7 +22,7 @@ fn opened<B: AutodiffBackend>(dit: DiT<B>) -> DiT<B> {
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
             let (id, t, mapper) = p.consume();
             self.0 += 1;
-            let noise = fill::<B, D>(t.dims(), self.0, &t.device()) * 0.1;
+            let noise = seeded_noise::<B, D>(t.dims(), self.0, &t.device()) * 0.1;
             Param::from_mapped_value(id, (t + noise).detach().require_grad(), mapper)
         }
     }
@@ -50,17 +35,17 @@ fn batch<B: Backend>(device: &B::Device) -> (DiTInput<B>, Tensor<B, 5>) {
     let roles = TensorData::new(vec![ROLE_CANVAS, ROLE_ASSET], [b, 1]);
     let pad: Vec<bool> = (0..b * text).map(|i| i == 2 * text - 1).collect();
     let input = DiTInput {
-        inputs: Some(fill([b, 1, c, hw, hw], 1, device)),
+        inputs: Some(seeded_noise([b, 1, c, hw, hw], 1, device)),
         input_roles: Some(Tensor::from_data(roles, device)),
-        outputs: fill([b, 1, c, hw, hw], 2, device),
+        outputs: seeded_noise([b, 1, c, hw, hw], 2, device),
         t: Tensor::from_data(TensorData::new(vec![0.3f32, 0.8], [b]), device),
-        text: fill([b, text, dim], 3, device),
+        text: seeded_noise([b, text, dim], 3, device),
         text_pad: Some(Tensor::from_data(TensorData::new(pad, [b, text]), device)),
         hide_inputs: None,
         pooled: None,
         guidance: None,
     };
-    (input, fill([b, 1, c, hw, hw], 4, device))
+    (input, seeded_noise([b, 1, c, hw, hw], 4, device))
 }
 
 /// The largest difference between two gradients of each parameter, over the largest
