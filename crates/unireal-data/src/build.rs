@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use unireal_annotate::{build_captioner, build_segmenter};
 use unireal_shards::driver::{drive, writer_options, Bars, RunSpec};
-use unireal_shards::Manifest;
+use unireal_shards::{Manifest, Partition};
 
 use crate::config::BuildConfig;
 use crate::frame2frame::{process_video, Annotators, Progress};
@@ -39,52 +39,6 @@ pub struct BuildOptions {
     pub partition: Option<Partition>,
 }
 
-/// One part of a build split over processes: inputs are assigned by a stable hash of their
-/// key (not by listing order), so that the union of all partitions is the single build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Partition {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Partition {
-    pub fn new(index: usize, count: usize) -> Result<Self, String> {
-        if count == 0 || index >= count {
-            return Err(format!(
-                "partition {index} of {count}: the index must be below the count (and the count at least 1)"
-            ));
-        }
-        Ok(Partition { index, count })
-    }
-
-    /// From Slurm's array variables (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` of
-    /// `SLURM_ARRAY_TASK_COUNT`), when present.
-    pub fn from_slurm_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let num = |k: &str| -> Result<Option<usize>, String> {
-            get(k).map(|v| v.trim().parse::<usize>().map_err(|_| format!("{k}={v:?} is not a number"))).transpose()
-        };
-        let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) else {
-            return Ok(None);
-        };
-        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let index = id
-            .checked_sub(min)
-            .ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
-        Partition::new(index, count).map(Some).map_err(|e| {
-            format!("{e} (from SLURM_ARRAY_TASK_* ; the array must be 0..N-1 or MIN..MIN+N-1 without step)")
-        })
-    }
-
-    /// Whether this partition builds the input with this key.
-    pub fn owns(&self, key: &str) -> bool {
-        (unireal_shards::stable_u64(&format!("partition:{key}")) % self.count as u64) as usize == self.index
-    }
-
-    pub fn dir(&self, output: &std::path::Path) -> std::path::PathBuf {
-        output.join(unireal_shards::partition_name(self.index, self.count))
-    }
-}
-
 /// What a build did.
 #[derive(Debug, Clone)]
 pub struct BuildSummary {
@@ -113,7 +67,8 @@ impl Progress for FramesBar {
 pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) -> Result<BuildSummary, BuildError> {
     cfg.validate().map_err(BuildError::Config)?;
     let started = Instant::now();
-    let mut items = expand_inputs(&cfg.inputs, &cfg.video_extensions).map_err(BuildError::Config)?;
+    let mut items =
+        expand_inputs(&cfg.inputs, &cfg.video_extensions, cfg.probe_all_files).map_err(BuildError::Config)?;
     let out_dir = match opts.partition {
         Some(p) => {
             let all = items.len();

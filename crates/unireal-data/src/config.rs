@@ -20,8 +20,13 @@ pub struct BuildConfig {
     pub workers: usize,
     /// Decoder threads per video (0: FFmpeg chooses).
     pub decode_threads: usize,
-    /// File extensions taken from directories and globs (lower case, no dot).
+    /// File extensions taken from directories and globs as videos (no dot; any case matches).
+    /// The directories' other files are listed in the manifest as skipped.
     pub video_extensions: Vec<String>,
+    /// Open every file a directory or glob holds with FFmpeg, whatever its extension: a file
+    /// without a video extension that holds no readable video is then skipped with FFmpeg's
+    /// reason instead of `not a video extension`.
+    pub probe_all_files: bool,
     pub shots: ShotsConfig,
     pub pairs: PairsConfig,
     pub frames: FramesConfig,
@@ -36,6 +41,14 @@ pub struct BuildConfig {
     pub split: SplitConfig,
 }
 
+/// The containers FFmpeg's demuxers read (mov/mp4, Matroska/WebM, AVI, MPEG-PS/TS, FLV, ASF,
+/// Ogg, MXF), by their usual extensions. `ogg` is in: an audio-only `.ogg` is a failed input
+/// with the reason "no video stream", never left out without a word.
+pub const DEFAULT_VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "mov", "m4v", "3gp", "3g2", "f4v", "mkv", "webm", "avi", "mpg", "mpeg", "vob", "ts", "m2ts", "mts", "flv",
+    "wmv", "asf", "ogv", "ogg", "mxf",
+];
+
 impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig {
@@ -43,10 +56,8 @@ impl Default for BuildConfig {
             output: PathBuf::new(),
             workers: 0,
             decode_threads: 1,
-            video_extensions: ["mp4", "mov", "mkv", "avi", "webm", "m4v", "mpg", "mpeg", "flv", "wmv", "ts", "3gp"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            video_extensions: DEFAULT_VIDEO_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            probe_all_files: false,
             shots: ShotsConfig::default(),
             pairs: PairsConfig::default(),
             frames: FramesConfig::default(),
@@ -380,6 +391,14 @@ impl BuildConfig {
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(msg.to_string());
         }
+        if self.video_extensions.is_empty() && !self.probe_all_files {
+            return Err("video_extensions: empty, so directories and globs would yield no video (set probe_all_files: true to open every file)".into());
+        }
+        if let Some(e) =
+            self.video_extensions.iter().find(|e| e.is_empty() || e.starts_with('.') || e.contains(['/', '*']))
+        {
+            return Err(format!("video_extensions: `{e}` is not an extension: write it without the dot, e.g. `mp4`"));
+        }
         if self.shots.analysis_width < 16 {
             return Err("shots.analysis_width: must be at least 16".into());
         }
@@ -445,6 +464,13 @@ mod tests {
         c.validate().unwrap();
         c.pairs.ssim_min = 0.99;
         assert!(c.validate().unwrap_err().starts_with("pairs.ssim_min"));
+        let mut c = BuildConfig { inputs: vec!["v".into()], output: "out".into(), ..Default::default() };
+        c.video_extensions = vec![".ogv".into()];
+        assert!(c.validate().unwrap_err().contains("`.ogv` is not an extension"));
+        c.video_extensions.clear();
+        assert!(c.validate().unwrap_err().starts_with("video_extensions: empty"));
+        c.probe_all_files = true;
+        c.validate().unwrap();
     }
 
     #[test]

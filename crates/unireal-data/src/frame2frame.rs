@@ -15,12 +15,12 @@ use serde_json::json;
 use unireal_annotate::{CaptionRequest, Captioner, Segmenter};
 use unireal_core::{index_word, result_word, sample_id, ImageRole, Sample, SampleImage, Task};
 use unireal_shards::{InputRecord, InputStatus};
-use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoReader};
+use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoError, VideoReader};
 use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
 
 use crate::config::BuildConfig;
 use crate::context::{round3, VideoContext};
-use crate::inputs::InputItem;
+use crate::inputs::{InputItem, Origin, NOT_A_VIDEO_EXTENSION};
 use crate::objects::ObjectStage;
 
 /// What one video gave.
@@ -82,15 +82,21 @@ pub fn process_video(
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> VideoOutcome {
+    let none = |status, reason: String| VideoOutcome {
+        record: record(item, status, reason, serde_json::Value::Null),
+        samples: vec![],
+        frames: 0,
+    };
+    if item.origin == Origin::OtherExtension {
+        return none(InputStatus::Skipped, NOT_A_VIDEO_EXTENSION.into());
+    }
     let mut reader = match VideoReader::open(&item.path, cfg.decode_threads) {
         Ok(r) => r,
-        Err(e) => {
-            return VideoOutcome {
-                record: record(item, InputStatus::Failed, e.to_string(), serde_json::Value::Null),
-                samples: vec![],
-                frames: 0,
-            }
+        // Probed by content: a file FFmpeg cannot read as video is not one.
+        Err(e @ (VideoError::Open { .. } | VideoError::NoVideoStream { .. })) if item.origin == Origin::Probed => {
+            return none(InputStatus::Skipped, format!("not a video: {e}"))
         }
+        Err(e) => return none(InputStatus::Failed, e.to_string()),
     };
     let info = reader.info().clone();
     let info_json = json!({

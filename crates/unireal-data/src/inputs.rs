@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// One video to process.
+/// One input to process: a video, or a file found beside the videos that is recorded as skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputItem {
     pub path: PathBuf,
@@ -11,7 +11,26 @@ pub struct InputItem {
     pub key: String,
     /// A caption given with the video in a list file.
     pub caption: Option<String>,
+    /// How the file was found, which decides what its record says when it holds no video.
+    pub origin: Origin,
 }
+
+/// How an input was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Named in `inputs:` or in a list, or found in a directory or glob by one of
+    /// `video_extensions`: a file without a readable video is a failed input.
+    Listed,
+    /// Found in a directory or glob without a video extension while `probe_all_files` is on:
+    /// FFmpeg decides by content, and a file it cannot read as video is skipped.
+    Probed,
+    /// Found in a directory or glob without a video extension: recorded as skipped (so that
+    /// the manifest accounts for every file it scanned) and never opened.
+    OtherExtension,
+}
+
+/// The manifest's reason for an [`Origin::OtherExtension`] file.
+pub const NOT_A_VIDEO_EXTENSION: &str = "not a video extension";
 
 fn key_of(path: &Path) -> String {
     let s = path.to_string_lossy().replace('\\', "/");
@@ -19,7 +38,17 @@ fn key_of(path: &Path) -> String {
 }
 
 fn item(path: PathBuf, caption: Option<String>) -> InputItem {
-    InputItem { key: key_of(&path), path, caption }
+    InputItem { key: key_of(&path), path, caption, origin: Origin::Listed }
+}
+
+/// A file found in a directory or glob: listed by its extension, else probed or skipped.
+fn found(path: PathBuf, exts: &[String], probe: bool) -> InputItem {
+    let origin = match (has_ext(&path, exts), probe) {
+        (true, _) => Origin::Listed,
+        (false, true) => Origin::Probed,
+        (false, false) => Origin::OtherExtension,
+    };
+    InputItem { origin, ..item(path, None) }
 }
 
 fn has_ext(path: &Path, exts: &[String]) -> bool {
@@ -28,7 +57,8 @@ fn has_ext(path: &Path, exts: &[String]) -> bool {
         .is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(&e)))
 }
 
-fn walk(dir: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<(), String> {
+/// Every regular file under `dir`, sorted, hidden ones (and our own temporary files) left out.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -41,8 +71,8 @@ fn walk(dir: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<(), Strin
             continue; // hidden files, and our own temporary files
         }
         if p.is_dir() {
-            walk(&p, exts, out)?;
-        } else if has_ext(&p, exts) {
+            walk(&p, out)?;
+        } else if p.is_file() {
             out.push(p);
         }
     }
@@ -110,38 +140,47 @@ fn read_jsonl(list: &Path) -> Result<Vec<InputItem>, String> {
     Ok(out)
 }
 
-/// Expands the `inputs:` entries. A missing directory, a glob that matches nothing or a
-/// malformed list is an error naming the entry; a named file that is missing is kept, so
-/// that the build records it as failed and goes on.
-pub fn expand_inputs(specs: &[String], exts: &[String]) -> Result<Vec<InputItem>, String> {
+/// Expands the `inputs:` entries. Every file a directory or glob holds becomes an item: the
+/// ones with a video extension as videos, the others probed by content (`probe`) or recorded
+/// as skipped. A missing directory, a directory or glob without a single video file (with
+/// `probe`: without a single file), or a malformed list is an error naming the entry; a named
+/// file that is missing is kept, so that the build records it as failed and goes on.
+pub fn expand_inputs(specs: &[String], exts: &[String], probe: bool) -> Result<Vec<InputItem>, String> {
     let mut out = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let at = |m: String| format!("inputs[{i}] `{spec}`: {m}");
         let path = Path::new(spec);
         let lower = spec.to_lowercase();
+        let none = |what: &str| match probe {
+            true => format!("{what} no file"),
+            false => format!("{what} no file with a video extension ({})", exts.join(", ")),
+        };
+        let mut files = Vec::new();
         if path.is_dir() {
-            let mut files = Vec::new();
-            walk(path, exts, &mut files).map_err(at)?;
-            if files.is_empty() {
-                return Err(at(format!("no files with a video extension ({}) in this directory", exts.join(", "))));
+            walk(path, &mut files).map_err(at)?;
+            files.sort();
+            let found: Vec<InputItem> = files.into_iter().map(|p| found(p, exts, probe)).collect();
+            if found.iter().all(|f| f.origin == Origin::OtherExtension) {
+                return Err(at(none("this directory holds")));
             }
-            out.extend(files.into_iter().map(|p| item(p, None)));
+            out.extend(found);
         } else if lower.ends_with(".csv") {
             out.extend(read_csv(path).map_err(at)?);
         } else if lower.ends_with(".jsonl") {
             out.extend(read_jsonl(path).map_err(at)?);
         } else if spec.contains(['*', '?', '[']) && !path.exists() {
-            let mut files: Vec<PathBuf> =
+            let files: Vec<PathBuf> =
                 glob::glob_with(spec, glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() })
                     .map_err(|e| at(e.to_string()))?
                     .filter_map(|r| r.ok())
-                    .filter(|p| p.is_file() && has_ext(p, exts))
+                    .filter(|p| p.is_file())
                     .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(at("the pattern matches no video file".into()));
+            let mut found: Vec<InputItem> = files.into_iter().map(|p| found(p, exts, probe)).collect();
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+            if found.iter().all(|f| f.origin == Origin::OtherExtension) {
+                return Err(at(none("the pattern matches")));
             }
-            out.extend(files.into_iter().map(|p| item(p, None)));
+            out.extend(found);
         } else {
             out.push(item(path.to_path_buf(), None));
         }
@@ -164,28 +203,48 @@ mod tests {
             std::fs::write(root.join(f), b"x").unwrap();
         }
         let exts: Vec<String> = vec!["mp4".into(), "mov".into()];
-        let got = expand_inputs(&[root.to_string_lossy().into_owned()], &exts).unwrap();
-        let names: Vec<String> =
-            got.iter().map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["a.mp4", "b.MOV"]);
+        let dir = [root.to_string_lossy().into_owned()];
+        let got = expand_inputs(&dir, &exts, false).unwrap();
+        let names: Vec<(String, Origin)> =
+            got.iter().map(|i| (i.path.file_name().unwrap().to_string_lossy().into_owned(), i.origin)).collect();
+        assert_eq!(
+            names,
+            [
+                ("a.mp4".into(), Origin::Listed),
+                ("notes.txt".into(), Origin::OtherExtension),
+                ("b.MOV".into(), Origin::Listed)
+            ]
+        );
+        // Probing by content: the other files are opened too.
+        let got = expand_inputs(&dir, &exts, true).unwrap();
+        assert_eq!(got.iter().map(|i| i.origin).collect::<Vec<_>>(), [Origin::Listed, Origin::Probed, Origin::Listed]);
 
         let g = format!("{}/*.mp4", root.display());
-        assert_eq!(expand_inputs(&[g], &exts).unwrap().len(), 1);
-        let err = expand_inputs(&[format!("{}/*.mkv", root.display())], &exts).unwrap_err();
+        assert_eq!(expand_inputs(&[g], &exts, false).unwrap().len(), 1);
+        let got = expand_inputs(&[format!("{}/*", root.display())], &exts, false).unwrap();
+        assert_eq!(got.iter().filter(|i| i.origin == Origin::OtherExtension).count(), 1);
+        let err = expand_inputs(&[format!("{}/*.mkv", root.display())], &exts, false).unwrap_err();
         assert!(err.contains("inputs[0]") && err.contains("matches no"), "{err}");
+        let err = expand_inputs(&[format!("{}/*.txt", root.display())], &exts, false).unwrap_err();
+        assert!(err.contains("no file with a video extension (mp4, mov)"), "{err}");
+        assert_eq!(expand_inputs(&[format!("{}/*.txt", root.display())], &exts, true).unwrap().len(), 1);
+        let only_text = tempfile::tempdir().unwrap();
+        std::fs::write(only_text.path().join("readme.md"), b"x").unwrap();
+        let err = expand_inputs(&[only_text.path().to_string_lossy().into_owned()], &exts, false).unwrap_err();
+        assert!(err.contains("this directory holds no file with a video extension"), "{err}");
 
         std::fs::write(root.join("list.csv"), "path,caption\na.mp4,Make it rain.\nsub/b.MOV,\n").unwrap();
-        let got = expand_inputs(&[root.join("list.csv").to_string_lossy().into_owned()], &exts).unwrap();
+        let got = expand_inputs(&[root.join("list.csv").to_string_lossy().into_owned()], &exts, false).unwrap();
         assert_eq!(got[0].caption.as_deref(), Some("Make it rain."));
         assert_eq!(got[1].caption, None);
         assert!(got[1].path.ends_with("sub/b.MOV"));
 
         std::fs::write(root.join("list.jsonl"), "{\"path\": \"a.mp4\", \"caption\": \"x\"}\n{\"file\": 1}\n").unwrap();
-        let err = expand_inputs(&[root.join("list.jsonl").to_string_lossy().into_owned()], &exts).unwrap_err();
+        let err = expand_inputs(&[root.join("list.jsonl").to_string_lossy().into_owned()], &exts, false).unwrap_err();
         assert!(err.contains("line 2") && err.contains("path"), "{err}");
 
         std::fs::write(root.join("bad.csv"), "file\nx\n").unwrap();
-        let err = expand_inputs(&[root.join("bad.csv").to_string_lossy().into_owned()], &exts).unwrap_err();
+        let err = expand_inputs(&[root.join("bad.csv").to_string_lossy().into_owned()], &exts, false).unwrap_err();
         assert!(err.contains("line 1") && err.contains("`path`"), "{err}");
     }
 }

@@ -17,5 +17,6 @@ pub mod inputs;
 pub mod objects;
 pub mod preview;
 
-pub use build::{run_build, BuildError, BuildOptions, BuildSummary, Partition};
+pub use build::{run_build, BuildError, BuildOptions, BuildSummary};
 pub use config::BuildConfig;
+pub use unireal_shards::Partition;

@@ -106,6 +106,11 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", &s("audio_only.mp4")]);
     ffmpeg(&["-i", &bikes.to_string_lossy(), "-frames:v", "1", "-an", &s("one_frame.mp4")]);
     ffmpeg(&["-f", "lavfi", "-i", "color=c=gray:s=320x240:d=4:r=10", "-pix_fmt", "yuv420p", &s("static.mp4")]);
+    // Ogg: a Theora clip is a video like any other; an audio-only .ogg is a failed input.
+    ffmpeg(&["-i", &bikes.to_string_lossy(), "-an", "-c:v", "libtheora", "-q:v", "6", &s("theora.ogv")]);
+    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "libvorbis", &s("vorbis.ogg")]);
+    // Files that are not videos are listed as skipped, not dropped without a word.
+    std::fs::write(v.join("notes.txt"), b"shot list").unwrap();
     // With the index first, a file cut short decodes as far as it goes.
     let faststart = work.path().join("faststart.mp4");
     ffmpeg(&["-i", &bikes.to_string_lossy(), "-c", "copy", "-movflags", "+faststart", &faststart.to_string_lossy()]);
@@ -143,6 +148,15 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     expect("empty.mp4", InputStatus::Failed, "empty");
     expect("random.mp4", InputStatus::Failed, "");
     expect("audio_only.mp4", InputStatus::Failed, "no video stream");
+    expect("vorbis.ogg", InputStatus::Failed, "no video stream");
+    expect("notes.txt", InputStatus::Skipped, "not a video extension");
+    let theora = by_name("theora.ogv");
+    assert_eq!(
+        (theora.status, theora.stats["video"]["codec"].as_str()),
+        (InputStatus::Ok, Some("theora")),
+        "{theora:?}"
+    );
+    assert!(theora.samples > 0, "{theora:?}");
     expect("one_frame.mp4", InputStatus::Skipped, "1 frame");
     expect("static.mp4", InputStatus::Skipped, "too similar");
     expect("missing.mp4", InputStatus::Failed, "missing.mp4");
@@ -166,12 +180,32 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
             );
         }
     }
-    assert_eq!(summary.manifest.inputs.len(), 10);
+    assert_eq!(summary.manifest.inputs.len(), 13);
     // Nothing half-written is left.
     for e in std::fs::read_dir(&out).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "{n}");
     }
+
+    // probe_all_files: every file is opened, whatever its name; what FFmpeg cannot read as
+    // video is skipped with its reason, a video under another name is read.
+    let odd = work.path().join("odd names");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::copy(v.join("one_frame.mp4"), odd.join("frame.bin")).unwrap();
+    std::fs::copy(v.join("notes.txt"), odd.join("notes.txt")).unwrap();
+    let mut cfg = config(vec![odd.clone()], &work.path().join("out-probed"));
+    cfg.probe_all_files = true;
+    let probed = run_build(&cfg, &BuildOptions { quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false)))
+        .unwrap()
+        .manifest;
+    let reason = |n: &str| {
+        let r = probed.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n}: {probed:?}"));
+        (r.status, r.reason.clone())
+    };
+    let (status, why) = reason("frame.bin");
+    assert!(status == InputStatus::Skipped && why.contains("1 frame"), "{why}");
+    let (status, why) = reason("notes.txt");
+    assert!(status == InputStatus::Skipped && why.starts_with("not a video: "), "{why}");
 }
 
 /// Runs the CLI on `config` and kills it once the manifest lists `kill_after` shards.

@@ -327,12 +327,17 @@ impl Ctx {
 pub struct ImportOptions {
     pub force: bool,
     pub quiet: bool,
+    /// Import only the units of partition `index` of `count` (a Slurm array task), into
+    /// `out/partition-IIII-of-NNNN/`; the union of all partitions is the single import.
+    pub partition: Option<unireal_shards::Partition>,
 }
 
 /// What an import did.
 #[derive(Debug, Clone)]
 pub struct ImportSummary {
     pub manifest: Manifest,
+    /// The shard directory written: `out`, or its partition's folder.
+    pub output: PathBuf,
     pub processed: usize,
     pub already_done: usize,
     pub new_samples: u64,
@@ -379,6 +384,16 @@ pub fn run_import(
     if cfg.max_units > 0 {
         units.truncate(cfg.max_units);
     }
+    // After `max_units`, so that the partitions of a trial import add up to the trial import.
+    let out = match opts.partition {
+        Some(p) => {
+            let all = units.len();
+            units.retain(|u| p.owns(&u.key));
+            eprintln!("partition {} of {}: {} of {all} unit(s)", p.index, p.count, units.len());
+            p.dir(out)
+        }
+        None => out.to_path_buf(),
+    };
     let ctx = Ctx {
         format,
         source: cfg.source.clone().unwrap_or_else(|| format.as_str().to_string()),
@@ -388,7 +403,7 @@ pub fn run_import(
     let fp = json!({"format": format.as_str(), "source": ctx.source, "context": cfg.context, "max_side": cfg.max_side,
                     "jpeg_quality": cfg.jpeg_quality, "val_fraction": cfg.val_fraction, "unit_rows": cfg.unit_rows, "refs": cfg.refs});
     let spec = RunSpec {
-        out,
+        out: &out,
         writer: writer_options(
             cfg.target_size_mb,
             cfg.zstd_level,
@@ -420,6 +435,7 @@ pub fn run_import(
     .map_err(|e| e.into_error(ImportError::Config, ImportError::Shards, ImportError::Interrupted))?;
     Ok(ImportSummary {
         manifest: done.manifest,
+        output: out,
         processed: done.processed,
         already_done: done.already_done,
         new_samples: done.new_samples,

@@ -20,7 +20,7 @@ fn expected() -> serde_json::Value {
 
 fn import(format: Format, out: &Path, force: bool) -> ImportSummary {
     let cfg = ImportConfig { workers: 2, ..Default::default() };
-    let opts = ImportOptions { force, quiet: true };
+    let opts = ImportOptions { force, quiet: true, ..Default::default() };
     run_import(format, &fixtures().join(format.as_str()), out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap()
 }
 
@@ -252,7 +252,7 @@ fn magicbrush_test_archive_imports_every_turn_as_test() {
 
     let out = work.path().join("shards");
     let cfg = ImportConfig { workers: 2, ..Default::default() };
-    let opts = ImportOptions { force: false, quiet: true };
+    let opts = ImportOptions { force: false, quiet: true, ..Default::default() };
     let summary = run_import(Format::Magicbrush, &root, &out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap();
     assert_eq!((summary.manifest.totals.rows, summary.bad_rows), (3, 1), "{:?}", summary.manifest.inputs);
     let bad =
@@ -272,4 +272,38 @@ fn magicbrush_test_archive_imports_every_turn_as_test() {
     // No captions for a session: null, not invented.
     let other = rows.iter().find(|s| s.meta["img_id"] == "242679").unwrap();
     assert!(other.meta["output_caption"].is_null());
+}
+
+/// `--shard-index/--num-shards` (a Slurm array): units are split by a stable hash of their key,
+/// each partition writes its own folder, and the union is the single import, none twice.
+#[test]
+fn the_union_of_partitioned_imports_is_the_single_import() {
+    let work = tempfile::tempdir().unwrap();
+    // One reference per unit: 6 units (7 rows: one reference has two sentences) to split.
+    let cfg = ImportConfig { workers: 1, unit_rows: 1, ..Default::default() };
+    let src = fixtures().join("refcoco");
+    let run = |out: &Path, partition| {
+        let opts = ImportOptions { quiet: true, partition, ..Default::default() };
+        run_import(Format::Refcoco, &src, out, &cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap()
+    };
+    let single = work.path().join("single");
+    let one = run(&single, None);
+    assert_eq!(one.manifest.inputs.len(), 6);
+    let parts = work.path().join("parts");
+    let mut units = Vec::new();
+    for i in 0..3 {
+        let s = run(&parts, Some(unireal_shards::Partition::new(i, 3).unwrap()));
+        assert_eq!(s.output, parts.join(format!("partition-{i:04}-of-0003")));
+        assert!(s.manifest.inputs.len() < 6, "partition {i} took every unit");
+        units.extend(s.manifest.inputs.iter().map(|r| r.path.clone()));
+    }
+    units.sort();
+    let mut all: Vec<String> = one.manifest.inputs.iter().map(|r| r.path.clone()).collect();
+    all.sort();
+    assert_eq!(units, all, "every unit in exactly one partition");
+    let ids = sample_ids(&parts);
+    assert_eq!(ids, sample_ids(&single));
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "a sample id in two partitions");
+    let rep = unireal_shards::verify_dir(&parts).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }

@@ -7,6 +7,7 @@
 
 pub mod driver;
 mod manifest;
+mod partition;
 mod reader;
 mod schema;
 pub mod verify;
@@ -16,6 +17,7 @@ pub use driver::{fingerprint, stable_u64, unit_hash};
 pub use manifest::{
     partition_dirs, partition_name, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
 };
+pub use partition::Partition;
 pub use reader::{count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader};
 pub use schema::{batch_to_samples, samples_to_batch, shard_schema};
 pub use verify::{verify_dir, VerifyReport};

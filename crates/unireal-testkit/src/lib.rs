@@ -46,6 +46,10 @@ pub fn sample_ids(dir: &Path) -> Vec<String> {
     ids
 }
 
+/// The small-object floors (docs/data-format.md, "Mask rules"): `configs/video.yaml` keeps the
+/// UniReal toolkit's 1 %-36 % rules; these overrides keep objects down to 0.1 % of the frame.
+pub const SMALL_OBJECTS: [&str; 2] = ["objects.filters.min_component=0.0005", "objects.filters.min_area=0.001"];
+
 /// A build over sample clips. `Default`: every clip of [`sample_videos`], the build defaults
 /// (`BuildConfig::default()`), 2 workers.
 #[derive(Debug, Clone)]

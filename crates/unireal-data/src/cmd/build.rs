@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use unireal_data::{run_build, BuildConfig, BuildError, BuildOptions, Partition};
+use unireal_data::{run_build, BuildConfig, BuildError, BuildOptions};
 
 use super::hinted;
 
@@ -10,13 +10,8 @@ pub struct Args {
     config: PathBuf,
     #[command(flatten)]
     w: super::WriteArgs,
-    /// Build only partition I of --num-shards (0-based) into OUTPUT/partition-IIII-of-NNNN;
-    /// default: from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set.
-    #[arg(long, value_name = "I", requires = "num_shards")]
-    shard_index: Option<usize>,
-    /// The number of partitions (array tasks) the inputs are split into.
-    #[arg(long, value_name = "N", requires = "shard_index")]
-    num_shards: Option<usize>,
+    #[command(flatten)]
+    p: super::PartitionArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -24,14 +19,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         hinted(e.to_string(), "every key and its default is listed in docs/data-format.md (\"Build configuration\")")
     })?;
     let stop = super::stop_on_ctrl_c();
-    let partition = match (a.shard_index, a.num_shards) {
-        (Some(i), Some(n)) => {
-            Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?)
-        }
-        _ => Partition::from_slurm_env(|k| std::env::var(k).ok())
-            .map_err(|e| hinted(e, "submit the array as --array=0-(N-1), or pass --shard-index/--num-shards"))?,
-    };
-    let opts = BuildOptions { force: a.w.force, quiet: a.w.quiet, partition };
+    let opts = BuildOptions { force: a.w.force, quiet: a.w.quiet, partition: a.p.partition()? };
     let summary = match run_build(&cfg, &opts, stop) {
         Ok(s) => s,
         Err(BuildError::Config(m)) => {

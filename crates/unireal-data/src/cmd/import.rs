@@ -19,6 +19,8 @@ pub struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     w: super::WriteArgs,
+    #[command(flatten)]
+    p: super::PartitionArgs,
 }
 
 fn config(a: &Args) -> anyhow::Result<ImportConfig> {
@@ -38,7 +40,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let format: Format = a.format.parse().map_err(|e: String| hinted(e, "pick one of the formats listed above"))?;
     let cfg = config(&a)?;
     let stop = super::stop_on_ctrl_c();
-    let opts = ImportOptions { force: a.w.force, quiet: a.w.quiet };
+    let opts = ImportOptions { force: a.w.force, quiet: a.w.quiet, partition: a.p.partition()? };
     let s = match run_import(format, &a.path, &a.out, &cfg, &opts, stop) {
         Ok(s) => s,
         Err(e @ ImportError::Input { .. }) => {
@@ -65,7 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let count = |k: &str| m.totals.inputs.get(k).copied().unwrap_or(0);
     eprintln!(
         "output: {} — {} sample(s) in {} shard(s); units: {} ok, {} skipped, {} failed",
-        a.out.display(),
+        s.output.display(),
         m.totals.rows,
         m.shards.len(),
         count("ok"),
@@ -75,9 +77,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if s.bad_rows > 0 || count("failed") > 0 {
         eprintln!(
             "bad rows and failed units are listed in {}/manifest.json (inputs[].reason, inputs[].stats.bad)",
-            a.out.display()
+            s.output.display()
         );
     }
-    println!("{}", a.out.display());
+    println!("{}", s.output.display());
     Ok(())
 }

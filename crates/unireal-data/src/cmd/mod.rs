@@ -36,6 +36,32 @@ pub struct WriteArgs {
     pub quiet: bool,
 }
 
+/// Which partition of a run split over a Slurm array this process writes (build, import).
+#[derive(clap::Args)]
+pub struct PartitionArgs {
+    /// Process only partition I of --num-shards (0-based), into OUT/partition-IIII-of-NNNN;
+    /// default: from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set.
+    #[arg(long, value_name = "I", requires = "num_shards")]
+    shard_index: Option<usize>,
+    /// The number of partitions (array tasks) the inputs are split into.
+    #[arg(long, value_name = "N", requires = "shard_index")]
+    num_shards: Option<usize>,
+}
+
+impl PartitionArgs {
+    /// The flags' partition, else the Slurm array's, else none.
+    pub fn partition(&self) -> anyhow::Result<Option<unireal_shards::Partition>> {
+        use unireal_shards::Partition;
+        Ok(match (self.shard_index, self.num_shards) {
+            (Some(i), Some(n)) => {
+                Some(Partition::new(i, n).map_err(|e| hinted(e, "--shard-index counts from 0 to --num-shards - 1"))?)
+            }
+            _ => Partition::from_slurm_env(|k| std::env::var(k).ok())
+                .map_err(|e| hinted(e, "submit the array as --array=0-(N-1), or pass --shard-index/--num-shards"))?,
+        })
+    }
+}
+
 /// An error with a `hint:` line for the user ([`unireal_core::Hinted`], printed by
 /// [`unireal_core::hint::report`]).
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
