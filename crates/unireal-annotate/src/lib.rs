@@ -45,6 +45,14 @@ pub enum CaptionError {
     Config(String),
 }
 
+impl CaptionError {
+    /// Whether the endpoint, not the input, failed (unreachable, timed out, rate-limited,
+    /// answering errors after the retries): a later run may well succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CaptionError::Endpoint { .. })
+    }
+}
+
 /// Everything a captioner may use to describe one frame (the caption of a control sample).
 pub struct DescribeRequest<'a> {
     pub input: &'a str,

@@ -126,18 +126,23 @@ impl OpenAiCaptioner {
         })
     }
 
-    /// Sends a request with retries on transport errors, 429 and 5xx.
+    /// Sends a request with retries on transport errors, 429 and 5xx: after an exponential
+    /// backoff, or as long as the server's `Retry-After` asks (seconds, at most
+    /// [`MAX_RETRY_AFTER`]).
     fn complete(&self, body: &serde_json::Value) -> Result<String, CaptionError> {
         let _slot = self.slots.acquire();
         let mut last = String::new();
+        let mut asked = None;
         for attempt in 0..=self.cfg.retries {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250u64 << (attempt - 1).min(6)));
+                let backoff = Duration::from_millis(250u64 << (attempt - 1).min(6));
+                std::thread::sleep(asked.map_or(backoff, |a: Duration| a.max(backoff)));
             }
             match self.attempt(body) {
                 Ok(c) => return Ok(c),
-                Err((retry, msg)) => {
-                    last = msg;
+                Err(Failed { retry, message, retry_after }) => {
+                    last = message;
+                    asked = retry_after;
                     if !retry {
                         break;
                     }
@@ -150,29 +155,56 @@ impl OpenAiCaptioner {
         })
     }
 
-    fn attempt(&self, body: &serde_json::Value) -> Result<String, (bool, String)> {
+    fn attempt(&self, body: &serde_json::Value) -> Result<String, Failed> {
         let mut r = self.agent.post(&self.url).header("Content-Type", "application/json");
         if let Some(k) = &self.key {
             r = r.header("Authorization", &format!("Bearer {k}"));
         }
-        let mut resp = r.send_json(body).map_err(|e| (true, e.to_string()))?;
+        let mut resp = r.send_json(body).map_err(|e| Failed::retry(e.to_string()))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().map_err(|e| (true, e.to_string()))?;
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())));
+        let text = resp.body_mut().read_to_string().map_err(|e| Failed::retry(e.to_string()))?;
         if status != 200 {
             let retry = status == 429 || status >= 500;
             let snippet: String = text.chars().take(200).collect();
-            return Err((retry, format!("HTTP {status}: {snippet}")));
+            return Err(Failed { retry, message: format!("HTTP {status}: {snippet}"), retry_after });
         }
         let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| (false, format!("response is not JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| Failed::fatal(format!("response is not JSON: {e}")))?;
         let content = v["choices"][0]["message"]["content"]
             .as_str()
-            .ok_or_else(|| (false, "response has no choices[0].message.content".to_string()))?;
+            .ok_or_else(|| Failed::fatal("response has no choices[0].message.content".into()))?;
         let content = content.trim().trim_matches('"').trim();
         if content.is_empty() {
-            return Err((true, "empty caption".into()));
+            return Err(Failed::retry("empty caption".into()));
         }
         Ok(content.to_string())
+    }
+}
+
+/// The longest `Retry-After` honoured; a server asking for more gets this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// One failed attempt: whether to try again, why, and when the server asked to be retried.
+struct Failed {
+    retry: bool,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failed {
+    fn retry(message: String) -> Self {
+        Failed { retry: true, message, retry_after: None }
+    }
+
+    fn fatal(message: String) -> Self {
+        Failed { retry: false, message, retry_after: None }
     }
 }
 

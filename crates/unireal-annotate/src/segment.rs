@@ -60,6 +60,20 @@ pub enum SegmentError {
     Config(String),
 }
 
+impl SegmentError {
+    /// Whether the external program, not the input, failed (could not start, crashed, timed
+    /// out): a later run may well succeed. A malformed answer or an error it reports about
+    /// the input is not.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SegmentError::Command(
+                CommandError::Spawn { .. } | CommandError::Crashed { .. } | CommandError::Timeout { .. }
+            )
+        )
+    }
+}
+
 /// Finds and tracks objects.
 pub trait Segmenter: Send + Sync {
     /// Short name recorded in each sample's `meta.segmenter`.

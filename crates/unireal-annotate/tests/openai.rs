@@ -25,24 +25,67 @@ fn measures() -> ChangeMeasures {
     }
 }
 
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Serves `replies` (status, body) in order, recording each request body and auth header.
-fn serve(replies: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>, thread::JoinHandle<()>) {
+fn serve(replies: Vec<(u16, String)>) -> (String, Seen, thread::JoinHandle<()>) {
+    let (base, seen, _, handle) = serve_with(replies.into_iter().map(|(s, b)| (s, b, None)).collect());
+    (base, seen, handle)
+}
+
+/// [`serve`], each reply with an optional `Retry-After` header; also records when each
+/// request arrived.
+fn serve_with(
+    replies: Vec<(u16, String, Option<&'static str>)>,
+) -> (String, Seen, Arc<Mutex<Vec<std::time::Instant>>>, thread::JoinHandle<()>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let addr = server.server_addr().to_ip().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let times2 = times.clone();
     let handle = thread::spawn(move || {
-        for (status, body) in replies {
+        for (status, body, retry_after) in replies {
             let mut req = server.recv().unwrap();
+            times2.lock().unwrap().push(std::time::Instant::now());
             assert_eq!(req.url(), "/v1/chat/completions");
             let auth = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.to_string());
             let mut text = String::new();
             req.as_reader().read_to_string(&mut text).unwrap();
             seen2.lock().unwrap().push((text, auth));
-            req.respond(tiny_http::Response::from_string(body).with_status_code(status)).unwrap();
+            let mut resp = tiny_http::Response::from_string(body).with_status_code(status);
+            if let Some(v) = retry_after {
+                resp = resp.with_header(tiny_http::Header::from_bytes("Retry-After", v).unwrap());
+            }
+            req.respond(resp).unwrap();
         }
     });
-    (format!("http://{addr}/v1"), seen, handle)
+    (format!("http://{addr}/v1"), seen, times, handle)
+}
+
+/// A rate-limited endpoint that says when to come back is asked again no sooner; the error
+/// of an endpoint that stays down is transient (the build retries the input next run).
+#[test]
+fn retry_after_is_honoured_and_endpoint_errors_are_transient() {
+    let ok = serde_json::json!({"choices": [{"message": {"content": "Zoom in."}}]}).to_string();
+    let (base, _, times, handle) = serve_with(vec![(429, "slow down".into(), Some("1")), (200, ok, None)]);
+    let cfg = OpenAiConfig { base_url: base, retries: 2, timeout_s: 5.0, ..Default::default() };
+    let cap = build_captioner(&CaptionerConfig::Openai(cfg)).unwrap();
+    let m = measures();
+    assert_eq!(cap.caption(&request(&m)).unwrap(), "Zoom in.");
+    handle.join().unwrap();
+    let t = times.lock().unwrap();
+    let waited = t[1] - t[0];
+    // The backoff alone would be 250 ms.
+    assert!(waited >= std::time::Duration::from_millis(950), "asked again after {waited:?}");
+
+    let (base, _, _, handle) = serve_with(vec![(503, "down".into(), Some("0")), (503, "down".into(), Some("0"))]);
+    let cfg = OpenAiConfig { base_url: base, retries: 1, timeout_s: 5.0, ..Default::default() };
+    let err = build_captioner(&CaptionerConfig::Openai(cfg)).unwrap().caption(&request(&m)).unwrap_err();
+    handle.join().unwrap();
+    assert!(err.is_transient() && err.to_string().contains("HTTP 503"), "{err}");
+    let sidecar = build_captioner(&CaptionerConfig::Sidecar { fallback_builtin: false }).unwrap();
+    assert!(!sidecar.caption(&request(&m)).unwrap_err().is_transient());
 }
 
 fn request<'a>(m: &'a ChangeMeasures) -> CaptionRequest<'a> {

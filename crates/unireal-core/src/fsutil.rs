@@ -1,7 +1,7 @@
-//! Writes that are never seen half-done.
+//! Writes that are never seen half-done, and one writer per directory.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
@@ -27,6 +27,94 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The lock file a writer holds in its directory.
+pub const LOCK_NAME: &str = ".lock";
+
+/// Why a directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another live process holds the lock; `holder` is what it wrote into the lock file.
+    #[error("{dir}: another process is writing here ({holder})")]
+    Held { dir: PathBuf, holder: String },
+    #[error("{path}: cannot lock: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// An exclusive hold on a directory for one writer (a build, an import, a training run):
+/// `DIR/.lock`, locked with the operating system's advisory file lock (`flock` on Linux), so a
+/// second writer is refused while the first lives, and the lock of a killed process ends with
+/// it and is taken over at once. The file names its holder (command, process id, host, start
+/// time) for the refused writer's message. Released (and the file removed) when dropped; a
+/// killed holder leaves the file, unlocked.
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+    _file: fs::File,
+}
+
+impl DirLock {
+    /// Locks `dir` (which must exist) for `what` (e.g. `unireal-data build`), or says who holds it.
+    pub fn acquire(dir: &Path, what: &str) -> Result<DirLock, LockError> {
+        let path = dir.join(LOCK_NAME);
+        let io = |source| LockError::Io { path: path.clone(), source };
+        // A holder that finishes removes the file: a lock taken on the removed file is no
+        // lock, so the file must still be the one at `path` once locked, else try again.
+        for _ in 0..16 {
+            let mut file =
+                fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    return Err(LockError::Held {
+                        dir: dir.to_path_buf(),
+                        holder: match holder.is_empty() {
+                            true => "a process that has not named itself yet".into(),
+                            false => holder.into(),
+                        },
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+            if !same_file(&file, &path) {
+                continue;
+            }
+            let host =
+                fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+            let since =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let host = if host.is_empty() { "this host".to_string() } else { host };
+            let me = format!("{what}, pid {} on {host}, since unix time {since}\n", std::process::id());
+            file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(me.as_bytes())).map_err(io)?;
+            return Ok(DirLock { path, _file: file });
+        }
+        Err(io(io::Error::other("the lock file kept being replaced while it was being locked")))
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::File, path: &Path) -> bool {
+    path.exists()
+}
+
+impl Drop for DirLock {
+    /// Removes the file while still holding the lock; the lock ends when the file closes.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +128,22 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_by_name_and_a_stale_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path(), "unireal-data build").unwrap();
+        let err = DirLock::acquire(dir.path(), "unireal-data import").unwrap_err().to_string();
+        assert!(err.contains("another process is writing here"), "{err}");
+        assert!(err.contains(&format!("unireal-data build, pid {}", std::process::id())), "{err}");
+        drop(first);
+        assert!(!dir.path().join(LOCK_NAME).exists(), "a released lock leaves no file");
+        // A killed holder's file stays, unlocked, naming it: taken over at once.
+        fs::write(dir.path().join(LOCK_NAME), "unireal-data build, pid 1 on elsewhere\n").unwrap();
+        let again = DirLock::acquire(dir.path(), "unireal-train").unwrap();
+        let text = fs::read_to_string(dir.path().join(LOCK_NAME)).unwrap();
+        assert!(text.starts_with("unireal-train, pid") && !text.contains("build"), "{text}");
+        drop(again);
     }
 }

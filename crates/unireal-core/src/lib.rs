@@ -9,7 +9,7 @@ pub mod prompt;
 pub mod sample;
 
 pub use config::{apply_override, load_config, parse_config_str, ConfigError};
-pub use fsutil::write_atomic;
+pub use fsutil::{write_atomic, DirLock, LockError};
 pub use hint::{Hinted, WithHint};
 pub use prompt::{context_prompt, index_word, result_word, task_context, ContextTag, ControlContext, Style};
 pub use sample::{holdout_key, sample_id, ImageRole, Sample, SampleImage, Split, Task, UnknownName};

@@ -37,6 +37,9 @@ pub struct BuildOptions {
     /// Build only partition `index` of `count` (a Slurm array task), into
     /// `output/partition-IIII-of-NNNN/`.
     pub partition: Option<Partition>,
+    /// Inputs recorded as failed for a permanent reason are tried again too (those with
+    /// transient trouble always are).
+    pub retry_failed: bool,
 }
 
 /// What a build did.
@@ -66,6 +69,27 @@ impl Progress for FramesBar {
 /// is discarded (its inputs are redone on the next run) and `Interrupted` is returned.
 pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) -> Result<BuildSummary, BuildError> {
     cfg.validate().map_err(BuildError::Config)?;
+    let captioner = build_captioner(&cfg.captioner)?;
+    let segmenter = match cfg.families.needs_objects() {
+        true => Some(build_segmenter(&cfg.objects.segmenter)?),
+        false => None,
+    };
+    run_build_with(cfg, opts, stop, Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() })
+}
+
+/// [`run_build`] with these annotators instead of the config's `captioner` and
+/// `objects.segmenter`: a captioner or segmenter written in Rust (the `Captioner` and
+/// `Segmenter` traits of unireal-annotate). `ann.segmenter` is needed when an object family is on.
+pub fn run_build_with(
+    cfg: &BuildConfig,
+    opts: &BuildOptions,
+    stop: Arc<AtomicBool>,
+    ann: Annotators<'_>,
+) -> Result<BuildSummary, BuildError> {
+    cfg.validate().map_err(BuildError::Config)?;
+    if cfg.families.needs_objects() && ann.segmenter.is_none() {
+        return Err(BuildError::Config("an object family is on, but no segmenter was given".into()));
+    }
     let started = Instant::now();
     let mut items =
         expand_inputs(&cfg.inputs, &cfg.video_extensions, cfg.probe_all_files).map_err(BuildError::Config)?;
@@ -77,11 +101,6 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
             p.dir(&cfg.output)
         }
         None => cfg.output.clone(),
-    };
-    let captioner = build_captioner(&cfg.captioner)?;
-    let segmenter = match cfg.families.needs_objects() {
-        true => Some(build_segmenter(&cfg.objects.segmenter)?),
-        false => None,
     };
     let spec = RunSpec {
         out: &out_dir,
@@ -95,11 +114,11 @@ pub fn run_build(cfg: &BuildConfig, opts: &BuildOptions, stop: Arc<AtomicBool>) 
         workers: cfg.workers,
         thread_name: "unireal-video",
         noun: "input",
+        retry_failed: opts.retry_failed,
     };
     let mut bars = Bars::new(opts.quiet, "videos");
     let frames_bar = FramesBar(bars.counter("frames"));
     let mut frames = 0u64;
-    let ann = Annotators { captioner: &*captioner, segmenter: segmenter.as_deref() };
     let done = drive(
         &spec,
         &items,

@@ -14,7 +14,7 @@ use image::{GrayImage, RgbImage};
 use serde_json::json;
 use unireal_annotate::{CaptionRequest, Captioner, Segmenter};
 use unireal_core::{index_word, result_word, sample_id, ImageRole, Sample, SampleImage, Task};
-use unireal_shards::{InputRecord, InputStatus};
+use unireal_shards::{FailureKind, InputRecord, InputStatus};
 use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoError, VideoReader};
 use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
 
@@ -59,10 +59,21 @@ struct Tally {
     too_still: u64,
     caption_errors: u64,
     last_caption_error: String,
+    /// Whether the last caption error was the endpoint's (down, timed out, rate-limited).
+    last_caption_transient: bool,
 }
 
 fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stats: serde_json::Value) -> InputRecord {
-    InputRecord { path: item.key.clone(), status, reason: reason.into(), samples: 0, stats }
+    InputRecord { stats, ..InputRecord::new(item.key.clone(), status, reason) }
+}
+
+/// Transient trouble (an annotator down) is retried by the next run; anything else is not.
+fn kind_of(transient: bool) -> FailureKind {
+    if transient {
+        FailureKind::Transient
+    } else {
+        FailureKind::Permanent
+    }
 }
 
 /// The models a build annotates with.
@@ -82,21 +93,21 @@ pub fn process_video(
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> VideoOutcome {
-    let none = |status, reason: String| VideoOutcome {
-        record: record(item, status, reason, serde_json::Value::Null),
-        samples: vec![],
-        frames: 0,
-    };
+    let none = |record: InputRecord| VideoOutcome { record, samples: vec![], frames: 0 };
+    let null = serde_json::Value::Null;
     if item.origin == Origin::OtherExtension {
-        return none(InputStatus::Skipped, NOT_A_VIDEO_EXTENSION.into());
+        return none(record(item, InputStatus::Skipped, NOT_A_VIDEO_EXTENSION, null));
     }
     let mut reader = match VideoReader::open(&item.path, cfg.decode_threads) {
         Ok(r) => r,
         // Probed by content: a file FFmpeg cannot read as video is not one.
         Err(e @ (VideoError::Open { .. } | VideoError::NoVideoStream { .. })) if item.origin == Origin::Probed => {
-            return none(InputStatus::Skipped, format!("not a video: {e}"))
+            return none(record(item, InputStatus::Skipped, format!("not a video: {e}"), null))
         }
-        Err(e) => return none(InputStatus::Failed, e.to_string()),
+        Err(e) => {
+            let failed = record(item, InputStatus::Failed, e.to_string(), null);
+            return none(InputRecord { kind: Some(FailureKind::Permanent), ..failed });
+        }
     };
     let info = reader.info().clone();
     let info_json = json!({
@@ -142,21 +153,28 @@ pub fn process_video(
     }
     let mut samples = std::mem::take(&mut run.samples);
     let mut object_error = None;
+    let mut object_transient = false;
     if let Some(o) = &mut run.objects {
         stats["objects"] = o.stats_json();
         samples.append(&mut o.samples);
         object_error = o.error.clone();
+        object_transient = o.error_transient;
     }
+    let t = &run.tally;
+    let mut kind = None;
     let (status, reason) = match result {
-        Err(e) if samples.is_empty() => (InputStatus::Failed, e),
+        Err(e) if samples.is_empty() => {
+            kind = Some(FailureKind::Permanent);
+            (InputStatus::Failed, e)
+        }
         Err(e) => (InputStatus::Ok, format!("kept {} pair(s) decoded before an error: {e}", samples.len())),
         // Interrupted: the build loop stops writing once `stop` is set, so this is never recorded.
         Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
         Ok(()) if samples.is_empty() && object_error.is_some() => {
+            kind = Some(kind_of(object_transient));
             (InputStatus::Failed, object_error.clone().unwrap_or_default())
         }
         Ok(()) if samples.is_empty() => {
-            let t = &run.tally;
             let reason = if !cfg.families.enabled(Task::Frame2Frame) {
                 "no object found and no control sample made (see stats.objects)".to_string()
             } else if frames < 2 {
@@ -180,14 +198,34 @@ pub fn process_video(
                 )
             };
             let status = if t.caption_errors > 0 { InputStatus::Failed } else { InputStatus::Skipped };
+            if t.caption_errors > 0 {
+                kind = Some(kind_of(t.last_caption_transient));
+            }
             (status, reason)
         }
-        Ok(()) => match &object_error {
-            Some(e) => (InputStatus::Ok, format!("object analysis stopped: {e}")),
-            None => (InputStatus::Ok, String::new()),
-        },
+        Ok(()) => {
+            // Samples made, but some lost: say so, and retry the input when an annotator was
+            // down (the samples already written are kept; the others are added).
+            let mut notes = vec![];
+            if t.caption_errors > 0 {
+                notes.push(format!(
+                    "{} caption request(s) failed and their pairs were left out; last: {}",
+                    t.caption_errors, t.last_caption_error
+                ));
+                if t.last_caption_transient {
+                    kind = Some(FailureKind::Transient);
+                }
+            }
+            if let Some(e) = &object_error {
+                notes.push(format!("object analysis stopped: {e}"));
+                if object_transient {
+                    kind = Some(FailureKind::Transient);
+                }
+            }
+            (InputStatus::Ok, notes.join("; "))
+        }
     };
-    VideoOutcome { record: record(item, status, reason, stats), samples, frames }
+    VideoOutcome { record: InputRecord { kind, ..record(item, status, reason, stats) }, samples, frames }
 }
 
 struct Run<'a> {
@@ -395,6 +433,7 @@ impl<'a> Run<'a> {
             Err(e) => {
                 self.tally.caption_errors += 1;
                 self.tally.last_caption_error = e.to_string();
+                self.tally.last_caption_transient = e.is_transient();
                 return Ok(false);
             }
         };

@@ -17,6 +17,7 @@ pub mod inputs;
 pub mod objects;
 pub mod preview;
 
-pub use build::{run_build, BuildError, BuildOptions, BuildSummary};
+pub use build::{run_build, run_build_with, BuildError, BuildOptions, BuildSummary};
 pub use config::BuildConfig;
+pub use frame2frame::Annotators;
 pub use unireal_shards::Partition;

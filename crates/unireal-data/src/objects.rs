@@ -79,6 +79,9 @@ pub struct ObjectStage<'a> {
     pub tally: ObjectTally,
     /// The first segmenter error: object analysis stops for this video.
     pub error: Option<String>,
+    /// Whether `error` came from the segmenter program failing (down, crashed, timed out)
+    /// rather than from this video.
+    pub error_transient: bool,
 }
 
 impl<'a> ObjectStage<'a> {
@@ -99,6 +102,7 @@ impl<'a> ObjectStage<'a> {
             samples: vec![],
             tally: ObjectTally::default(),
             error: None,
+            error_transient: false,
         }
     }
 
@@ -291,6 +295,7 @@ impl<'a> ObjectStage<'a> {
             Err(e) => {
                 self.tally.segment_errors += 1;
                 self.error = Some(format!("segmenter {}: {e}", self.segmenter.name()));
+                self.error_transient = e.is_transient();
                 return;
             }
         };

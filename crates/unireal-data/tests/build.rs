@@ -274,3 +274,144 @@ fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
     assert!(status.success());
     assert_eq!(sample_ids(&part), expected);
 }
+
+/// The built-in captioner, except that it panics on the pairs of one video.
+struct PanicsOn(&'static str);
+
+impl unireal_annotate::Captioner for PanicsOn {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+    fn caption(&self, req: &unireal_annotate::CaptionRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        if req.input.contains(self.0) {
+            panic!("test captioner: no caption for {}", req.input);
+        }
+        unireal_annotate::BuiltinCaptioner.caption(req)
+    }
+    fn describe(&self, req: &unireal_annotate::DescribeRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        unireal_annotate::BuiltinCaptioner.describe(req)
+    }
+}
+
+/// A panic while one video is processed (here in a captioner plugged in through
+/// `run_build_with`) fails that input with the panic's message; the other videos are built.
+#[test]
+fn a_panic_on_one_video_fails_that_input_and_the_build_goes_on() {
+    let work = tempfile::tempdir().unwrap();
+    let v = sample_videos();
+    let out = work.path().join("out");
+    let cfg = config(vec![v.join("bikes.mp4"), v.join("box.mp4")], &out);
+    let captioner = PanicsOn("bikes");
+    let ann = unireal_data::Annotators { captioner: &captioner, segmenter: None };
+    let opts = BuildOptions { quiet: true, ..Default::default() };
+    let m = unireal_data::run_build_with(&cfg, &opts, Arc::new(AtomicBool::new(false)), ann).unwrap().manifest;
+    let by = |n: &str| m.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n}: {m:?}"));
+    let bikes = by("bikes.mp4");
+    assert_eq!(bikes.status, InputStatus::Failed, "{bikes:?}");
+    assert!(
+        bikes.reason.starts_with("panicked") && bikes.reason.contains("test captioner: no caption for"),
+        "{bikes:?}"
+    );
+    let boxed = by("box.mp4");
+    assert!(boxed.status == InputStatus::Ok && boxed.samples > 0, "{boxed:?}");
+    assert_eq!(m.totals.rows, boxed.samples);
+    let rep = unireal_shards::verify_dir(&out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+}
+
+/// The built-in captioner behind an endpoint that fails (`CaptionError::Endpoint`, as the
+/// OpenAI client reports an outage) on the calls `down` picks: (input, call number).
+struct Outage {
+    down: Box<dyn Fn(&str, usize) -> bool + Send + Sync>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Outage {
+    fn new(down: impl Fn(&str, usize) -> bool + Send + Sync + 'static) -> Self {
+        Outage { down: Box::new(down), calls: Default::default() }
+    }
+}
+
+impl unireal_annotate::Captioner for Outage {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+    fn caption(&self, req: &unireal_annotate::CaptionRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if (self.down)(req.input, n) {
+            return Err(unireal_annotate::CaptionError::Endpoint {
+                url: "http://vlm.test/v1".into(),
+                message: "HTTP 503: overloaded (after 4 attempt(s))".into(),
+            });
+        }
+        unireal_annotate::BuiltinCaptioner.caption(req)
+    }
+    fn describe(&self, req: &unireal_annotate::DescribeRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        unireal_annotate::BuiltinCaptioner.describe(req)
+    }
+}
+
+/// Failures by kind: a video whose captions all failed while the endpoint was down is failed
+/// and transient, one that lost some pairs is ok with the reason and transient; the next run
+/// retries both (keeping what they gave) and not the corrupt file, which `retry_failed` tries
+/// again. The manifest never lists an input twice, and accounts for every sample.
+#[test]
+fn transient_failures_are_retried_and_permanent_ones_only_when_asked() {
+    use unireal_shards::FailureKind;
+    let work = tempfile::tempdir().unwrap();
+    let v = sample_videos();
+    std::fs::write(work.path().join("empty.mp4"), b"").unwrap();
+    let out = work.path().join("out");
+    let mut cfg = config(vec![v.join("bikes.mp4"), v.join("box.mp4"), work.path().join("empty.mp4")], &out);
+    cfg.workers = 1;
+    let run = |captioner: &Outage, retry_failed: bool| {
+        let ann = unireal_data::Annotators { captioner, segmenter: None };
+        let opts = BuildOptions { quiet: true, retry_failed, ..Default::default() };
+        unireal_data::run_build_with(&cfg, &opts, Arc::new(AtomicBool::new(false)), ann).unwrap()
+    };
+    let find = |m: &Manifest, n: &str| {
+        let hits: Vec<_> = m.inputs.iter().filter(|i| i.path.ends_with(n)).cloned().collect();
+        assert_eq!(hits.len(), 1, "{n} listed {} times", hits.len());
+        hits[0].clone()
+    };
+    // Down for every bikes.mp4 request and for every other box.mp4 one.
+    let first = run(&Outage::new(|input, n| input.ends_with("bikes.mp4") || n % 2 == 1), false);
+    let m = &first.manifest;
+    let bikes = find(m, "bikes.mp4");
+    assert_eq!((bikes.status, bikes.kind), (InputStatus::Failed, Some(FailureKind::Transient)), "{bikes:?}");
+    assert!(bikes.reason.contains("no caption for any pair") && bikes.reason.contains("HTTP 503"), "{bikes:?}");
+    let boxed = find(m, "box.mp4");
+    assert_eq!((boxed.status, boxed.kind), (InputStatus::Ok, Some(FailureKind::Transient)), "{boxed:?}");
+    assert!(boxed.samples > 0 && boxed.reason.contains("caption request(s) failed"), "{boxed:?}");
+    let empty = find(m, "empty.mp4");
+    assert_eq!((empty.status, empty.kind), (InputStatus::Failed, Some(FailureKind::Permanent)), "{empty:?}");
+
+    // The endpoint is back: both are retried, their earlier samples kept; empty.mp4 is not.
+    let second = run(&Outage::new(|_, _| false), false);
+    assert_eq!((second.processed, second.already_done), (2, 1));
+    let m = &second.manifest;
+    let bikes = find(m, "bikes.mp4");
+    assert!(bikes.status == InputStatus::Ok && bikes.kind.is_none() && bikes.samples > 0, "{bikes:?}");
+    let boxed2 = find(m, "box.mp4");
+    assert!(boxed2.kind.is_none() && boxed2.reason.is_empty() && boxed2.samples > boxed.samples, "{boxed2:?}");
+    assert_eq!(m.inputs.len(), 3);
+    let rep = unireal_shards::verify_dir(&out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    // Every sample of a build that never met the outage (and, from box.mp4, the pairs of a
+    // second interval made while a first one had no caption).
+    let clean = work.path().join("clean");
+    let mut clean_cfg = cfg.clone();
+    clean_cfg.output = clean.clone();
+    run_build(&clean_cfg, &BuildOptions { quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false)))
+        .unwrap();
+    let ids: BTreeSet<String> = sample_ids(&out).into_iter().collect();
+    let missing: Vec<String> = sample_ids(&clean).into_iter().filter(|i| !ids.contains(i)).collect();
+    assert!(missing.is_empty(), "samples of the clean build missing after the retries: {missing:?}");
+
+    // Nothing left to retry but the permanent failure, which only retry_failed tries again.
+    assert_eq!(run(&Outage::new(|_, _| false), false).processed, 0);
+    let third = run(&Outage::new(|_, _| false), true);
+    assert_eq!(third.processed, 1);
+    assert_eq!(find(&third.manifest, "empty.mp4").status, InputStatus::Failed);
+    assert_eq!(third.manifest.inputs.len(), 3);
+}

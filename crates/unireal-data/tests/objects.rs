@@ -240,9 +240,14 @@ fn an_external_segmenter_feeds_the_families_and_its_failures_are_recorded_per_vi
         assert!(g.get_pixel(0, 0)[0] < 10 && g.get_pixel(g.width() - 1, 0)[0] > 245, "the test program's gradient");
     }
 
-    for (mode, timeout, says) in
-        [("crash", 60.0, "boom"), ("hang", 1.0, "no answer within"), ("garbage", 60.0, "malformed")]
-    {
+    // A segmenter that crashed or hung is an outage (the next run retries the video); one
+    // that answers garbage about it is not.
+    use unireal_shards::FailureKind::{Permanent, Transient};
+    for (mode, timeout, says, kind) in [
+        ("crash", 60.0, "boom", Transient),
+        ("hang", 1.0, "no answer within", Transient),
+        ("garbage", 60.0, "malformed", Permanent),
+    ] {
         let out = dir.path().join(mode);
         let fake = fake_segmenter(mode, timeout);
         let cfg = repo_config(&[&box_mp4, &walkers], &out, &[&fake, "families.frame2frame.enabled=false"]);
@@ -250,7 +255,7 @@ fn an_external_segmenter_feeds_the_families_and_its_failures_are_recorded_per_vi
         // The run went on past each failing video and recorded why, per video.
         assert_eq!(summary.manifest.inputs.len(), 2);
         for rec in &summary.manifest.inputs {
-            assert_eq!(rec.status, InputStatus::Failed, "{mode}: {rec:?}");
+            assert_eq!((rec.status, rec.kind), (InputStatus::Failed, Some(kind)), "{mode}: {rec:?}");
             assert!(rec.reason.contains(says) && rec.reason.contains("segmenter"), "{mode}: {}", rec.reason);
             assert_eq!(rec.stats["objects"]["segment_errors"], 1);
         }

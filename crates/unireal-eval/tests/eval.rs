@@ -81,6 +81,7 @@ fn write_shards(dir: &Path, samples: Vec<Sample>) {
         reason: String::new(),
         samples: 0,
         stats: Value::Null,
+        kind: None,
     };
     w.add(record, samples).unwrap();
     w.finish().unwrap();

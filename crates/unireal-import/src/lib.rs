@@ -330,6 +330,8 @@ pub struct ImportOptions {
     /// Import only the units of partition `index` of `count` (a Slurm array task), into
     /// `out/partition-IIII-of-NNNN/`; the union of all partitions is the single import.
     pub partition: Option<unireal_shards::Partition>,
+    /// Units recorded as failed are imported again (their rows already written are kept).
+    pub retry_failed: bool,
 }
 
 /// What an import did.
@@ -414,6 +416,7 @@ pub fn run_import(
         workers: cfg.workers,
         thread_name: "unireal-import",
         noun: "unit",
+        retry_failed: opts.retry_failed,
     };
     let bars = Bars::new(opts.quiet, format.as_str());
     let mut bad_rows = 0u64;
@@ -459,7 +462,9 @@ fn unit_record(unit: &Unit, out: &UnitOut) -> InputRecord {
             (InputStatus::Ok, format!("{n} bad row(s) skipped; first: {}: {}", out.bad[0].0, out.bad[0].1))
         }
     };
-    InputRecord { path: unit.key.clone(), status, reason, samples: 0, stats }
+    // A unit fails on its own data (unreadable file, every row bad): permanent.
+    let kind = (status == InputStatus::Failed).then_some(unireal_shards::FailureKind::Permanent);
+    InputRecord { path: unit.key.clone(), status, reason, samples: 0, stats, kind }
 }
 
 /// Files under `dir` (recursively, sorted) whose extension is one of `exts`.

@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use unireal_core::Sample;
 
-use crate::{DatasetWriter, InputRecord, InputStatus, Manifest, ShardError, WriterOptions};
+use crate::{DatasetWriter, FailureKind, InputRecord, InputStatus, Manifest, ShardError, WriterOptions};
 
 /// A fingerprint of what decides the content of the samples (a config as JSON): a resume
 /// with another fingerprint is refused ([`ShardError::ConfigChanged`]).
@@ -55,7 +55,10 @@ impl InputRecord {
             InputStatus::Skipped => "skipped",
             InputStatus::Failed => "failed",
         };
-        Some(format!("{word} {}: {}", self.path, self.reason))
+        match (self.status, self.kind) {
+            (InputStatus::Failed, Some(k)) => Some(format!("{word} ({}) {}: {}", k.as_str(), self.path, self.reason)),
+            _ => Some(format!("{word} {}: {}", self.path, self.reason)),
+        }
     }
 }
 
@@ -72,6 +75,9 @@ pub struct RunSpec<'a> {
     pub thread_name: &'static str,
     /// What an item is called in messages (`input`, `unit`).
     pub noun: &'static str,
+    /// Items recorded as failed for a permanent reason are tried again too (`--retry-failed`);
+    /// items with transient trouble always are.
+    pub retry_failed: bool,
 }
 
 /// What a finished run did.
@@ -183,17 +189,19 @@ pub fn thread_pool(workers: usize, name: &'static str) -> Result<rayon::ThreadPo
 /// `stop` is checked before each item starts; once it is set, results still coming are not
 /// written, the open shard is discarded (its items are redone on the next run) and
 /// [`DriveError::Interrupted`] returned. The first writer error stops the run the same way
-/// and is returned.
+/// and is returned. A panic in `work` is caught: the item is recorded as failed with the
+/// panic's message, and the run goes on.
 pub fn drive<I: Sync, O: Send>(
     spec: &RunSpec<'_>,
     items: &[I],
-    key: impl Fn(&I) -> &str,
+    key: impl Fn(&I) -> &str + Sync,
     stop: &AtomicBool,
     bars: &Bars,
     work: impl Fn(&I) -> O + Sync,
     mut rows: impl FnMut(O) -> (InputRecord, Vec<Sample>),
 ) -> Result<Driven, DriveError> {
-    let writer = DatasetWriter::open(spec.out, spec.writer.clone(), spec.force)?;
+    let opts = WriterOptions { retry_failed: spec.retry_failed, ..spec.writer.clone() };
+    let writer = DatasetWriter::open(spec.out, opts, spec.force)?;
     let todo: Vec<&I> = items.iter().filter(|i| !writer.is_done(key(i))).collect();
     let already_done = items.len() - todo.len();
     if already_done > 0 {
@@ -204,6 +212,14 @@ pub fn drive<I: Sync, O: Send>(
             spec.out.display()
         );
     }
+    if writer.retrying() > 0 {
+        eprintln!(
+            "retrying {} {}(s) recorded with {} trouble",
+            writer.retrying(),
+            spec.noun,
+            if spec.retry_failed { "any" } else { "transient" }
+        );
+    }
     bars.items.set_length(todo.len() as u64);
     let pool = thread_pool(spec.workers, spec.thread_name).map_err(DriveError::Workers)?;
     let mut new_samples = 0u64;
@@ -212,10 +228,17 @@ pub fn drive<I: Sync, O: Send>(
         pool,
         stop,
         writer,
-        |item| work(item),
+        // A panic in one item's work (a bug, or a model's) fails that item, not the run.
+        |item| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)))
+                .map_err(|payload| (key(item).to_string(), panic_message(payload.as_ref())))
+        },
         |_| bars.items.inc(1),
         |writer, out| {
-            let (record, samples) = rows(out);
+            let (record, samples) = match out {
+                Ok(out) => rows(out),
+                Err((path, message)) => (panicked(path, &message), vec![]),
+            };
             if let Some(line) = record.status_line() {
                 bars.println(line);
             }
@@ -230,6 +253,21 @@ pub fn drive<I: Sync, O: Send>(
         Some(manifest) => Ok(Driven { manifest, processed: todo.len(), already_done, new_samples }),
         None => Err(DriveError::Interrupted),
     }
+}
+
+/// What a panic was raised with (`panic!`'s message), or a stand-in when it was not text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".into(),
+    }
+}
+
+/// The record of an item whose work panicked: failed, with the panic's message.
+fn panicked(path: String, message: &str) -> InputRecord {
+    let reason = format!("panicked (a bug in the pipeline or its model; please report it with this input): {message}");
+    InputRecord { kind: Some(FailureKind::Permanent), ..InputRecord::new(path, InputStatus::Failed, reason) }
 }
 
 /// Runs `work` over `items` on the pool and hands every result to `sink` on this thread, in

@@ -15,7 +15,7 @@ mod writer;
 
 pub use driver::{fingerprint, stable_u64, unit_hash};
 pub use manifest::{
-    partition_dirs, partition_name, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
+    partition_dirs, partition_name, FailureKind, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
 };
 pub use partition::Partition;
 pub use reader::{count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader};
@@ -40,6 +40,9 @@ pub enum ShardError {
     Row { path: PathBuf, row: usize, message: String },
     #[error("{path}: this output was built with a different configuration (fingerprint {found}, now {expected})")]
     ConfigChanged { path: PathBuf, found: String, expected: String },
+    /// Another live process writes into this directory (its `.lock` names it).
+    #[error("{path}: another process is writing here ({holder})")]
+    Busy { path: PathBuf, holder: String },
 }
 
 pub type Result<T, E = ShardError> = std::result::Result<T, E>;

@@ -33,6 +33,29 @@ pub enum InputStatus {
     Failed,
 }
 
+/// What kind of trouble an input met, which decides whether a later run tries it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The input is at fault (corrupt, unsupported, no video stream, a bad row), or the
+    /// pipeline panicked on it: the same run would fail the same way. Tried again only with
+    /// `--retry-failed`.
+    Permanent,
+    /// Something outside the input failed (the captioner or segmenter unreachable, timed out,
+    /// rate-limited or crashed): the next run tries the input again, keeping the samples it
+    /// already gave.
+    Transient,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Permanent => "permanent",
+            FailureKind::Transient => "transient",
+        }
+    }
+}
+
 /// What became of one input (a video file, an expert-set file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputRecord {
@@ -47,6 +70,35 @@ pub struct InputRecord {
     /// Measurements (duration, frames, shots, pairs tried, …).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub stats: serde_json::Value,
+    /// Set when something went wrong: on a failed input, whether a later run retries it; on an
+    /// ok one, `transient` when part of it was lost to an outage (pairs without a caption) and
+    /// the next run tries it again. A failed record without it (older manifests) is permanent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
+}
+
+impl InputRecord {
+    /// A record without samples, stats or kind.
+    pub fn new(path: impl Into<String>, status: InputStatus, reason: impl Into<String>) -> Self {
+        InputRecord {
+            path: path.into(),
+            status,
+            reason: reason.into(),
+            samples: 0,
+            stats: serde_json::Value::Null,
+            kind: None,
+        }
+    }
+
+    /// Whether a run tries this input again: transient trouble always, a permanent failure
+    /// with `retry_failed`.
+    pub fn retried(&self, retry_failed: bool) -> bool {
+        match (self.status, self.kind) {
+            (_, Some(FailureKind::Transient)) => true,
+            (InputStatus::Failed, _) => retry_failed,
+            _ => false,
+        }
+    }
 }
 
 /// Totals over the finished shards.

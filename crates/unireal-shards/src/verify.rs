@@ -12,6 +12,20 @@ pub struct VerifyReport {
     pub images: u64,
     /// Every disagreement found, each naming the file (and row).
     pub problems: Vec<String>,
+    /// Inputs by outcome: `ok`, `skipped`, `failed (permanent)`, `failed (transient)`, and
+    /// `ok (transient trouble)` for ok inputs the next run retries.
+    pub inputs: BTreeMap<String, u64>,
+}
+
+/// The outcome an input is counted under in [`VerifyReport::inputs`].
+pub fn outcome(r: &crate::InputRecord) -> String {
+    use crate::{FailureKind, InputStatus};
+    match (r.status, r.kind) {
+        (InputStatus::Ok, Some(FailureKind::Transient)) => "ok (transient trouble)".into(),
+        (InputStatus::Ok, _) => "ok".into(),
+        (InputStatus::Skipped, _) => "skipped".into(),
+        (InputStatus::Failed, k) => format!("failed ({})", k.unwrap_or(FailureKind::Permanent).as_str()),
+    }
 }
 
 /// Checks that every listed shard exists with the listed row and task counts, that sample ids
@@ -23,6 +37,9 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}: no {MANIFEST_NAME}", dir.display()))?;
     let mut rep = VerifyReport { shards: manifest.shards.len(), ..Default::default() };
+    for r in &manifest.inputs {
+        *rep.inputs.entry(outcome(r)).or_default() += 1;
+    }
     let mut ids = HashSet::new();
     for entry in &manifest.shards {
         let path = dir.join(&entry.file);

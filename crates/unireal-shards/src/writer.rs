@@ -30,6 +30,9 @@ pub struct WriterOptions {
     pub created_by: String,
     /// How often the manifest is rewritten when only inputs without rows were added.
     pub manifest_interval: Duration,
+    /// Inputs recorded as failed for a permanent reason are tried again too (inputs with
+    /// transient trouble always are).
+    pub retry_failed: bool,
 }
 
 impl Default for WriterOptions {
@@ -40,6 +43,7 @@ impl Default for WriterOptions {
             zstd_level: 3,
             fingerprint: String::new(),
             created_by: format!("unireal-shards {}", env!("CARGO_PKG_VERSION")),
+            retry_failed: false,
             manifest_interval: Duration::from_secs(10),
         }
     }
@@ -73,6 +77,10 @@ pub struct DatasetWriter {
     next_seq: usize,
     dirty: bool,
     last_save: Instant,
+    /// Inputs recorded earlier that this run tries again: their new record replaces the old.
+    retrying: HashSet<String>,
+    /// One writer per directory, for as long as this one lives.
+    _lock: unireal_core::DirLock,
 }
 
 fn is_shard_name(name: &str) -> bool {
@@ -88,6 +96,11 @@ impl DatasetWriter {
     /// shards, temporary files) is removed first.
     pub fn open(dir: &Path, opts: WriterOptions, force: bool) -> Result<Self> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Before anything is removed: a second writer must not sweep the first one's files.
+        let lock = unireal_core::DirLock::acquire(dir, &opts.created_by).map_err(|e| match e {
+            unireal_core::LockError::Held { dir, holder } => ShardError::Busy { path: dir, holder },
+            unireal_core::LockError::Io { path, source } => ShardError::Io { path, source },
+        })?;
         if !dir.join(crate::MANIFEST_NAME).exists() {
             if let Some((name, _)) = crate::partition_dirs(dir)?.first() {
                 return Err(ShardError::Manifest {
@@ -140,7 +153,10 @@ impl DatasetWriter {
             .map(|n| n + 1)
             .max()
             .unwrap_or(0);
-        let done_inputs = manifest.inputs.iter().map(|i| i.path.clone()).collect();
+        let (retried, done): (Vec<&InputRecord>, Vec<&InputRecord>) =
+            manifest.inputs.iter().partition(|i| i.retried(opts.retry_failed));
+        let done_inputs = done.iter().map(|i| i.path.clone()).collect();
+        let retrying = retried.iter().map(|i| i.path.clone()).collect();
         let mut w = DatasetWriter {
             dir: dir.to_path_buf(),
             opts,
@@ -153,6 +169,8 @@ impl DatasetWriter {
             next_seq,
             dirty: false,
             last_save: Instant::now(),
+            retrying,
+            _lock: lock,
         };
         w.manifest.save(&w.dir)?;
         Ok(w)
@@ -167,7 +185,8 @@ impl DatasetWriter {
         &self.manifest
     }
 
-    /// Whether an input is already recorded as finished (ok, skipped or failed).
+    /// Whether an input is already recorded as finished (ok, skipped or failed), and not to be
+    /// tried again ([`InputRecord::retried`]).
     pub fn is_done(&self, input: &str) -> bool {
         self.done_inputs.contains(input)
     }
@@ -197,7 +216,7 @@ impl DatasetWriter {
         record.samples = kept;
         self.done_inputs.insert(record.path.clone());
         if kept == 0 {
-            self.manifest.inputs.push(record);
+            self.commit_input(record);
             self.dirty = true;
         } else {
             if self.buffer_bytes >= self.opts.row_group_bytes {
@@ -281,8 +300,26 @@ impl DatasetWriter {
             let bytes = fs::metadata(&dest).map_err(io_err(&dest))?.len();
             self.manifest.shards.push(ShardEntry { file: name, rows, bytes, tasks, splits });
         }
-        self.manifest.inputs.extend(inputs);
+        for r in inputs {
+            self.commit_input(r);
+        }
         self.save_manifest()
+    }
+
+    /// Adds a record to the manifest; a retried input's earlier record is replaced, its
+    /// samples (still in their shards) counted in the new one.
+    fn commit_input(&mut self, mut record: InputRecord) {
+        if self.retrying.remove(&record.path) {
+            if let Some(pos) = self.manifest.inputs.iter().position(|i| i.path == record.path) {
+                record.samples += self.manifest.inputs.remove(pos).samples;
+            }
+        }
+        self.manifest.inputs.push(record);
+    }
+
+    /// How many inputs recorded earlier this run tries again and has not finished yet.
+    pub fn retrying(&self) -> usize {
+        self.retrying.len()
     }
 
     fn save_manifest(&mut self) -> Result<()> {

@@ -37,6 +37,7 @@ fn record(path: &str) -> InputRecord {
         reason: String::new(),
         samples: 0,
         stats: serde_json::Value::Null,
+        kind: None,
     }
 }
 
@@ -85,8 +86,9 @@ fn resume_after_kill_keeps_committed_and_redoes_pending() {
         let video = format!("v{v}.mp4");
         w.add(record(&video), (0..4).map(|k| sample(&video, v * 10 + k, 3000)).collect()).unwrap();
     }
-    // A kill: the writer is dropped without finish; its temporary shard stays behind.
-    std::mem::forget(w);
+    // A kill: the writer is dropped without finish (its lock ends with it, as with a killed
+    // process); its temporary shard stays behind.
+    drop(w);
     let m = Manifest::load(dir.path()).unwrap().unwrap();
     let committed: Vec<String> = m.inputs.iter().map(|i| i.path.clone()).collect();
     assert!(!committed.is_empty() && committed.len() < 4, "{committed:?}");
@@ -125,6 +127,27 @@ fn duplicates_are_dropped_and_config_change_refused() {
     assert!(err.contains("different configuration"), "{err}");
     let w = DatasetWriter::open(dir.path(), other, true).unwrap();
     assert_eq!(w.manifest().shards.len(), 0);
+}
+
+/// One writer per directory: a second one is refused, naming the first; once the first is
+/// gone (finished, or killed) the directory can be written again.
+#[test]
+fn a_second_writer_into_one_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = DatasetWriter::open(
+        dir.path(),
+        WriterOptions { created_by: "unireal-data build".into(), ..opts(1 << 30) },
+        false,
+    )
+    .unwrap();
+    let err = DatasetWriter::open(dir.path(), opts(1 << 30), true).err().unwrap();
+    assert!(matches!(err, unireal_shards::ShardError::Busy { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("another process is writing here (unireal-data build, pid"), "{msg}");
+    // Refused before touching anything: --force did not remove the first writer's manifest.
+    assert!(dir.path().join("manifest.json").is_file());
+    w.finish().unwrap();
+    DatasetWriter::open(dir.path(), opts(1 << 30), false).unwrap().finish().unwrap();
 }
 
 /// The trainer's random access: a metadata index without image bytes, and rows by number.

@@ -16,6 +16,9 @@ use burn::tensor::backend::AutodiffBackend;
 pub enum CollectiveError {
     #[error("moving {what} to the host: {message}")]
     ToHost { what: &'static str, message: String },
+    /// The ranks would exchange buffers of different layouts (reported on every rank).
+    #[error("the {world} ranks disagree on {what}: rank {rank} has {mine}; every rank must train the same model")]
+    Mismatch { what: &'static str, rank: usize, world: usize, mine: u64 },
 }
 
 type Result<T, E = CollectiveError> = std::result::Result<T, E>;
@@ -107,10 +110,35 @@ mod mpi_impl {
     }
 }
 
-/// Gradients all-reduced over the ranks and divided by the world size. Parameters are
-/// visited in module order (the same on every rank), their gradients concatenated, and
-/// the concatenation reduced in buckets of `bucket_elems` floats. Returns the new gradients
-/// and the seconds spent in communication.
+/// Checks that every rank holds the same `value` (e.g. the number of trained weights), so
+/// that the buffers they exchange line up; otherwise every rank returns
+/// [`CollectiveError::Mismatch`] (never a misaligned all-reduce or a hang). Two small
+/// all-reduces: the value in 8-bit pieces (their sums stay exact in f32 up to 65 793
+/// ranks), then whether any rank saw a difference.
+pub fn check_agreement(coll: &dyn Collective, what: &'static str, value: u64) -> Result<()> {
+    let world = coll.world_size();
+    if world == 1 {
+        return Ok(());
+    }
+    let pieces: Vec<f32> = (0..8).map(|k| ((value >> (8 * k)) & 0xff) as f32).collect();
+    let mut sum = pieces.clone();
+    coll.all_reduce_sum(&mut sum)?;
+    // Every rank's piece equals the mean exactly when all ranks agree.
+    let differs = pieces.iter().zip(&sum).any(|(p, s)| *p as f64 * world as f64 != *s as f64);
+    let mut flag = [if differs { 1.0f32 } else { 0.0 }];
+    coll.all_reduce_sum(&mut flag)?;
+    match flag[0] > 0.0 {
+        true => Err(CollectiveError::Mismatch { what, rank: coll.rank(), world, mine: value }),
+        false => Ok(()),
+    }
+}
+
+/// Gradients all-reduced over the ranks and divided by the world size. The trained
+/// parameters are visited in module order (the same on every rank) and packed with a
+/// presence flag each: a parameter without a gradient on this rank (unused by its part of
+/// the batch) contributes zeros, so every rank's pack has the same layout; after the sum a
+/// parameter gets a gradient when any rank had one. The pack is reduced in buckets of
+/// `bucket_elems` floats. Returns the new gradients and the seconds spent in communication.
 pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     grads: GradientsParams,
@@ -128,10 +156,21 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Pack<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-            if let Some(g) = self.grads.get::<B::InnerBackend, D>(p.id) {
-                match g.into_data().convert::<f32>().to_vec::<f32>() {
-                    Ok(v) => self.flat.extend_from_slice(&v),
+            let val = p.val();
+            if !val.is_require_grad() {
+                return;
+            }
+            match self.grads.get::<B::InnerBackend, D>(p.id) {
+                Some(g) => match g.into_data().convert::<f32>().to_vec::<f32>() {
+                    Ok(v) => {
+                        self.flat.push(1.0);
+                        self.flat.extend_from_slice(&v);
+                    }
                     Err(e) => self.err = Some(e.to_string()),
+                },
+                None => {
+                    self.flat.push(0.0);
+                    self.flat.resize(self.flat.len() + val.shape().num_elements(), 0.0);
                 }
             }
         }
@@ -151,24 +190,30 @@ pub fn sync_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
     flat.iter_mut().for_each(|v| *v *= inv);
 
     struct Unpack<'a> {
-        old: &'a GradientsParams,
         new: GradientsParams,
         flat: &'a [f32],
         at: usize,
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Unpack<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-            if let Some(g) = self.old.get::<B::InnerBackend, D>(p.id) {
-                let dims = g.dims();
-                let n: usize = dims.iter().product();
-                let data = TensorData::new(self.flat[self.at..self.at + n].to_vec(), dims);
-                self.at += n;
-                self.new.register::<B::InnerBackend, D>(p.id, Tensor::from_data(data, &g.device()));
+            let val = p.val();
+            if !val.is_require_grad() {
+                return;
+            }
+            let present = self.flat[self.at] > 0.0;
+            let dims = val.dims();
+            let n: usize = dims.iter().product();
+            let values = &self.flat[self.at + 1..self.at + 1 + n];
+            self.at += 1 + n;
+            if present {
+                let data = TensorData::new(values.to_vec(), dims);
+                self.new.register::<B::InnerBackend, D>(p.id, Tensor::from_data(data, &val.device()));
             }
         }
     }
-    let mut un = Unpack { old: &grads, new: GradientsParams::new(), flat: &flat, at: 0 };
+    let mut un = Unpack { new: GradientsParams::new(), flat: &flat, at: 0 };
     model.visit(&mut un);
+    drop(grads);
     Ok((un.new, comm))
 }
 

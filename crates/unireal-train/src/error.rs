@@ -43,6 +43,9 @@ pub enum TrainError {
     SerializeConfig(#[source] serde_yaml::Error),
     #[error("--resume: {key} differs from the checkpoint's config ({checkpoint})")]
     ResumeConfigChanged { checkpoint: PathBuf, key: &'static str },
+    /// Another live process trains in this run directory (its `.lock` names it).
+    #[error("{run}: another process is training here ({holder})")]
+    Busy { run: PathBuf, holder: String },
     #[error("{run} already holds checkpoints")]
     RunExists { run: PathBuf },
     #[error("--resume: {checkpoints} has no finished checkpoint")]

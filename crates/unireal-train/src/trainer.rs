@@ -164,6 +164,8 @@ pub struct Trainer<'c, B: AutodiffBackend> {
     elapsed_before_s: f64,
     started: Instant,
     allreduce_total_s: f64,
+    /// `RUN/.lock`, held by rank 0 for the trainer's life.
+    _lock: Option<unireal_core::DirLock>,
 }
 
 /// What `log.eval` needs, loaded once.
@@ -215,6 +217,14 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let is_main = part.rank == 0;
         let run = opts.run_dir.clone();
         std::fs::create_dir_all(&run).map_err(|source| TrainError::Write { path: run.clone(), source })?;
+        // One run per directory: rank 0 holds `RUN/.lock` before it sweeps partial checkpoints.
+        let lock = match is_main {
+            true => Some(unireal_core::DirLock::acquire(&run, "unireal-train").map_err(|e| match e {
+                unireal_core::LockError::Held { holder, .. } => TrainError::Busy { run: run.clone(), holder },
+                unireal_core::LockError::Io { path, source } => TrainError::Write { path, source },
+            })?),
+            false => None,
+        };
         if is_main {
             checkpoint::clean_partial(&run);
         }
@@ -256,6 +266,14 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                 .map_err(|source| TrainError::Write { path, source })?;
         }
         // Every rank starts from rank 0's weights.
+        // Every rank must pack the same weights and gradients: refused on every rank if not.
+        let trained_len: usize = crate::ema::flat_params(&model)
+            .iter()
+            .zip(&trained)
+            .filter(|(_, on)| **on)
+            .map(|(t, _)| t.shape().num_elements())
+            .sum();
+        collective::check_agreement(coll, "the number of trained weights", trained_len as u64)?;
         let model = collective::broadcast_module(model, coll, 0, &trained)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
         let cache = cache::open_for_run(&cfg, &run)?.map(Arc::new);
@@ -304,6 +322,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             text_params,
             metrics,
             allreduce_total_s: 0.0,
+            _lock: lock,
             cfg,
         };
         trainer.announce();

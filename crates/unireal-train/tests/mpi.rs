@@ -1,6 +1,7 @@
 //! Data-parallel training over MPI (`--features mpi`; scripts/test.sh runs it):
 //! `mpirun -np 2` with per-rank batch B equals one process with batch 2B step for step, the
-//! ranks end with identical weights, and a run resumes with the same world size only.
+//! ranks end with identical weights (with per-block recomputation too), and a run resumes with
+//! the same world size only.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -100,6 +101,32 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
     let h = hashes(&err);
     assert_eq!(h.len(), 2, "{err}");
     assert_eq!(h[0].1, h[1].1, "ranks diverged: {h:?}");
+
+    // Per-block recomputation: each rank's gradients come in per block, all-reduced once the
+    // micro-batch is complete; the same losses as one process without it.
+    let blocks = work.path().join("blocks");
+    let o = mpirun(
+        2,
+        &[
+            "--config",
+            cfg,
+            "-q",
+            "--set",
+            "data.batch_size=2",
+            "--set",
+            "train.activation_checkpointing=blocks",
+            "--run-dir",
+            blocks.to_str().unwrap(),
+        ],
+    );
+    let berr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{berr}");
+    for ((s, x), (_, y)) in a.iter().zip(&losses(&blocks)) {
+        assert!((x - y).abs() < 1e-5, "step {s}: one process {x}, two ranks recomputing per block {y}");
+    }
+    let hb = hashes(&berr);
+    assert_eq!(hb.len(), 2, "{berr}");
+    assert_eq!(hb[0].1, hb[1].1, "ranks diverged with per-block recomputation: {hb:?}");
     // Only rank 0 wrote: one metrics line per step, one set of checkpoints.
     assert!(dp.join("checkpoints/step-00000010/model.safetensors").is_file());
     let lines = std::fs::read_to_string(dp.join("metrics.jsonl")).unwrap();
@@ -121,4 +148,32 @@ fn two_ranks_of_batch_b_equal_one_process_of_batch_2b() {
     let o = Command::new(bin()).args(["--run-dir", p, "--resume", "-q", "--set", "train.steps=12"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("trained on 2 process(es)"), "{err}");
+}
+
+/// Ranks started with different models (here a wider text encoder on rank 1, through
+/// mpirun's MPMD form) would exchange misaligned buffers: every rank stops at setup with the
+/// same clear error instead of a hang or a silently wrong all-reduce.
+#[test]
+fn ranks_with_different_models_are_refused_on_every_rank() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(work.path(), &shards(work.path()));
+    let cfg = cfg.to_str().unwrap();
+    let run = work.path().join("mixed");
+    let run = run.to_str().unwrap();
+    let o = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe"])
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .args(["-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
+        .args([":", "-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
+        .args(["--set", "model.text.width=32"])
+        .output()
+        .expect("mpirun (scripts/setup.sh installs openmpi-bin)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for rank in 0..2 {
+        assert!(
+            err.contains(&format!("the 2 ranks disagree on the number of trained weights: rank {rank} has")),
+            "rank {rank} did not report the mismatch: {err}"
+        );
+    }
 }

@@ -363,6 +363,7 @@ fn undecodable_rows_are_skipped_and_reported() {
         reason: String::new(),
         samples: 0,
         stats: serde_json::Value::Null,
+        kind: None,
     };
     w.add(rec, samples).unwrap();
     w.finish().unwrap();
@@ -804,6 +805,7 @@ fn log_eval_scores_the_benchmark_during_training() {
         reason: String::new(),
         samples: 0,
         stats: serde_json::Value::Null,
+        kind: None,
     };
     w.add(record, rows).unwrap();
     w.finish().unwrap();

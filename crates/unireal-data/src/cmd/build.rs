@@ -19,13 +19,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         hinted(e.to_string(), "every key and its default is listed in docs/data-format.md (\"Build configuration\")")
     })?;
     let stop = super::stop_on_ctrl_c();
-    let opts = BuildOptions { force: a.w.force, quiet: a.w.quiet, partition: a.p.partition()? };
+    let opts = BuildOptions {
+        force: a.w.force,
+        quiet: a.w.quiet,
+        partition: a.p.partition()?,
+        retry_failed: a.w.retry_failed,
+    };
     let summary = match run_build(&cfg, &opts, stop) {
         Ok(s) => s,
         Err(BuildError::Config(m)) => {
             return Err(hinted(
                 format!("{}: {m}", a.config.display()),
                 "fix the key named above, or override it with --set KEY=VALUE",
+            ))
+        }
+        Err(BuildError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
+            return Err(hinted(
+                e.to_string(),
+                "one writer per output: wait for that process to finish or stop it (the lock of a killed process ends with it), or choose another output",
             ))
         }
         Err(BuildError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {

@@ -40,7 +40,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let format: Format = a.format.parse().map_err(|e: String| hinted(e, "pick one of the formats listed above"))?;
     let cfg = config(&a)?;
     let stop = super::stop_on_ctrl_c();
-    let opts = ImportOptions { force: a.w.force, quiet: a.w.quiet, partition: a.p.partition()? };
+    let opts = ImportOptions {
+        force: a.w.force,
+        quiet: a.w.quiet,
+        partition: a.p.partition()?,
+        retry_failed: a.w.retry_failed,
+    };
     let s = match run_import(format, &a.path, &a.out, &cfg, &opts, stop) {
         Ok(s) => s,
         Err(e @ ImportError::Input { .. }) => {
@@ -50,6 +55,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ))
         }
         Err(ImportError::Config(m)) => return Err(hinted(format!("config: {m}"), "fix the option named above")),
+        Err(ImportError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
+            return Err(hinted(
+                e.to_string(),
+                "one writer per output: wait for that process to finish or stop it (the lock of a killed process ends with it), or choose another output",
+            ))
+        }
         Err(ImportError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {
             return Err(hinted(e.to_string(), "pass --force to import again from scratch, or choose another --out"))
         }

@@ -34,6 +34,10 @@ pub struct WriteArgs {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Try inputs recorded as failed for a permanent reason again (corrupt, unsupported, a
+    /// panic); inputs that failed for a transient one (captioner or segmenter down) always are.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 /// Which partition of a run split over a Slurm array this process writes (build, import).

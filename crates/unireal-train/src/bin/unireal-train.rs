@@ -186,6 +186,12 @@ fn hint_for(e: &TrainError, run_dir: &Path) -> Option<String> {
         TrainError::Data(DataError::Shards(_) | DataError::Image { .. }) => {
             "check the shards with unireal-data verify DIR (it decodes every image)".into()
         }
+        TrainError::Collective(unireal_train::collective::CollectiveError::Mismatch { .. }) => {
+            "start every rank with the same --config and --set (and the same model files)".into()
+        }
+        TrainError::Busy { .. } => "one run per directory: wait for that run to finish or stop it (the lock of a \
+             killed process ends with it), or choose another --run-dir"
+            .into(),
         TrainError::ResumeConfigChanged { .. } => format!(
             "resume with the run's own config (unireal-train --run-dir {} --resume, --set only steps, LR, \
              logging or data), or start a new --run-dir",
