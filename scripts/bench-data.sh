@@ -37,8 +37,9 @@ for _ in $(seq "$R"); do
   done
   best best_seq "$(echo "$(now) - $t0" | bc -l)"
   t0=$(now)
+  # (xargs gives each ffmpeg /dev/null as stdin; a redirect here would starve xargs itself)
   printf '%s\0' "${FILES[@]}" | xargs -0 -P "$T" -I{} \
-    ffmpeg -hide_banner -loglevel error -threads 1 -i {} -map 0:v:0 -f null - </dev/null
+    ffmpeg -nostdin -hide_banner -loglevel error -threads 1 -i {} -map 0:v:0 -f null -
   best best_par "$(echo "$(now) - $t0" | bc -l)"
 done
 best_decode=$best_seq
@@ -57,17 +58,19 @@ time_build() {
       for kv in $way; do sets+=(--set "$kv"); done
       rm -rf "$OUT/$name$i"
       t0=$(now)
+      # $(time_build …) runs without set -e: a failed build must not pass for a fast one.
       $BIN build configs/video.yaml -q --set "output=$OUT/$name$i" "${sets[@]}" \
-        --set pairs.max_pairs_per_video=1000000 "$@" 2>/dev/null
+        --set pairs.max_pairs_per_video=1000000 "$@" 2>"$OUT/$name.log" || {
+        echo "error: the build failed:" >&2; cat "$OUT/$name.log" >&2; exit 1; }
       best fastest "$(echo "$(now) - $t0" | bc -l)"
     done
   done
   echo "$fastest"
 }
-best_f2f=$(time_build f2f "${F2F_ONLY[@]}")
-best_all=$(time_build all)
+best_f2f=$(time_build f2f "${F2F_ONLY[@]}") || exit 1
+best_all=$(time_build all) || exit 1
 
-frames=$(python3 -c "import json,sys; m=json.load(open('$OUT/f2f1/manifest.json')); print(sum(i['stats']['frames'] for i in m['inputs']))")
+frames=$(python3 -c "import json,sys; m=json.load(open('$OUT/f2f1/manifest.json')); print(sum((i.get('stats') or {}).get('frames', 0) for i in m['inputs']))")
 rows() { python3 -c "import json; t=json.load(open('$OUT/$1/manifest.json'))['totals']; print(t['rows'], dict(sorted(t['tasks'].items())))"; }
 printf 'threads=%s files=%s frames=%s\n' "$T" "${#FILES[@]}" "$frames"
 printf 'samples (frame2frame only): %s\n' "$(rows f2f1)"

@@ -45,11 +45,12 @@ pub enum LockError {
 /// second writer is refused while the first lives, and the lock of a killed process ends with
 /// it and is taken over at once. The file names its holder (command, process id, host, start
 /// time) for the refused writer's message. Released (and the file removed) when dropped; a
-/// killed holder leaves the file, unlocked.
+/// killed holder leaves the file, unlocked (on NFS the lock of a dead client lasts until its
+/// lease expires). On a filesystem without file locks it warns and holds nothing.
 #[derive(Debug)]
 pub struct DirLock {
-    path: PathBuf,
-    _file: fs::File,
+    /// The lock file; None on a filesystem without file locks (a warning was printed).
+    held: Option<(PathBuf, fs::File)>,
 }
 
 impl DirLock {
@@ -76,6 +77,13 @@ impl DirLock {
                         },
                     });
                 }
+                Err(fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+                    eprintln!(
+                        "warning: {}: this filesystem has no file locks ({e}); writing without one, so make sure no other process writes here",
+                        path.display()
+                    );
+                    return Ok(DirLock { held: None });
+                }
                 Err(fs::TryLockError::Error(e)) => return Err(io(e)),
             }
             if !same_file(&file, &path) {
@@ -88,10 +96,16 @@ impl DirLock {
             let host = if host.is_empty() { "this host".to_string() } else { host };
             let me = format!("{what}, pid {} on {host}, since unix time {since}\n", std::process::id());
             file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(me.as_bytes())).map_err(io)?;
-            return Ok(DirLock { path, _file: file });
+            return Ok(DirLock { held: Some((path, file)) });
         }
         Err(io(io::Error::other("the lock file kept being replaced while it was being locked")))
     }
+}
+
+/// Lock errors that mean the filesystem cannot lock at all (some FUSE and parallel
+/// filesystems): ENOLCK, ENOSYS, EOPNOTSUPP.
+fn locks_unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(37 | 38 | 95))
 }
 
 #[cfg(unix)]
@@ -111,7 +125,9 @@ fn same_file(_: &fs::File, path: &Path) -> bool {
 impl Drop for DirLock {
     /// Removes the file while still holding the lock; the lock ends when the file closes.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if let Some((path, _)) = &self.held {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 

@@ -95,6 +95,7 @@ pub fn run_build_with(
         expand_inputs(&cfg.inputs, &cfg.video_extensions, cfg.probe_all_files).map_err(BuildError::Config)?;
     let out_dir = match opts.partition {
         Some(p) => {
+            Partition::check_root(&cfg.output).map_err(BuildError::Config)?;
             let all = items.len();
             items.retain(|i| p.owns(&i.key));
             eprintln!("partition {} of {}: {} of {all} input(s)", p.index, p.count, items.len());
@@ -104,12 +105,16 @@ pub fn run_build_with(
     };
     let spec = RunSpec {
         out: &out_dir,
-        writer: writer_options(
-            cfg.shards.target_size_mb,
-            cfg.shards.zstd_level,
-            cfg.fingerprint(),
-            format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
-        ),
+        writer: unireal_shards::WriterOptions {
+            // `video_extensions` and `probe_all_files` may change between runs.
+            redo_skipped: vec![crate::inputs::NOT_A_VIDEO_EXTENSION.into()],
+            ..writer_options(
+                cfg.shards.target_size_mb,
+                cfg.shards.zstd_level,
+                cfg.fingerprint(),
+                format!("unireal-data {}", env!("CARGO_PKG_VERSION")),
+            )
+        },
         force: opts.force,
         workers: cfg.workers,
         thread_name: "unireal-video",

@@ -45,6 +45,8 @@ pub(crate) struct PairContext<'s, 'a> {
 pub(crate) struct Built {
     pub samples: Vec<Sample>,
     pub caption_errors: u64,
+    /// Whether any caption error was the endpoint's (down, timed out, rate-limited).
+    pub caption_transient: bool,
     /// An external-map error (stops object analysis for the video, like a segmenter error).
     pub error: Option<String>,
     pub skipped: Vec<&'static str>,
@@ -445,7 +447,10 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
                     let control = ControlContext { map: kind.tag(), perception: false };
                     out.samples.push(ctx.sample((Task::Control, Some(control)), id, base, images, m));
                 }
-                Err(_) => out.caption_errors += 1,
+                Err(e) => {
+                    out.caption_errors += 1;
+                    out.caption_transient |= e.is_transient();
+                }
             }
         }
     }

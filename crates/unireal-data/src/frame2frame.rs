@@ -59,8 +59,8 @@ struct Tally {
     too_still: u64,
     caption_errors: u64,
     last_caption_error: String,
-    /// Whether the last caption error was the endpoint's (down, timed out, rate-limited).
-    last_caption_transient: bool,
+    /// Whether any caption error was the endpoint's (down, timed out, rate-limited).
+    caption_transient: bool,
 }
 
 fn record(item: &InputItem, status: InputStatus, reason: impl Into<String>, stats: serde_json::Value) -> InputRecord {
@@ -154,11 +154,14 @@ pub fn process_video(
     let mut samples = std::mem::take(&mut run.samples);
     let mut object_error = None;
     let mut object_transient = false;
+    // Control captions (`describe`) that failed: how many, and whether the endpoint was down.
+    let (mut control_caption_errors, mut control_caption_transient) = (0, false);
     if let Some(o) = &mut run.objects {
         stats["objects"] = o.stats_json();
         samples.append(&mut o.samples);
         object_error = o.error.clone();
         object_transient = o.error_transient;
+        (control_caption_errors, control_caption_transient) = (o.tally.caption_errors, o.tally.caption_transient);
     }
     let t = &run.tally;
     let mut kind = None;
@@ -175,7 +178,10 @@ pub fn process_video(
             (InputStatus::Failed, object_error.clone().unwrap_or_default())
         }
         Ok(()) if samples.is_empty() => {
-            let reason = if !cfg.families.enabled(Task::Frame2Frame) {
+            let reason = if !cfg.families.enabled(Task::Frame2Frame) && control_caption_errors > 0 {
+                kind = Some(kind_of(control_caption_transient));
+                format!("no sample: {control_caption_errors} caption request(s) of control samples failed")
+            } else if !cfg.families.enabled(Task::Frame2Frame) {
                 "no object found and no control sample made (see stats.objects)".to_string()
             } else if frames < 2 {
                 format!("no qualifying pair: the video has {frames} frame(s)")
@@ -197,10 +203,10 @@ pub fn process_video(
                     t.pairs_scored, t.too_similar, cfg.pairs.ssim_max, t.unrelated, cfg.pairs.ssim_min, t.too_dark, t.too_still
                 )
             };
-            let status = if t.caption_errors > 0 { InputStatus::Failed } else { InputStatus::Skipped };
             if t.caption_errors > 0 {
-                kind = Some(kind_of(t.last_caption_transient));
+                kind = Some(kind_of(t.caption_transient));
             }
+            let status = if kind.is_some() { InputStatus::Failed } else { InputStatus::Skipped };
             (status, reason)
         }
         Ok(()) => {
@@ -212,9 +218,15 @@ pub fn process_video(
                     "{} caption request(s) failed and their pairs were left out; last: {}",
                     t.caption_errors, t.last_caption_error
                 ));
-                if t.last_caption_transient {
-                    kind = Some(FailureKind::Transient);
-                }
+            }
+            if control_caption_errors > 0 {
+                notes
+                    .push(format!("{control_caption_errors} control sample(s) left out: their caption request failed"));
+            }
+            if (t.caption_errors > 0 && t.caption_transient)
+                || (control_caption_errors > 0 && control_caption_transient)
+            {
+                kind = Some(FailureKind::Transient);
             }
             if let Some(e) = &object_error {
                 notes.push(format!("object analysis stopped: {e}"));
@@ -433,7 +445,7 @@ impl<'a> Run<'a> {
             Err(e) => {
                 self.tally.caption_errors += 1;
                 self.tally.last_caption_error = e.to_string();
-                self.tally.last_caption_transient = e.is_transient();
+                self.tally.caption_transient |= e.is_transient();
                 return Ok(false);
             }
         };

@@ -57,7 +57,8 @@ fn has_ext(path: &Path, exts: &[String]) -> bool {
         .is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(&e)))
 }
 
-/// Every regular file under `dir`, sorted, hidden ones (and our own temporary files) left out.
+/// Every regular file under `dir`, sorted, hidden ones (and our own temporary files) and
+/// shard directories left out.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -71,7 +72,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
             continue; // hidden files, and our own temporary files
         }
         if p.is_dir() {
-            walk(&p, out)?;
+            // A shard directory (an output kept beside the videos) is not input.
+            if !p.join(unireal_shards::MANIFEST_NAME).is_file() {
+                walk(&p, out)?;
+            }
         } else if p.is_file() {
             out.push(p);
         }

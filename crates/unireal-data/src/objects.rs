@@ -60,6 +60,8 @@ pub struct ObjectTally {
     pub skipped: BTreeMap<&'static str, u64>,
     pub segment_errors: u64,
     pub caption_errors: u64,
+    /// Whether any caption error was the endpoint's.
+    pub caption_transient: bool,
     pub samples: BTreeMap<&'static str, u64>,
 }
 
@@ -316,6 +318,7 @@ impl<'a> ObjectStage<'a> {
             self.samples.push(s);
         }
         self.tally.caption_errors += out.caption_errors;
+        self.tally.caption_transient |= out.caption_transient;
         for why in out.skipped {
             *self.tally.skipped.entry(why).or_default() += 1;
         }

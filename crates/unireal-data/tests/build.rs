@@ -415,3 +415,112 @@ fn transient_failures_are_retried_and_permanent_ones_only_when_asked() {
     assert_eq!(find(&third.manifest, "empty.mp4").status, InputStatus::Failed);
     assert_eq!(third.manifest.inputs.len(), 3);
 }
+
+/// `not a video extension` depends on `video_extensions`, which may change between runs: a
+/// later run with the extension added builds the file. A shard directory kept among the videos
+/// is not scanned as input.
+#[test]
+fn a_file_skipped_for_its_extension_is_built_once_the_extension_is_listed() {
+    let work = tempfile::tempdir().unwrap();
+    let v = work.path().join("videos");
+    std::fs::create_dir_all(&v).unwrap();
+    let bikes = sample_videos().join("bikes.mp4");
+    ffmpeg(&[
+        "-i",
+        &bikes.to_string_lossy(),
+        "-t",
+        "5",
+        "-c",
+        "copy",
+        "-f",
+        "mp4",
+        &v.join("clip.video").to_string_lossy(),
+    ]);
+    // The output inside the scanned folder.
+    let out = v.join("shards");
+    let mut cfg = config(vec![v.clone()], &out);
+    let run = |cfg: &BuildConfig| {
+        run_build(cfg, &BuildOptions { quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false))).unwrap()
+    };
+    // The folder holds no file with a video extension at all: an error naming it.
+    let err = run_build(&cfg, &BuildOptions { quiet: true, ..Default::default() }, Arc::new(AtomicBool::new(false)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no file with a video extension"), "{err}");
+    std::fs::copy(&bikes, v.join("bikes.mp4")).unwrap();
+    let first = run(&cfg).manifest;
+    let clip = first.inputs.iter().find(|i| i.path.ends_with("clip.video")).unwrap();
+    assert_eq!((clip.status, clip.reason.as_str()), (InputStatus::Skipped, "not a video extension"));
+    assert_eq!(first.inputs.len(), 2, "{:?}", first.inputs);
+    cfg.video_extensions.push("video".into());
+    let second = run(&cfg);
+    assert_eq!(second.processed, 1, "only clip.video is looked at again");
+    let clip = second.manifest.inputs.iter().find(|i| i.path.ends_with("clip.video")).unwrap();
+    assert!(clip.status == InputStatus::Ok && clip.samples > 0, "{clip:?}");
+    // The shard directory inside the scanned folder never became an input.
+    assert_eq!(second.manifest.inputs.len(), 2, "{:?}", second.manifest.inputs);
+}
+
+/// A tmpfs of `size` mounted at a fresh directory for the test's life; None (after saying
+/// why) when this process cannot mount one (not root, or a container without the right).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipping the full-disk test: cannot mount a tmpfs here (it needs root)");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    fn resize(&self, size: &str) {
+        let o =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A build into a filesystem that fills up stops with an error naming the path, leaves only
+/// finished shards and a valid manifest (no temporary file, no lock), and once there is room
+/// the same command completes it: the sample ids of a build that never ran out.
+#[test]
+fn a_full_disk_stops_the_build_cleanly_and_it_resumes_once_there_is_room() {
+    let Some(disk) = Tmpfs::mount("480k") else { return };
+    let v = sample_videos();
+    let inputs = vec![v.join("bikes.mp4"), v.join("box.mp4")];
+    let out = disk.0.path().join("out");
+    let mut cfg = config(inputs.clone(), &out);
+    // About 650 kB of shards in all, a few per shard.
+    cfg.shards.target_size_mb = 0.1;
+    let opts = BuildOptions { quiet: true, ..Default::default() };
+    let err = run_build(&cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
+    assert!(err.contains("No space left on device") && err.contains(&*out.to_string_lossy()), "{err}");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "left behind: {n}");
+    }
+    let rep = unireal_shards::verify_dir(&out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert!(rep.shards >= 1, "the test wants at least one shard written before the disk is full");
+
+    disk.resize("64m");
+    run_build(&cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap();
+    let full = tempfile::tempdir().unwrap();
+    let mut plain = cfg.clone();
+    plain.output = full.path().join("out");
+    run_build(&plain, &opts, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(sample_ids(&out), sample_ids(&plain.output));
+}

@@ -26,6 +26,10 @@ fn the_union_of_three_partitions_is_the_single_build() {
     };
     let stop = || Arc::new(AtomicBool::new(false));
     run_build(&cfg(&single), &BuildOptions { quiet: true, ..Default::default() }, stop()).unwrap();
+    // A partition beside a plain build would never be read: refused.
+    let p0 = BuildOptions { quiet: true, partition: Some(Partition::new(0, 3).unwrap()), ..Default::default() };
+    let err = run_build(&cfg(&single), &p0, stop()).unwrap_err().to_string();
+    assert!(err.contains("holds a run without partitions"), "{err}");
     let mut per_part = Vec::new();
     for i in 0..3 {
         let opts = BuildOptions { quiet: true, partition: Some(Partition::new(i, 3).unwrap()), ..Default::default() };

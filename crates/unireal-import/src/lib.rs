@@ -389,6 +389,7 @@ pub fn run_import(
     // After `max_units`, so that the partitions of a trial import add up to the trial import.
     let out = match opts.partition {
         Some(p) => {
+            unireal_shards::Partition::check_root(out).map_err(ImportError::Config)?;
             let all = units.len();
             units.retain(|u| p.owns(&u.key));
             eprintln!("partition {} of {}: {} of {all} unit(s)", p.index, p.count, units.len());

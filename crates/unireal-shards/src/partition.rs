@@ -42,6 +42,19 @@ impl Partition {
         (crate::stable_u64(&format!("partition:{key}")) % self.count as u64) as usize == self.index
     }
 
+    /// Refuses a partitioned run into an output that holds a plain (unpartitioned) run:
+    /// readers would take the plain manifest and never see the partitions.
+    pub fn check_root(output: &std::path::Path) -> Result<(), String> {
+        match output.join(crate::MANIFEST_NAME).is_file() {
+            true => Err(format!(
+                "{}: holds a run without partitions; a partitioned run beside it would never be read: \
+                 choose another output (or --force a plain run over it)",
+                output.display()
+            )),
+            false => Ok(()),
+        }
+    }
+
     pub fn dir(&self, output: &std::path::Path) -> std::path::PathBuf {
         output.join(crate::partition_name(self.index, self.count))
     }

@@ -10,7 +10,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use unireal_core::Sample;
 
-use crate::manifest::{InputRecord, Manifest, ShardEntry};
+use crate::manifest::{InputRecord, InputStatus, Manifest, ShardEntry};
 use crate::reader::read_sample_ids;
 use crate::schema::{samples_to_batch, shard_schema};
 use crate::{io_err, Result, ShardError};
@@ -33,6 +33,10 @@ pub struct WriterOptions {
     /// Inputs recorded as failed for a permanent reason are tried again too (inputs with
     /// transient trouble always are).
     pub retry_failed: bool,
+    /// Skipped inputs with one of these reasons are looked at again by every run (cheap
+    /// verdicts that depend on settings outside the fingerprint, e.g. the build's
+    /// `not a video extension`).
+    pub redo_skipped: Vec<String>,
 }
 
 impl Default for WriterOptions {
@@ -44,6 +48,7 @@ impl Default for WriterOptions {
             fingerprint: String::new(),
             created_by: format!("unireal-shards {}", env!("CARGO_PKG_VERSION")),
             retry_failed: false,
+            redo_skipped: vec![],
             manifest_interval: Duration::from_secs(10),
         }
     }
@@ -79,6 +84,8 @@ pub struct DatasetWriter {
     last_save: Instant,
     /// Inputs recorded earlier that this run tries again: their new record replaces the old.
     retrying: HashSet<String>,
+    /// How many of them had trouble ([`InputRecord::retried`]), for the run's message.
+    retried: usize,
     /// One writer per directory, for as long as this one lives.
     _lock: unireal_core::DirLock,
 }
@@ -153,10 +160,12 @@ impl DatasetWriter {
             .map(|n| n + 1)
             .max()
             .unwrap_or(0);
-        let (retried, done): (Vec<&InputRecord>, Vec<&InputRecord>) =
-            manifest.inputs.iter().partition(|i| i.retried(opts.retry_failed));
+        let redo = |i: &InputRecord| i.status == InputStatus::Skipped && opts.redo_skipped.contains(&i.reason);
+        let (again, done): (Vec<&InputRecord>, Vec<&InputRecord>) =
+            manifest.inputs.iter().partition(|i| i.retried(opts.retry_failed) || redo(i));
         let done_inputs = done.iter().map(|i| i.path.clone()).collect();
-        let retrying = retried.iter().map(|i| i.path.clone()).collect();
+        let retried = again.iter().filter(|i| !redo(i)).count();
+        let retrying = again.iter().map(|i| i.path.clone()).collect();
         let mut w = DatasetWriter {
             dir: dir.to_path_buf(),
             opts,
@@ -170,6 +179,7 @@ impl DatasetWriter {
             dirty: false,
             last_save: Instant::now(),
             retrying,
+            retried,
             _lock: lock,
         };
         w.manifest.save(&w.dir)?;
@@ -317,9 +327,9 @@ impl DatasetWriter {
         self.manifest.inputs.push(record);
     }
 
-    /// How many inputs recorded earlier this run tries again and has not finished yet.
+    /// How many inputs recorded with trouble this run tries again.
     pub fn retrying(&self) -> usize {
-        self.retrying.len()
+        self.retried
     }
 
     fn save_manifest(&mut self) -> Result<()> {

@@ -139,7 +139,11 @@ pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> 
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write(&tmp)?;
+    // A failed write (a full disk) leaves nothing half-written; the last checkpoint stays.
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let fin = dir.join(&name);
     if fin.exists() {
         std::fs::remove_dir_all(&fin).map_err(io(&fin))?;

@@ -17,7 +17,7 @@ pub enum CollectiveError {
     #[error("moving {what} to the host: {message}")]
     ToHost { what: &'static str, message: String },
     /// The ranks would exchange buffers of different layouts (reported on every rank).
-    #[error("the {world} ranks disagree on {what}: rank {rank} has {mine}; every rank must train the same model")]
+    #[error("the {world} ranks disagree on {what}: rank {rank} has {mine:016x}; every rank must train the same model")]
     Mismatch { what: &'static str, rank: usize, world: usize, mine: u64 },
 }
 
@@ -108,6 +108,17 @@ mod mpi_impl {
             "mpi"
         }
     }
+}
+
+/// Whether `ok` holds on every rank (one tiny all-reduce): a step that can fail on one rank
+/// only (taking the run's lock) tells the others, so none waits for it in a collective.
+pub fn all_ok(coll: &dyn Collective, ok: bool) -> Result<bool> {
+    if coll.world_size() == 1 {
+        return Ok(ok);
+    }
+    let mut failed = [if ok { 0.0f32 } else { 1.0 }];
+    coll.all_reduce_sum(&mut failed)?;
+    Ok(failed[0] == 0.0)
 }
 
 /// Checks that every rank holds the same `value` (e.g. the number of trained weights), so

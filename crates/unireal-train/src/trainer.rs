@@ -218,12 +218,22 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         let run = opts.run_dir.clone();
         std::fs::create_dir_all(&run).map_err(|source| TrainError::Write { path: run.clone(), source })?;
         // One run per directory: rank 0 holds `RUN/.lock` before it sweeps partial checkpoints.
+        // Every rank learns whether it got it, so that none waits in a collective for a rank
+        // that gave up.
         let lock = match is_main {
             true => Some(unireal_core::DirLock::acquire(&run, "unireal-train").map_err(|e| match e {
                 unireal_core::LockError::Held { holder, .. } => TrainError::Busy { run: run.clone(), holder },
                 unireal_core::LockError::Io { path, source } => TrainError::Write { path, source },
-            })?),
+            })),
             false => None,
+        };
+        let locked = collective::all_ok(coll, !matches!(lock, Some(Err(_))))?;
+        let lock = match lock {
+            Some(l) => Some(l?),
+            None if !locked => {
+                return Err(TrainError::Busy { run: run.clone(), holder: "rank 0 names the holder".into() })
+            }
+            None => None,
         };
         if is_main {
             checkpoint::clean_partial(&run);
@@ -267,13 +277,12 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
         }
         // Every rank starts from rank 0's weights.
         // Every rank must pack the same weights and gradients: refused on every rank if not.
-        let trained_len: usize = crate::ema::flat_params(&model)
-            .iter()
-            .zip(&trained)
-            .filter(|(_, on)| **on)
-            .map(|(t, _)| t.shape().num_elements())
-            .sum();
-        collective::check_agreement(coll, "the number of trained weights", trained_len as u64)?;
+        let mut shapes = blake3::Hasher::new();
+        for (t, _) in crate::ema::flat_params(&model).iter().zip(&trained).filter(|(_, on)| **on) {
+            shapes.update(&(t.shape().num_elements() as u64).to_le_bytes());
+        }
+        let layout = u64::from_le_bytes(shapes.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        collective::check_agreement(coll, "the trained weights (count and sizes)", layout)?;
         let model = collective::broadcast_module(model, coll, 0, &trained)?;
         let metrics = if is_main { Some(Metrics::open(&run, resume_from.as_ref().map(|r| r.0))?) } else { None };
         let cache = cache::open_for_run(&cfg, &run)?.map(Arc::new);

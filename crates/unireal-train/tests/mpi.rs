@@ -172,7 +172,7 @@ fn ranks_with_different_models_are_refused_on_every_rank() {
     assert!(!o.status.success(), "{err}");
     for rank in 0..2 {
         assert!(
-            err.contains(&format!("the 2 ranks disagree on the number of trained weights: rank {rank} has")),
+            err.contains(&format!("the 2 ranks disagree on the trained weights (count and sizes): rank {rank} has")),
             "rank {rank} did not report the mismatch: {err}"
         );
     }

@@ -33,6 +33,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "fix the key named above, or override it with --set KEY=VALUE",
             ))
         }
+        Err(BuildError::Shards(unireal_shards::ShardError::Io { path, source })) if source.raw_os_error() == Some(28) => {
+            return Err(hinted(
+                format!("{}: {source}", path.display()),
+                "free space on that device (or choose another output) and run the same command again: it resumes where it stopped",
+            ))
+        }
         Err(BuildError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
             return Err(hinted(
                 e.to_string(),

@@ -55,6 +55,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ))
         }
         Err(ImportError::Config(m)) => return Err(hinted(format!("config: {m}"), "fix the option named above")),
+        Err(ImportError::Shards(unireal_shards::ShardError::Io { path, source })) if source.raw_os_error() == Some(28) => {
+            return Err(hinted(
+                format!("{}: {source}", path.display()),
+                "free space on that device (or choose another output) and run the same command again: it resumes where it stopped",
+            ))
+        }
         Err(ImportError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
             return Err(hinted(
                 e.to_string(),
