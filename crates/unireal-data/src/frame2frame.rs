@@ -203,8 +203,13 @@ pub fn process_video(
                     t.pairs_scored, t.too_similar, cfg.pairs.ssim_max, t.unrelated, cfg.pairs.ssim_min, t.too_dark, t.too_still
                 )
             };
-            if t.caption_errors > 0 {
-                kind = Some(kind_of(t.caption_transient));
+            let mut reason = reason;
+            if kind.is_none() && (t.caption_errors > 0 || control_caption_errors > 0) {
+                kind = Some(kind_of(t.caption_transient || control_caption_transient));
+                if control_caption_errors > 0 && cfg.families.enabled(Task::Frame2Frame) {
+                    reason
+                        .push_str(&format!("; {control_caption_errors} caption request(s) of control samples failed"));
+                }
             }
             let status = if kind.is_some() { InputStatus::Failed } else { InputStatus::Skipped };
             (status, reason)

@@ -58,7 +58,7 @@ fn has_ext(path: &Path, exts: &[String]) -> bool {
 }
 
 /// Every regular file under `dir`, sorted, hidden ones (and our own temporary files) and
-/// shard directories left out.
+/// shard directories (a `manifest.json` of this format) left out.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -73,8 +73,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
         }
         if p.is_dir() {
             // A shard directory (an output kept beside the videos) is not input.
-            if !p.join(unireal_shards::MANIFEST_NAME).is_file() {
-                walk(&p, out)?;
+            match unireal_shards::Manifest::load(&p) {
+                Ok(Some(_)) => eprintln!("note: not scanning {}: it is a shard directory", p.display()),
+                _ => walk(&p, out)?,
             }
         } else if p.is_file() {
             out.push(p);

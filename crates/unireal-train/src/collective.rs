@@ -33,6 +33,9 @@ pub trait Collective {
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()>;
     /// A short name for logs (`single`, `mpi`).
     fn name(&self) -> &'static str;
+    /// Ends every rank of the job at once (after this rank failed alone, so that the others
+    /// do not wait for it in a collective). One process: returns.
+    fn abort(&self, _code: i32) {}
 }
 
 /// One process: rank 0 of 1; every operation is the identity.
@@ -106,6 +109,9 @@ mod mpi_impl {
         }
         fn name(&self) -> &'static str {
             "mpi"
+        }
+        fn abort(&self, code: i32) {
+            self.world.abort(code)
         }
     }
 }

@@ -252,7 +252,17 @@ fn dispatch(cfg: &TrainConfig, opts: &RunOptions, coll: &dyn Collective) -> anyh
 }
 
 /// A training error with the hint its kind calls for.
+/// Set when the error is one every rank returns itself (found by a collective check), so the
+/// job ends without an MPI abort and every rank prints it.
+static EVERY_RANK_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn with_hint<T>(r: Result<T, TrainError>, run_dir: &Path) -> anyhow::Result<T> {
+    if let Err(
+        TrainError::Busy { .. } | TrainError::Collective(unireal_train::collective::CollectiveError::Mismatch { .. }),
+    ) = &r
+    {
+        EVERY_RANK_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     r.map_err(|e| match hint_for(&e, run_dir) {
         Some(h) => Hinted::new(e, h).into(),
         None => e.into(),
@@ -529,7 +539,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
-    let summary = dispatch(&cfg, &opts, coll.as_ref())?;
+    let summary = match dispatch(&cfg, &opts, coll.as_ref()) {
+        Ok(s) => s,
+        // An error on some ranks only (a full disk on rank 0, a file one node cannot read)
+        // would leave the others waiting in a collective: print it and end the whole job.
+        Err(e) if coll.world_size() > 1 && !EVERY_RANK_FAILED.load(std::sync::atomic::Ordering::Relaxed) => {
+            eprintln!("rank {}: {}", coll.rank(), unireal_core::hint::report(e.as_ref()));
+            coll.abort(1);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     if !main_rank {
         return Ok(());
     }
