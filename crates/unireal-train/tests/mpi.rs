@@ -177,3 +177,40 @@ fn ranks_with_different_models_are_refused_on_every_rank() {
         );
     }
 }
+
+/// An error on one rank only (here rank 1's data source does not exist) ends the whole job
+/// with the error printed, instead of leaving rank 0 waiting in the gradients' all-reduce.
+#[test]
+fn an_error_on_one_rank_ends_the_job() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(work.path(), &shards(work.path()));
+    let cfg = cfg.to_str().unwrap();
+    let run = work.path().join("one-fails");
+    let run = run.to_str().unwrap();
+    let missing = work.path().join("no-such-shards");
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe"])
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .args(["-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
+        .args([":", "-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
+        .arg("--set")
+        .arg(format!("data.sources=[{{path: {}, weight: 1.0}}]", missing.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun (scripts/setup.sh installs openmpi-bin)");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("the job did not end within 180 s: rank 0 is waiting for rank 1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("rank 1: error:") && err.contains("no-such-shards"), "{err}");
+}
