@@ -94,12 +94,28 @@ impl DirLock {
             let since =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let host = if host.is_empty() { "this host".to_string() } else { host };
-            let me = format!("{what}, pid {} on {host}, since unix time {since}\n", std::process::id());
+            let me = format!("{what}, pid {} on {host}, since {}\n", std::process::id(), utc(since));
             file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(me.as_bytes())).map_err(io)?;
             return Ok(DirLock { held: Some((path, file)) });
         }
         Err(io(io::Error::other("the lock file kept being replaced while it was being locked")))
     }
+}
+
+/// `2026-12-04 15:01:40 UTC` for seconds since the Unix epoch (the civil calendar from day
+/// numbers, after Howard Hinnant's `civil_from_days`).
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Lock errors that mean the filesystem cannot lock at all (some FUSE and parallel
@@ -144,6 +160,13 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_396_300), "2026-12-04 14:58:20 UTC");
     }
 
     #[test]
