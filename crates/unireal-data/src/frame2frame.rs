@@ -178,8 +178,7 @@ pub fn process_video(
             (InputStatus::Failed, object_error.clone().unwrap_or_default())
         }
         Ok(()) if samples.is_empty() => {
-            let reason = if !cfg.families.enabled(Task::Frame2Frame) && control_caption_errors > 0 {
-                kind = Some(kind_of(control_caption_transient));
+            let mut reason = if !cfg.families.enabled(Task::Frame2Frame) && control_caption_errors > 0 {
                 format!("no sample: {control_caption_errors} caption request(s) of control samples failed")
             } else if !cfg.families.enabled(Task::Frame2Frame) {
                 "no object found and no control sample made (see stats.objects)".to_string()
@@ -203,8 +202,8 @@ pub fn process_video(
                     t.pairs_scored, t.too_similar, cfg.pairs.ssim_max, t.unrelated, cfg.pairs.ssim_min, t.too_dark, t.too_still
                 )
             };
-            let mut reason = reason;
-            if kind.is_none() && (t.caption_errors > 0 || control_caption_errors > 0) {
+            // Failed when a captioner failed; transient when it was the endpoint.
+            if t.caption_errors > 0 || control_caption_errors > 0 {
                 kind = Some(kind_of(t.caption_transient || control_caption_transient));
                 if control_caption_errors > 0 && cfg.families.enabled(Task::Frame2Frame) {
                     reason
@@ -228,9 +227,7 @@ pub fn process_video(
                 notes
                     .push(format!("{control_caption_errors} control sample(s) left out: their caption request failed"));
             }
-            if (t.caption_errors > 0 && t.caption_transient)
-                || (control_caption_errors > 0 && control_caption_transient)
-            {
+            if t.caption_transient || control_caption_transient {
                 kind = Some(FailureKind::Transient);
             }
             if let Some(e) = &object_error {

@@ -156,19 +156,22 @@ pub fn expand_inputs(specs: &[String], exts: &[String], probe: bool) -> Result<V
         let at = |m: String| format!("inputs[{i}] `{spec}`: {m}");
         let path = Path::new(spec);
         let lower = spec.to_lowercase();
-        let none = |what: &str| match probe {
-            true => format!("{what} no file"),
-            false => format!("{what} no file with a video extension ({})", exts.join(", ")),
-        };
-        let mut files = Vec::new();
-        if path.is_dir() {
-            walk(path, &mut files).map_err(at)?;
+        // A directory's or a glob's files, sorted: an error when not one is a video.
+        let scanned = |mut files: Vec<PathBuf>, what: &str| -> Result<Vec<InputItem>, String> {
             files.sort();
             let found: Vec<InputItem> = files.into_iter().map(|p| found(p, exts, probe)).collect();
-            if found.iter().all(|f| f.origin == Origin::OtherExtension) {
-                return Err(at(none("this directory holds")));
+            if !found.iter().all(|f| f.origin == Origin::OtherExtension) {
+                return Ok(found);
             }
-            out.extend(found);
+            Err(at(match probe {
+                true => format!("{what} no file"),
+                false => format!("{what} no file with a video extension ({})", exts.join(", ")),
+            }))
+        };
+        if path.is_dir() {
+            let mut files = Vec::new();
+            walk(path, &mut files).map_err(at)?;
+            out.extend(scanned(files, "this directory holds")?);
         } else if lower.ends_with(".csv") {
             out.extend(read_csv(path).map_err(at)?);
         } else if lower.ends_with(".jsonl") {
@@ -180,12 +183,7 @@ pub fn expand_inputs(specs: &[String], exts: &[String], probe: bool) -> Result<V
                     .filter_map(|r| r.ok())
                     .filter(|p| p.is_file())
                     .collect();
-            let mut found: Vec<InputItem> = files.into_iter().map(|p| found(p, exts, probe)).collect();
-            found.sort_by(|a, b| a.path.cmp(&b.path));
-            if found.iter().all(|f| f.origin == Origin::OtherExtension) {
-                return Err(at(none("the pattern matches")));
-            }
-            out.extend(found);
+            out.extend(scanned(files, "the pattern matches")?);
         } else {
             out.push(item(path.to_path_buf(), None));
         }

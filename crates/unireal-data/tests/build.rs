@@ -275,52 +275,9 @@ fn a_killed_build_resumes_to_exactly_the_uninterrupted_sample_ids() {
     assert_eq!(sample_ids(&part), expected);
 }
 
-/// The built-in captioner, except that it panics on the pairs of one video.
-struct PanicsOn(&'static str);
-
-impl unireal_annotate::Captioner for PanicsOn {
-    fn name(&self) -> &'static str {
-        "builtin"
-    }
-    fn caption(&self, req: &unireal_annotate::CaptionRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
-        if req.input.contains(self.0) {
-            panic!("test captioner: no caption for {}", req.input);
-        }
-        unireal_annotate::BuiltinCaptioner.caption(req)
-    }
-    fn describe(&self, req: &unireal_annotate::DescribeRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
-        unireal_annotate::BuiltinCaptioner.describe(req)
-    }
-}
-
-/// A panic while one video is processed (here in a captioner plugged in through
-/// `run_build_with`) fails that input with the panic's message; the other videos are built.
-#[test]
-fn a_panic_on_one_video_fails_that_input_and_the_build_goes_on() {
-    let work = tempfile::tempdir().unwrap();
-    let v = sample_videos();
-    let out = work.path().join("out");
-    let cfg = config(vec![v.join("bikes.mp4"), v.join("box.mp4")], &out);
-    let captioner = PanicsOn("bikes");
-    let ann = unireal_data::Annotators { captioner: &captioner, segmenter: None };
-    let opts = BuildOptions { quiet: true, ..Default::default() };
-    let m = unireal_data::run_build_with(&cfg, &opts, Arc::new(AtomicBool::new(false)), ann).unwrap().manifest;
-    let by = |n: &str| m.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n}: {m:?}"));
-    let bikes = by("bikes.mp4");
-    assert_eq!(bikes.status, InputStatus::Failed, "{bikes:?}");
-    assert!(
-        bikes.reason.starts_with("panicked") && bikes.reason.contains("test captioner: no caption for"),
-        "{bikes:?}"
-    );
-    let boxed = by("box.mp4");
-    assert!(boxed.status == InputStatus::Ok && boxed.samples > 0, "{boxed:?}");
-    assert_eq!(m.totals.rows, boxed.samples);
-    let rep = unireal_shards::verify_dir(&out).unwrap();
-    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
-}
-
 /// The built-in captioner behind an endpoint that fails (`CaptionError::Endpoint`, as the
-/// OpenAI client reports an outage) on the calls `down` picks: (input, call number).
+/// OpenAI client reports an outage) on the calls `down` picks: (input, call number); `down`
+/// may also panic.
 struct Outage {
     down: Box<dyn Fn(&str, usize) -> bool + Send + Sync>,
     calls: std::sync::atomic::AtomicUsize,
@@ -349,6 +306,35 @@ impl unireal_annotate::Captioner for Outage {
     fn describe(&self, req: &unireal_annotate::DescribeRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
         unireal_annotate::BuiltinCaptioner.describe(req)
     }
+}
+
+/// A panic while one video is processed (here in a captioner plugged in through
+/// `run_build_with`) fails that input with the panic's message; the other videos are built.
+#[test]
+fn a_panic_on_one_video_fails_that_input_and_the_build_goes_on() {
+    let work = tempfile::tempdir().unwrap();
+    let v = sample_videos();
+    let out = work.path().join("out");
+    let cfg = config(vec![v.join("bikes.mp4"), v.join("box.mp4")], &out);
+    let captioner = Outage::new(|input, _| match input.contains("bikes") {
+        true => panic!("test captioner: no caption for {input}"),
+        false => false,
+    });
+    let ann = unireal_data::Annotators { captioner: &captioner, segmenter: None };
+    let opts = BuildOptions { quiet: true, ..Default::default() };
+    let m = unireal_data::run_build_with(&cfg, &opts, Arc::new(AtomicBool::new(false)), ann).unwrap().manifest;
+    let by = |n: &str| m.inputs.iter().find(|i| i.path.ends_with(n)).unwrap_or_else(|| panic!("{n}: {m:?}"));
+    let bikes = by("bikes.mp4");
+    assert_eq!(bikes.status, InputStatus::Failed, "{bikes:?}");
+    assert!(
+        bikes.reason.starts_with("panicked") && bikes.reason.contains("test captioner: no caption for"),
+        "{bikes:?}"
+    );
+    let boxed = by("box.mp4");
+    assert!(boxed.status == InputStatus::Ok && boxed.samples > 0, "{boxed:?}");
+    assert_eq!(m.totals.rows, boxed.samples);
+    let rep = unireal_shards::verify_dir(&out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
 /// Failures by kind: a video whose captions all failed while the endpoint was down is failed

@@ -141,12 +141,10 @@ pub fn check_agreement(coll: &dyn Collective, what: &'static str, value: u64) ->
     let mut sum = pieces.clone();
     coll.all_reduce_sum(&mut sum)?;
     // Every rank's piece equals the mean exactly when all ranks agree.
-    let differs = pieces.iter().zip(&sum).any(|(p, s)| *p as f64 * world as f64 != *s as f64);
-    let mut flag = [if differs { 1.0f32 } else { 0.0 }];
-    coll.all_reduce_sum(&mut flag)?;
-    match flag[0] > 0.0 {
-        true => Err(CollectiveError::Mismatch { what, rank: coll.rank(), world, mine: value }),
-        false => Ok(()),
+    let agrees = pieces.iter().zip(&sum).all(|(p, s)| *p as f64 * world as f64 == *s as f64);
+    match all_ok(coll, agrees)? {
+        true => Ok(()),
+        false => Err(CollectiveError::Mismatch { what, rank: coll.rank(), world, mine: value }),
     }
 }
 

@@ -56,15 +56,29 @@ checkpoint: {{every: 5, keep: 3}}
     p
 }
 
-fn mpirun(np: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+/// `mpirun` with this machine's options, before the ranks' programs.
+fn mpirun_command() -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe"])
         // Containers often forbid the cross-memory-attach copy path; plain shared memory works.
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .arg(bin())
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    c
+}
+
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    mpirun_command()
+        .args(["-np", &np.to_string(), bin()])
         .args(args)
         .output()
         .expect("mpirun (scripts/setup.sh installs openmpi-bin)")
+}
+
+/// Two ranks (mpirun's MPMD form) on `cfg` and `run`, rank 1 with `rank1` added to its arguments.
+fn two_ranks_differing(cfg: &str, run: &str, rank1: &[&str]) -> Command {
+    let common = ["--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run];
+    let mut c = mpirun_command();
+    c.args(["-np", "1", bin()]).args(common).args([":", "-np", "1", bin()]).args(common).args(rank1);
+    c
 }
 
 fn hashes(stderr: &str) -> Vec<(String, String)> {
@@ -160,12 +174,7 @@ fn ranks_with_different_models_are_refused_on_every_rank() {
     let cfg = cfg.to_str().unwrap();
     let run = work.path().join("mixed");
     let run = run.to_str().unwrap();
-    let o = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe"])
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .args(["-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
-        .args([":", "-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
-        .args(["--set", "model.text.width=32"])
+    let o = two_ranks_differing(cfg, run, &["--set", "model.text.width=32"])
         .output()
         .expect("mpirun (scripts/setup.sh installs openmpi-bin)");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -188,13 +197,8 @@ fn an_error_on_one_rank_ends_the_job() {
     let run = work.path().join("one-fails");
     let run = run.to_str().unwrap();
     let missing = work.path().join("no-such-shards");
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe"])
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .args(["-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
-        .args([":", "-np", "1", bin(), "--config", cfg, "-q", "--set", "data.batch_size=2", "--run-dir", run])
-        .arg("--set")
-        .arg(format!("data.sources=[{{path: {}, weight: 1.0}}]", missing.display()))
+    let sources = format!("data.sources=[{{path: {}, weight: 1.0}}]", missing.display());
+    let mut child = two_ranks_differing(cfg, run, &["--set", &sources])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("mpirun (scripts/setup.sh installs openmpi-bin)");

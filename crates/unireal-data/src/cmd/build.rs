@@ -33,20 +33,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "fix the key named above, or override it with --set KEY=VALUE",
             ))
         }
-        Err(BuildError::Shards(unireal_shards::ShardError::Io { path, source })) if source.raw_os_error() == Some(28) => {
-            return Err(hinted(
-                format!("{}: {source}", path.display()),
-                "free space on that device (or choose another output) and run the same command again: it resumes where it stopped",
-            ))
-        }
-        Err(BuildError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
-            return Err(hinted(
-                e.to_string(),
-                "one writer per output: wait for that process to finish or stop it (the lock of a killed process ends with it), or choose another output",
-            ))
-        }
-        Err(BuildError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {
-            return Err(hinted(e.to_string(), "pass --force to rebuild from scratch, or choose another `output`"))
+        Err(BuildError::Shards(e)) => {
+            return Err(super::writer_error(e, "pass --force to rebuild from scratch, or choose another `output`"))
         }
         Err(e) => return Err(e.into()),
     };

@@ -55,20 +55,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ))
         }
         Err(ImportError::Config(m)) => return Err(hinted(format!("config: {m}"), "fix the option named above")),
-        Err(ImportError::Shards(unireal_shards::ShardError::Io { path, source })) if source.raw_os_error() == Some(28) => {
-            return Err(hinted(
-                format!("{}: {source}", path.display()),
-                "free space on that device (or choose another output) and run the same command again: it resumes where it stopped",
-            ))
-        }
-        Err(ImportError::Shards(e @ unireal_shards::ShardError::Busy { .. })) => {
-            return Err(hinted(
-                e.to_string(),
-                "one writer per output: wait for that process to finish or stop it (the lock of a killed process ends with it), or choose another output",
-            ))
-        }
-        Err(ImportError::Shards(e @ unireal_shards::ShardError::ConfigChanged { .. })) => {
-            return Err(hinted(e.to_string(), "pass --force to import again from scratch, or choose another --out"))
+        Err(ImportError::Shards(e)) => {
+            return Err(super::writer_error(e, "pass --force to import again from scratch, or choose another --out"))
         }
         Err(e) => return Err(e.into()),
     };

@@ -66,6 +66,24 @@ impl PartitionArgs {
     }
 }
 
+/// A writer error of a writing command (build, import) with its hint: a full disk, a busy
+/// output, or a changed config (`restart`: how this command starts over).
+pub fn writer_error(e: unireal_shards::ShardError, restart: &str) -> anyhow::Error {
+    use unireal_shards::ShardError;
+    match e {
+        ShardError::Io { path, source } if source.raw_os_error() == Some(28) => hinted(
+            format!("{}: {source}", path.display()),
+            "free space on that device (or choose another output) and run the same command again: it resumes where it stopped",
+        ),
+        e @ ShardError::Busy { .. } => hinted(
+            e.to_string(),
+            "one writer per output: wait for that process to finish or stop it (the lock of a killed process ends with it), or choose another output",
+        ),
+        e @ ShardError::ConfigChanged { .. } => hinted(e.to_string(), restart),
+        e => e.into(),
+    }
+}
+
 /// An error with a `hint:` line for the user ([`unireal_core::Hinted`], printed by
 /// [`unireal_core::hint::report`]).
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
