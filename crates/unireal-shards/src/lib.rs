@@ -18,7 +18,9 @@ pub use manifest::{
     partition_dirs, partition_name, FailureKind, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
 };
 pub use partition::Partition;
-pub use reader::{count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader};
+pub use reader::{
+    check_index, count_by_columns, describe_schema, index_rows, read_rows, read_sample_ids, RowInfo, ShardReader,
+};
 pub use schema::{batch_to_samples, samples_to_batch, shard_schema};
 pub use verify::{verify_dir, VerifyReport};
 pub use writer::{DatasetWriter, WriterOptions};

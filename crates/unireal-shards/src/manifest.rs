@@ -154,20 +154,33 @@ impl Manifest {
                 message: format!("unsupported format {} version {}", m.format, m.version),
             });
         }
+        // Shards are files of this directory: a damaged or hand-edited name must not lead the
+        // reader (or a resumed writer's sweep) elsewhere.
+        for s in &m.shards {
+            let mut parts = Path::new(&s.file).components();
+            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+                return Err(ShardError::Manifest {
+                    path,
+                    message: format!("shard {:?} is not a file name in this directory", s.file),
+                });
+            }
+        }
         Ok(Some(m))
     }
 
     /// Recomputes the totals.
     pub fn update_totals(&mut self) {
         let mut t = Totals::default();
+        // Saturating: a damaged manifest's counts must not overflow (`verify` reports them).
+        let add = |to: &mut u64, v: u64| *to = to.saturating_add(v);
         for s in &self.shards {
-            t.rows += s.rows;
-            t.bytes += s.bytes;
+            add(&mut t.rows, s.rows);
+            add(&mut t.bytes, s.bytes);
             for (k, v) in &s.tasks {
-                *t.tasks.entry(k.clone()).or_default() += v;
+                add(t.tasks.entry(k.clone()).or_default(), *v);
             }
             for (k, v) in &s.splits {
-                *t.splits.entry(k.clone()).or_default() += v;
+                add(t.splits.entry(k.clone()).or_default(), *v);
             }
         }
         for i in &self.inputs {

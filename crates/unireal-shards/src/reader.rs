@@ -29,9 +29,14 @@ pub fn read_sample_ids(path: &Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|source| ShardError::Arrow { path: path.to_path_buf(), source })?;
-        let col = batch.column(0).as_any().downcast_ref::<arrow::array::StringArray>().ok_or_else(|| {
-            ShardError::Row { path: path.to_path_buf(), row: 0, message: "sample_id is not a string column".into() }
-        })?;
+        let col = batch
+            .column_by_name("sample_id")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+            .ok_or_else(|| ShardError::Row {
+                path: path.to_path_buf(),
+                row: ids.len(),
+                message: "no sample_id string column: not a unireal shard".into(),
+            })?;
         ids.extend(col.iter().map(|v| v.unwrap_or_default().to_string()));
     }
     Ok(ids)
@@ -252,21 +257,33 @@ pub fn index_rows(path: &Path) -> Result<Vec<RowInfo>> {
     Ok(out)
 }
 
+/// Opens a shard with its page index, as [`read_rows`] does: damage to the index (which a
+/// sequential read never looks at) shows here.
+fn open_indexed(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::file::metadata::PageIndexPolicy;
+    let file = File::open(path).map_err(io_err(path))?;
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })
+}
+
+/// Checks that a shard's metadata and page index read (`verify` calls it beside the row reads).
+pub fn check_index(path: &Path) -> Result<()> {
+    open_indexed(path).map(drop)
+}
+
 /// Reads the given rows (ascending or not; duplicates allowed) of one shard file, returning
 /// them in the order asked. Only the pages holding those rows are decoded (page index).
 pub fn read_rows(path: &Path, rows: &[usize]) -> Result<Vec<Sample>> {
-    use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
-    use parquet::file::metadata::PageIndexPolicy;
+    use parquet::arrow::arrow_reader::RowSelection;
     if rows.is_empty() {
         return Ok(vec![]);
     }
     let mut sorted: Vec<usize> = rows.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let file = File::open(path).map_err(io_err(path))?;
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|source| ShardError::Parquet { path: path.to_path_buf(), source })?;
+    let builder = open_indexed(path)?;
     let total = builder.metadata().file_metadata().num_rows() as usize;
     if let Some(&bad) = sorted.iter().find(|&&r| r >= total) {
         return Err(ShardError::Row {

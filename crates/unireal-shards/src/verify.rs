@@ -47,6 +47,10 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
             rep.problems.push(format!("{}: listed in the manifest but missing", entry.file));
             continue;
         }
+        // The trainer reads rows through the page index.
+        if let Err(e) = crate::check_index(&path) {
+            rep.problems.push(e.to_string());
+        }
         let (mut rows, mut tasks) = (0u64, BTreeMap::<String, u64>::new());
         for (row, s) in ShardReader::open_files(vec![path.clone()]).enumerate() {
             let s = match s {
@@ -132,7 +136,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, String> {
             }
         }
     }
-    let from_inputs: u64 = manifest.inputs.iter().map(|i| i.samples).sum();
+    let from_inputs = manifest.inputs.iter().fold(0u64, |n, i| n.saturating_add(i.samples));
     if from_inputs != manifest.totals.rows {
         rep.problems.push(format!(
             "{MANIFEST_NAME}: inputs account for {from_inputs} samples, shards hold {}",

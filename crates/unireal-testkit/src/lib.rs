@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod fuzz;
+
 use serde_yaml::Value;
 
 /// The repository root.
