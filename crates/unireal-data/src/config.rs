@@ -399,6 +399,13 @@ impl BuildConfig {
         {
             return Err(format!("video_extensions: `{e}` is not an extension: write it without the dot, e.g. `mp4`"));
         }
+        if self.decode_threads > 1024 {
+            // FFmpeg takes the count as a C int; a huge one wraps and every video fails to open.
+            return Err("decode_threads: at most 1024 (0: FFmpeg chooses)".into());
+        }
+        if !(self.shots.threshold.is_finite() && self.shots.threshold >= 0.0) {
+            return Err("shots.threshold: must be a number >= 0 (content score, 0-255 scale)".into());
+        }
         if self.shots.analysis_width < 16 {
             return Err("shots.analysis_width: must be at least 16".into());
         }
