@@ -199,20 +199,24 @@ impl CommandClient {
             }
             Err(RecvTimeoutError::Disconnected) => return Err(self.crashed(p)),
         };
-        let malformed = |message: &str| CommandError::Malformed {
+        check_answer(&answer, id).map_err(|message| CommandError::Malformed {
             program: self.program().into(),
-            message: message.into(),
+            message,
             line: answer.chars().take(200).collect(),
-        };
-        let v: Value = serde_json::from_str(&answer).map_err(|e| malformed(&format!("not JSON ({e})")))?;
-        if !v.is_object() {
-            return Err(malformed("not a JSON object"));
-        }
-        if v.get("id").and_then(Value::as_u64) != Some(id) {
-            return Err(malformed(&format!("expected \"id\": {id}")));
-        }
-        Ok(v)
+        })
     }
+}
+
+/// One answer line of the protocol: a JSON object carrying the request's `id`, or why not.
+pub fn check_answer(line: &str, id: u64) -> Result<Value, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if v.get("id").and_then(Value::as_u64) != Some(id) {
+        return Err(format!("expected \"id\": {id}"));
+    }
+    Ok(v)
 }
 
 impl Drop for CommandClient {

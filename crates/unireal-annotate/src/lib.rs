@@ -10,7 +10,7 @@
 //! - sidecar masks in the DAVIS layout.
 
 mod builtin;
-mod external;
+pub mod external;
 mod openai;
 pub mod segment;
 

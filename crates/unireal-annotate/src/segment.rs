@@ -244,22 +244,10 @@ fn frame_json(f: &SegFrame<'_>, path: &Path) -> Value {
     })
 }
 
-impl Segmenter for CommandSegmenter {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-
-    fn segment(&self, req: &SegmentRequest<'_>) -> Result<Vec<Track>, SegmentError> {
-        let dir = TempDir::new()?;
-        let mut frames = Vec::new();
-        for (k, f) in req.frames.iter().enumerate() {
-            let p = dir.0.join(format!("frame{k}.png"));
-            save_png(f.image, &p)?;
-            frames.push(frame_json(f, &p));
-        }
-        let v = self.client.call(json!({
-            "op": "segment", "video": req.input, "frames": frames, "out_dir": dir.0.display().to_string(),
-        }))?;
+impl CommandSegmenter {
+    /// The tracks of a `segment` answer for frames of the given sizes (masks read from the
+    /// PNGs it names, or boxes drawn), or a malformed-answer error that quotes it.
+    pub fn tracks(&self, v: &Value, sizes: &[(u32, u32)]) -> Result<Vec<Track>, SegmentError> {
         let bad = |message: String| {
             SegmentError::Command(CommandError::Malformed {
                 program: self.client.program().into(),
@@ -275,10 +263,10 @@ impl Segmenter for CommandSegmenter {
             if masks.is_none() && boxes.is_none() {
                 return Err(bad(format!("objects[{o}] has neither \"masks\" nor \"boxes\"")));
             }
-            let mut per = Vec::with_capacity(req.frames.len());
-            for (k, f) in req.frames.iter().enumerate() {
-                let (w, h) = f.image.dimensions();
+            let mut per = Vec::with_capacity(sizes.len());
+            for (k, &(w, h)) in sizes.iter().enumerate() {
                 let m = match (masks.and_then(|m| m.get(k)).and_then(Value::as_str), boxes.and_then(|b| b.get(k))) {
+                    (Some(""), _) => return Err(bad(format!("objects[{o}].masks[{k}] is an empty path"))),
                     (Some(path), _) => Some(read_mask(path, w, h)?),
                     (None, Some(Value::Array(b))) => {
                         let b: Vec<f64> = b.iter().filter_map(Value::as_f64).collect();
@@ -295,6 +283,27 @@ impl Segmenter for CommandSegmenter {
             tracks.push(Track { phrase: phrase.map(String::from), masks: per });
         }
         Ok(tracks)
+    }
+}
+
+impl Segmenter for CommandSegmenter {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn segment(&self, req: &SegmentRequest<'_>) -> Result<Vec<Track>, SegmentError> {
+        let dir = TempDir::new()?;
+        let mut frames = Vec::new();
+        for (k, f) in req.frames.iter().enumerate() {
+            let p = dir.0.join(format!("frame{k}.png"));
+            save_png(f.image, &p)?;
+            frames.push(frame_json(f, &p));
+        }
+        let v = self.client.call(json!({
+            "op": "segment", "video": req.input, "frames": frames, "out_dir": dir.0.display().to_string(),
+        }))?;
+        let sizes: Vec<(u32, u32)> = req.frames.iter().map(|f| f.image.dimensions()).collect();
+        self.tracks(&v, &sizes)
     }
 
     fn condition(&self, kind: &str, input: &str, frame: &SegFrame<'_>) -> Option<Result<GrayImage, SegmentError>> {
