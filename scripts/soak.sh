@@ -9,8 +9,8 @@
 #
 #   scripts/soak.sh [ROUNDS] [SEED]     (defaults: 20 rounds, seed from the clock; both printed)
 #
-# Kill moments are uniform over the uninterrupted run's duration; a round whose job finished
-# before its kill counts as not killed. Uses the binaries in UNIREAL_BIN (default: builds the
+# Kill moments are random (kill_at); a round whose job finished before its kill counts as not
+# killed. Uses the binaries in UNIREAL_BIN (default: builds the
 # release ones). The test command runs `soak.sh 5` on the debug binaries it just built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +28,36 @@ PY=${UNIREAL_PYTHON:-.venv/bin/python}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 now() { date +%s.%N; }
-# kill_at ROUND DURATION: a moment in (0.05 s, DURATION) from the seed and the round.
-kill_at() { awk -v s="$SEED" -v r="$1" -v t="$2" -v j="$3" 'BEGIN { srand(s * 1000 + j * 100 + r); printf "%.2f", 0.05 + rand() * t }'; }
+# kill_at ROUND DURATION JOB: a moment from the seed, the job and the round, uniform in
+# (0.05 s, 0.5 s + 3 DURATION / ROUNDS): the rounds' kills together span the job about 1.5
+# times, so that most of them land in work still to do.
+kill_at() {
+  awk -v s="$SEED" -v r="$1" -v t="$2" -v j="$3" -v n="$ROUNDS" \
+    'BEGIN { srand(s * 1000 + j * 100 + r); printf "%.2f", 0.05 + rand() * (0.45 + 3 * t / n) }'
+}
+
+# run_killed SECONDS CMD: runs CMD in its own process group and SIGKILLs the whole group after
+# SECONDS unless it ended; returns 137 when it was killed, else CMD's status. Returns only once
+# every process of the group is gone: a killed process holds its lock until it has exited.
+run_killed() {
+  local t=$1 cmd=$2 pid rc=0 killed=0 deadline
+  setsid bash -c "$cmd" &
+  pid=$!
+  deadline=$(echo "$(now) + $t" | bc -l)
+  # (a finished job stays a zombie until `wait`: state Z)
+  while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+    if [ "$(echo "$(now) >= $deadline" | bc -l)" = 1 ]; then
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      killed=1
+      break
+    fi
+    sleep 0.02
+  done
+  wait "$pid" || rc=$?
+  while pgrep -g "$pid" >/dev/null; do sleep 0.02; done
+  if [ "$killed" = 1 ] && [ "$rc" != 0 ]; then return 137; fi
+  return "$rc"
+}
 
 # soak NAME JOB_INDEX FIRST_CMD RESUME_CMD: runs the job uninterrupted into $W/NAME-ref (timed),
 # then killed ROUNDS times into $W/NAME and resumed to the end.
@@ -38,15 +66,17 @@ soak() {
   local name=$1 j=$2 first=$3 resume=$4
   local t0 t1 dur k=0 r t rc
   t0=$(now)
-  OUT=$W/$name-ref eval "$first" >/dev/null 2>"$W/$name-ref.log" || { cat "$W/$name-ref.log" >&2; exit 1; }
+  export OUT=$W/$name-ref
+  eval "$first" >/dev/null 2>"$W/$name-ref.log" || { cat "$W/$name-ref.log" >&2; exit 1; }
   t1=$(now)
   dur=$(echo "$t1 - $t0" | bc -l)
   printf '%s: uninterrupted %.1f s\n' "$name" "$dur" >&2
   local cmd=$first
+  export OUT=$W/$name
   for r in $(seq "$ROUNDS"); do
     t=$(kill_at "$r" "$dur" "$j")
     rc=0
-    OUT=$W/$name timeout -s KILL "$t" bash -c "$cmd" >/dev/null 2>"$W/$name.log" || rc=$?
+    run_killed "$t" "$cmd" >/dev/null 2>"$W/$name.log" || rc=$?
     if [ "$rc" = 137 ]; then
       k=$((k + 1))
     elif [ "$rc" != 0 ]; then
@@ -56,7 +86,7 @@ soak() {
     fi
     cmd=$resume
   done
-  OUT=$W/$name eval "$resume" >/dev/null 2>"$W/$name.log" || { cat "$W/$name.log" >&2; exit 1; }
+  eval "$resume" >/dev/null 2>"$W/$name.log" || { cat "$W/$name.log" >&2; exit 1; }
   KILLS[$name]=$k
 }
 
@@ -102,14 +132,14 @@ n_build=$(same_shards "$W/build-ref" "$W/build")
 
 # 2. An import: an image folder with captions (the `images` format), small units.
 mkdir -p "$W/images"
-for k in $(seq 12); do
+for k in $(seq 40); do
   for f in datasets/samples/images/*; do
     b=$(basename "${f%.*}")
     cp "$f" "$W/images/$k-$(basename "$f")"
     echo "a photo of $b, copy $k" > "$W/images/$k-$b.txt"
   done
 done
-IMPORT="\"$DATA\" import images \"$W/images\" --out \$OUT -q --set unit_rows=3 --set workers=2"
+IMPORT="\"$DATA\" import images \"$W/images\" --out \$OUT -q --set unit_rows=8 --set max_side=256 --set workers=2"
 soak import 2 "$IMPORT" "$IMPORT"
 n_import=$(same_shards "$W/import-ref" "$W/import")
 "$DATA" verify "$W/import" >/dev/null 2>"$W/verify.log" || { cat "$W/verify.log" >&2; exit 1; }

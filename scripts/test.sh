@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, then runs the whole suite (unit, integration on
 # the real sample clips, PyTorch parity fixtures, the pyarrow interoperability check, the
-# binaries' CLI tests), then data-parallel training over MPI (`mpirun -np 2` against one
-# process, the `mpi` feature), the Slurm scripts on a local single-node Slurm, then checks that the `cuda` feature builds (no GPU needed to
-# build: Burn 0.21's CUDA backend loads CUDA at run time). UNIREAL_SKIP_CUDA_BUILD=1 skips
-# that step.
+# binaries' CLI tests, fuzzed readers), the kill-and-resume soak (scripts/soak.sh 5), then
+# data-parallel training over MPI (`mpirun -np 2` against one process, the `mpi` feature), the
+# Slurm scripts on a local single-node Slurm, then checks that the `cuda` feature builds (no
+# GPU needed to build: Burn 0.21's CUDA backend loads CUDA at run time).
+# UNIREAL_SKIP_CUDA_BUILD=1 skips that step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,6 +14,13 @@ export UNIREAL_PYTHON="$PWD/.venv/bin/python"
 # all); keep them only if the caller asks.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --workspace --locked "$@"
+# Kill-and-resume soak, the short version (scripts/soak.sh runs 20 rounds by default): a build,
+# an import and a training run SIGKILLed 5 times each and resumed, then compared with
+# uninterrupted runs. Debug binaries the suite just built; a fixed seed, so that a failure
+# names kills that can be replayed (UNIREAL_SOAK_SEED to vary it).
+echo "kill-and-resume soak (scripts/soak.sh 5)" >&2
+UNIREAL_BIN="${CARGO_TARGET_DIR:-target}/debug" UNIREAL_PYTHON="$UNIREAL_PYTHON" \
+  bash scripts/soak.sh 5 "${UNIREAL_SOAK_SEED:-1}"
 echo "data-parallel training over MPI (unireal-train --features mpi)" >&2
 cargo test --locked -p unireal-train --features mpi --test mpi "$@"
 # The Slurm scripts, submitted for real to a single-node Slurm on this machine (root only:
