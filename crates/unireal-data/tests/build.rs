@@ -447,47 +447,15 @@ fn a_file_skipped_for_its_extension_is_built_once_the_extension_is_listed() {
     assert_eq!(second.manifest.inputs.len(), 2, "{:?}", second.manifest.inputs);
 }
 
-/// A tmpfs of `size` mounted at a fresh directory for the test's life; None (after saying
-/// why) when this process cannot mount one (not root, or a container without the right).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("skipping the full-disk test: cannot mount a tmpfs here (it needs root)");
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-
-    fn resize(&self, size: &str) {
-        let o =
-            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
 /// A build into a filesystem that fills up stops with an error naming the path, leaves only
 /// finished shards and a valid manifest (no temporary file, no lock), and once there is room
 /// the same command completes it: the sample ids of a build that never ran out.
 #[test]
 fn a_full_disk_stops_the_build_cleanly_and_it_resumes_once_there_is_room() {
-    let Some(disk) = Tmpfs::mount("480k") else { return };
+    let Some(disk) = unireal_testkit::Tmpfs::mount("480k") else { return };
     let v = sample_videos();
     let inputs = vec![v.join("bikes.mp4"), v.join("box.mp4")];
-    let out = disk.0.path().join("out");
+    let out = disk.path().join("out");
     let mut cfg = config(inputs.clone(), &out);
     // About 650 kB of shards in all, a few per shard.
     cfg.shards.target_size_mb = 0.1;

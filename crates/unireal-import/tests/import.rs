@@ -307,3 +307,45 @@ fn the_union_of_partitioned_imports_is_the_single_import() {
     let rep = unireal_shards::verify_dir(&parts).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
+
+/// An import into a filesystem that fills up (issue 17) stops with an error naming the path,
+/// leaves only finished shards and a valid manifest, and once there is room the same command
+/// completes it: the sample ids of an import that never ran out.
+#[test]
+fn a_full_disk_stops_the_import_cleanly_and_it_resumes_once_there_is_room() {
+    let work = tempfile::tempdir().unwrap();
+    // An image folder with captions: the sample images, four times over.
+    let images = work.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for k in 0..4 {
+        for e in std::fs::read_dir(unireal_testkit::repo().join("datasets/samples/images")).unwrap() {
+            let p = e.unwrap().path();
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let ext = p.extension().unwrap().to_string_lossy().into_owned();
+            std::fs::copy(&p, images.join(format!("{k}-{stem}.{ext}"))).unwrap();
+            std::fs::write(images.join(format!("{k}-{stem}.txt")), format!("a photo of a {stem}")).unwrap();
+        }
+    }
+    let cfg = ImportConfig { workers: 2, unit_rows: 2, target_size_mb: 0.3, ..Default::default() };
+    let opts = ImportOptions { quiet: true, ..Default::default() };
+    let never = || Arc::new(AtomicBool::new(false));
+    let plain = work.path().join("plain");
+    let full = run_import(Format::Images, &images, &plain, &cfg, &opts, never()).unwrap();
+    assert!(full.manifest.shards.len() >= 4, "{:?}", full.manifest.shards);
+
+    let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", full.manifest.totals.bytes / 2048)) else { return };
+    let out = disk.path().join("out");
+    let err = run_import(Format::Images, &images, &out, &cfg, &opts, never()).unwrap_err().to_string();
+    assert!(err.contains("No space left on device") && err.contains(&*out.to_string_lossy()), "{err}");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "left behind: {n}");
+    }
+    let rep = unireal_shards::verify_dir(&out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert!(rep.shards >= 1, "the test wants at least one shard written before the disk is full");
+
+    disk.resize("64m");
+    run_import(Format::Images, &images, &out, &cfg, &opts, never()).unwrap();
+    assert_eq!(sample_ids(&out), sample_ids(&plain));
+}

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::AutodiffBackend;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use unireal_flow::Rng;
 use unireal_model::lora::is_adapter_tensor;
@@ -163,8 +164,65 @@ fn record_err(path: PathBuf) -> impl FnOnce(burn::record::RecorderError) -> Chec
     move |e| CheckpointError::Record { path, message: e.to_string() }
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+fn recorder() -> MpkRecorder {
+    MpkRecorder
+}
+
+/// Burn's named MessagePack records, the bytes of its `NamedMpkFileRecorder` at full precision
+/// (which reads them, and whose files this reads), written so that a failed write is reported
+/// with its cause: Burn's own recorder turns a full disk into "invalid value write" and drops
+/// the error of its final flush. Here the file is flushed and synced before it counts.
+#[derive(Debug, Clone, Default)]
+pub struct MpkRecorder;
+
+/// A writer that keeps the first I/O error (the encoder reports only that one happened).
+struct KeepError<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::io::Write for KeepError<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            self.error.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<B: burn::tensor::backend::Backend> Recorder<B> for MpkRecorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
+        use std::io::Write;
+        file.set_extension("mpk");
+        let failed = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", file.display()));
+        let f = std::fs::File::create(&file).map_err(failed)?;
+        let mut w = KeepError { inner: std::io::BufWriter::new(f), error: None };
+        let encoded = rmp_serde::encode::write_named(&mut w, &item);
+        if let Some(e) = w.error.take() {
+            return Err(failed(e));
+        }
+        encoded.map_err(|e| RecorderError::Unknown(e.to_string()))?;
+        w.flush().map_err(failed)?;
+        let f = w.inner.into_inner().map_err(|e| failed(e.into_error()))?;
+        f.sync_all().map_err(failed)
+    }
+
+    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        <NamedMpkFileRecorder<FullPrecisionSettings> as Recorder<B>>::load_item(&NamedMpkFileRecorder::new(), file)
+    }
+}
+
+impl<B: burn::tensor::backend::Backend> FileRecorder<B> for MpkRecorder {
+    fn file_extension() -> &'static str {
+        "mpk"
+    }
 }
 
 /// What a checkpoint holds, borrowed from the trainer for [`save`].

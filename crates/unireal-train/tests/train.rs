@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{losses, shards, write_config};
+use common::{dir_bytes, losses, shards, tree, write_config};
 use unireal_core::Split;
 use unireal_testkit::repo;
 use unireal_train::data::{Index, Sampler};
@@ -482,6 +482,29 @@ fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
     assert_eq!(again["prompts_written"], 0, "{again}");
     assert_eq!(again["latents_present"], report["latents_written"], "{again}");
 
+    // A disk that fills up while caching: an error naming the path, nothing half-written, and
+    // once there is room the same cache.
+    if let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", dir_bytes(&cached.join("cache")) / 2048)) {
+        let run = disk.path().join("run");
+        let out = cache_cmd(&config, &run, &set).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("No space left on device") && err.contains(&*run.to_string_lossy()), "{err}");
+        let left = tree(&run);
+        assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.ends_with(".lock")), "left behind: {left:?}");
+        disk.resize("256m");
+        ok(cache_cmd(&config, &run, &set).output().unwrap());
+        for f in ["manifest.json", "shard-00000.safetensors"] {
+            let (a, b) = (run.join("cache").join(f), cached.join("cache").join(f));
+            assert!(
+                std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                "{} differs from {}",
+                a.display(),
+                b.display()
+            );
+        }
+    }
+
     let err = ok(train(&config, &cached, &set).current_dir(repo()).output().unwrap());
     assert!(err.contains("cache: "), "{err}");
     let (a, b) = (train_lines(&live), train_lines(&cached));
@@ -626,6 +649,45 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
+    }
+}
+
+/// Training into a filesystem that fills up (issue 17): the run stops with an error naming the
+/// path, leaves only whole checkpoints (no partial one, no lock), and once there is room
+/// `--resume` finishes it with the losses and final weights of a run that never ran out.
+#[test]
+fn a_full_disk_stops_training_cleanly_and_it_resumes_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let set = ["train.steps=6", "checkpoint.every=2", "checkpoint.keep=3", "train.ema_decay=0.9"];
+    let reference = dir.path().join("reference");
+    ok(train(&cfg, &reference, &set).output().unwrap());
+    // Room for two and a half checkpoints: steps 2 and 4 fit, step 6 does not.
+    let one = dir_bytes(&reference.join("checkpoints/step-00000002"));
+    let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", one * 5 / 2 / 1024)) else { return };
+    let run = disk.path().join("run");
+    let out = train(&cfg, &run, &set).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("No space left on device") && err.contains(&*run.to_string_lossy()), "{err}");
+    let left = tree(&run);
+    assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.ends_with(".lock")), "left behind: {left:?}");
+    let kept: Vec<usize> = unireal_train::checkpoint::list(&run).into_iter().map(|(s, _)| s).collect();
+    assert!(!kept.is_empty() && !kept.contains(&6), "checkpoints: {kept:?}");
+
+    disk.resize("256m");
+    let err = ok(Command::new(env!("CARGO_BIN_EXE_unireal-train"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--resume", "-q"])
+        .output()
+        .unwrap());
+    assert!(err.contains(&format!("from step {}", kept.last().unwrap())), "{err}");
+    assert_eq!(losses(&run), losses(&reference));
+    for f in ["model.safetensors", "ema.safetensors"] {
+        let (a, b) =
+            (run.join("checkpoints/step-00000006").join(f), reference.join("checkpoints/step-00000006").join(f));
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{f} differs from the reference's");
     }
 }
 
