@@ -36,6 +36,10 @@ pub trait Collective {
     /// Ends every rank of the job at once (after this rank failed alone, so that the others
     /// do not wait for it in a collective). One process: returns.
     fn abort(&self, _code: i32) {}
+    /// From now on, a collective that waits longer than `seconds` for the other ranks (one
+    /// died, or hangs) ends this process with an error naming the operation (0: wait
+    /// forever). One process: nothing to wait for.
+    fn set_timeout(&self, _seconds: f64) {}
 }
 
 /// One process: rank 0 of 1; every operation is the identity.
@@ -69,10 +73,38 @@ mod mpi_impl {
     use mpi::topology::{Communicator, SimpleCommunicator};
     use mpi::traits::*;
 
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
     /// MPI's world communicator (MPI is initialised on creation and finalised on drop).
     pub struct Mpi {
         _universe: mpi::environment::Universe,
         world: SimpleCommunicator,
+        watch: Arc<Watch>,
+        watchdog: OnceLock<()>,
+    }
+
+    /// The collective this rank is waiting in, and since when; the timeout in seconds.
+    #[derive(Default)]
+    struct Watch {
+        waiting: Mutex<Option<(&'static str, Instant)>>,
+        timeout_s: Mutex<f64>,
+    }
+
+    /// Marks a collective as waiting while it lives.
+    struct Waiting<'a>(&'a Watch);
+
+    impl<'a> Waiting<'a> {
+        fn new(watch: &'a Watch, what: &'static str) -> Self {
+            *watch.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, Instant::now()));
+            Waiting(watch)
+        }
+    }
+
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            *self.0.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 
     impl Mpi {
@@ -80,7 +112,7 @@ mod mpi_impl {
         pub fn init() -> Option<Mpi> {
             let universe = mpi::initialize()?;
             let world = universe.world();
-            Some(Mpi { _universe: universe, world })
+            Some(Mpi { _universe: universe, world, watch: Arc::default(), watchdog: OnceLock::new() })
         }
 
         /// Whether this process was started by an MPI launcher (mpirun, srun with PMI/PMIx).
@@ -100,12 +132,47 @@ mod mpi_impl {
         }
         fn all_reduce_sum(&self, buf: &mut [f32]) -> super::Result<()> {
             let send = buf.to_vec();
+            let _w = Waiting::new(&self.watch, "an all-reduce");
             self.world.all_reduce_into(&send[..], buf, SystemOperation::sum());
             Ok(())
         }
         fn broadcast(&self, buf: &mut [f32], root: usize) -> super::Result<()> {
+            let _w = Waiting::new(&self.watch, "a broadcast");
             self.world.process_at_rank(root as i32).broadcast_into(buf);
             Ok(())
+        }
+        fn set_timeout(&self, seconds: f64) {
+            *self.watch.timeout_s.lock().unwrap_or_else(|e| e.into_inner()) = seconds;
+            if seconds <= 0.0 {
+                return;
+            }
+            // One watchdog thread per process. It never calls MPI (initialised for one
+            // thread): it ends the process, and the launcher ends the job (mpirun on a rank
+            // that exits without finalising; srun through --kill-on-bad-exit, else each
+            // rank's own watchdog).
+            let (watch, rank) = (self.watch.clone(), self.world.rank());
+            self.watchdog.get_or_init(|| {
+                std::thread::Builder::new()
+                    .name("unireal-mpi-watchdog".into())
+                    .spawn(move || loop {
+                        let timeout = *watch.timeout_s.lock().unwrap_or_else(|e| e.into_inner());
+                        std::thread::sleep(Duration::from_secs_f64((timeout / 10.0).clamp(0.1, 5.0)));
+                        let waiting = *watch.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some((what, since)) = waiting {
+                            let waited = since.elapsed().as_secs_f64();
+                            if timeout > 0.0 && waited > timeout {
+                                eprintln!(
+                                    "rank {rank}: error: {what} has waited {waited:.0} s for the other ranks \
+                                     (train.collective_timeout_s = {timeout}): a rank died or hangs; ending this \
+                                     process so that the job ends\n\nhint: the other ranks' logs name the one that \
+                                     stopped; resume the run with --resume once it is fixed"
+                                );
+                                std::process::exit(3);
+                            }
+                        }
+                    })
+                    .expect("a thread for the MPI watchdog");
+            });
         }
         fn name(&self) -> &'static str {
             "mpi"

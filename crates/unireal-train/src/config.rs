@@ -154,6 +154,9 @@ pub struct LoopConfig {
     pub grad_accum: usize,
     /// Data-parallel runs: gradients are all-reduced in buckets of this many MiB.
     pub allreduce_bucket_mb: f64,
+    /// Data-parallel runs: a rank that waits this many seconds in one collective (another
+    /// rank died or hangs) ends with an error, and with it the job; 0 = wait forever.
+    pub collective_timeout_s: f64,
     /// EMA decay per optimizer step; 0 = no EMA.
     pub ema_decay: f64,
     pub time_sampling: TimeSampling,
@@ -268,6 +271,7 @@ impl Default for LoopConfig {
             grad_clip: 1.0,
             grad_accum: 1,
             allreduce_bucket_mb: 25.0,
+            collective_timeout_s: 1800.0,
             ema_decay: 0.999,
             time_sampling: TimeSampling::default(),
             shift: Shift::default(),
@@ -465,6 +469,9 @@ impl TrainConfig {
         }
         if !(t.allreduce_bucket_mb > 0.0) {
             return invalid("train.allreduce_bucket_mb", "must be positive");
+        }
+        if !(t.collective_timeout_s >= 0.0 && t.collective_timeout_s.is_finite()) {
+            return invalid("train.collective_timeout_s", "seconds >= 0 (0: wait forever)");
         }
         if !(0.0..1.0).contains(&t.ema_decay) {
             return invalid("train.ema_decay", format!("{} must be in [0, 1)", t.ema_decay));

@@ -213,6 +213,7 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
     /// position.
     pub fn new(cfg: &TrainConfig, opts: &RunOptions, device: &B::Device, coll: &'c dyn Collective) -> Result<Self> {
         let (cfg, config_yaml) = resolve_config(cfg, coll)?;
+        coll.set_timeout(cfg.train.collective_timeout_s);
         let part = Part { world: coll.world_size(), rank: coll.rank() };
         let is_main = part.rank == 0;
         let run = opts.run_dir.clone();

@@ -1,7 +1,7 @@
 //! Data-parallel training over MPI (`--features mpi`; scripts/test.sh runs it):
 //! `mpirun -np 2` with per-rank batch B equals one process with batch 2B step for step, the
 //! ranks end with identical weights (with per-block recomputation too), and a run resumes with
-//! the same world size only.
+//! the same world size only; a rank that fails, hangs or dies ends the job.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -217,4 +217,86 @@ fn an_error_on_one_rank_ends_the_job() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("rank 1: error:") && err.contains("no-such-shards"), "{err}");
+}
+
+/// The pid of the rank-`rank` process training into `run` (mpirun's child: its environment
+/// names the rank, its command line the run directory).
+fn rank_pid(rank: usize, run: &str) -> Option<u32> {
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(e.path().join("environ")).ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let has = |hay: &[u8], needle: &[u8]| hay.split(|b| *b == 0).any(|part| part == needle);
+        (has(&env, want.as_bytes()) && has(&cmd, run.as_bytes()) && has(&cmd, bin().as_bytes())).then_some(pid)
+    })
+}
+
+/// Waits for `child` at most `limit`; its status and stderr, or a panic naming `what`.
+fn wait_for(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: the job did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+/// A rank that stops answering (SIGSTOP: a hung node) ends the job through the others'
+/// `train.collective_timeout_s`, with the operation named; a rank that dies (SIGKILL) ends it
+/// at once (mpirun). Neither leaves a rank waiting.
+#[test]
+fn a_rank_that_hangs_or_dies_ends_the_job() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = config(work.path(), &shards(work.path()));
+    let cfg = cfg.to_str().unwrap();
+    for (signal, name) in [("-STOP", "hangs"), ("-KILL", "dies")] {
+        let run = work.path().join(name);
+        let run_s = run.to_str().unwrap();
+        let child = mpirun_command()
+            .args(["-np", "2", bin(), "--config", cfg, "-q", "--run-dir", run_s])
+            .args([
+                "--set",
+                "train.steps=100000",
+                "--set",
+                "train.collective_timeout_s=5",
+                "--set",
+                "checkpoint.every=0",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mpirun (scripts/setup.sh installs openmpi-bin)");
+        // Once rank 0 has logged a step, both ranks are in the training loop.
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|t| t.lines().count() >= 2) {
+            assert!(started.elapsed().as_secs() < 120, "{name}: no step logged within 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let pid = rank_pid(1, run_s).expect("rank 1's process");
+        assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+        let stopped = std::time::Instant::now();
+        let (status, err) = wait_for(child, std::time::Duration::from_secs(90), name);
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(std::process::Stdio::null()).status();
+        assert!(!status.success(), "{name}: {err}");
+        println!("rank 1 {name}: the job ended {:.1} s later", stopped.elapsed().as_secs_f64());
+        if name == "hangs" {
+            assert!(
+                err.contains("rank 0: error: an all-reduce has waited")
+                    && err.contains("train.collective_timeout_s = 5"),
+                "{err}"
+            );
+        }
+    }
 }
