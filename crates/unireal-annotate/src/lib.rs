@@ -72,6 +72,11 @@ pub trait Captioner: Send + Sync {
     fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError>;
     /// A one-sentence description of a frame.
     fn describe(&self, req: &DescribeRequest<'_>) -> Result<String, CaptionError>;
+    /// Requests worth having in flight at once: a remote endpoint's `concurrency`; 1 for a
+    /// captioner that answers in-process (the build then asks it directly).
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// `captioner:` in the build config.

@@ -213,6 +213,10 @@ impl Captioner for OpenAiCaptioner {
         "openai"
     }
 
+    fn concurrency(&self) -> usize {
+        self.cfg.concurrency
+    }
+
     fn caption(&self, req: &CaptionRequest<'_>) -> Result<String, CaptionError> {
         self.complete(&self.body(&self.cfg.prompt, &[req.first_jpeg, req.second_jpeg]))
     }

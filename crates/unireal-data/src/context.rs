@@ -11,6 +11,7 @@ use unireal_video::VideoInfo;
 use unireal_vision::mask::Mask;
 use unireal_vision::{fit_long_side, ObjectStats};
 
+use crate::captions::{Answer, Ask, CaptionPool};
 use crate::config::{BuildConfig, SplitBy};
 use crate::inputs::InputItem;
 
@@ -19,15 +20,27 @@ pub(crate) struct VideoContext<'a> {
     pub item: &'a InputItem,
     pub cfg: &'a BuildConfig,
     pub captioner: &'a dyn Captioner,
+    /// The build's caption request pool, for a remote captioner (crate::captions).
+    pub captions: Option<&'a CaptionPool>,
     pub info: &'a VideoInfo,
     /// The stored frame size (`frames.max_side`).
     pub out_size: (u32, u32),
 }
 
 impl<'a> VideoContext<'a> {
-    pub fn new(item: &'a InputItem, cfg: &'a BuildConfig, captioner: &'a dyn Captioner, info: &'a VideoInfo) -> Self {
+    pub fn new(
+        item: &'a InputItem,
+        cfg: &'a BuildConfig,
+        (captioner, captions): (&'a dyn Captioner, Option<&'a CaptionPool>),
+        info: &'a VideoInfo,
+    ) -> Self {
         let out_size = fit_long_side(info.width, info.height, cfg.frames.max_side);
-        VideoContext { item, cfg, captioner, info, out_size }
+        VideoContext { item, cfg, captioner, captions, info, out_size }
+    }
+
+    /// Asks the captioner, through the pool when there is one.
+    pub fn ask(&self, ask: Ask) -> Answer {
+        Answer::ask(self.captioner, self.captions, ask)
     }
 
     /// The input's key (its manifest path).

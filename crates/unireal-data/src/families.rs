@@ -15,7 +15,7 @@ use std::cell::OnceCell;
 
 use image::RgbImage;
 use serde_json::json;
-use unireal_annotate::{object_place, DescribeRequest, SegFrame, Segmenter};
+use unireal_annotate::{object_place, SegFrame, Segmenter};
 use unireal_core::{
     index_word, result_word, sample_id, ContextTag, ControlContext, ImageRole, Sample, SampleImage, Task,
 };
@@ -24,6 +24,7 @@ use unireal_vision::encode::{self, png_gray};
 use unireal_vision::mask::{self, Mask};
 use unireal_vision::{condition_map, Background, ConditionKind, ConditionMap};
 
+use crate::captions::{Ask, Deferred};
 use crate::config::ControlDirections;
 use crate::context::{round3, PairFrame, Seen, TrackedObject, VideoContext};
 
@@ -44,6 +45,8 @@ pub(crate) struct PairContext<'s, 'a> {
 #[derive(Default)]
 pub(crate) struct Built {
     pub samples: Vec<Sample>,
+    /// Control samples whose caption the pool has still to answer.
+    pub deferred: Deferred,
     pub caption_errors: u64,
     /// Whether any caption error was the endpoint's (down, timed out, rate-limited).
     pub caption_transient: bool,
@@ -426,28 +429,29 @@ fn control(ctx: &PairContext<'_, '_>, out: &mut Built) -> Result<(), String> {
         if ctx.keep(Task::Control, &id) {
             let phrases: Vec<String> =
                 ctx.objects.iter().filter_map(|o| o.a.as_ref().map(|a| o.named(&a.stats))).take(2).collect();
-            let req = DescribeRequest {
-                input: ctx.key(),
-                jpeg: &frame_jpeg,
+            let answer = ctx.video.ask(Ask::Describe {
+                input: ctx.key().into(),
+                jpeg: frame_jpeg.clone(),
                 mean_rgb: unireal_vision::mean_rgb(&ctx.a.small),
-                objects: &phrases,
-                sidecar: ctx.video.item.caption.as_deref(),
+                objects: phrases,
+                sidecar: ctx.video.item.caption.clone(),
                 seed: PairContext::seed(&id),
-            };
-            match ctx.video.captioner.describe(&req) {
-                Ok(caption) => {
-                    let images = vec![
-                        image(ImageRole::Control, encoding, map_bytes, size),
-                        image(ImageRole::Output, "jpeg", frame_jpeg, size),
-                    ];
-                    let base = format!("Generate {} from the {phrase} {}: {caption}", result_word(1), index_word(1));
-                    let mut m = meta;
-                    m["direction"] = "generation".into();
-                    m["caption_source"] = ctx.video.captioner.name().into();
-                    let control = ControlContext { map: kind.tag(), perception: false };
-                    out.samples.push(ctx.sample((Task::Control, Some(control)), id, base, images, m));
-                }
-                Err(e) => {
+            });
+            let images = vec![
+                image(ImageRole::Control, encoding, map_bytes, size),
+                image(ImageRole::Output, "jpeg", frame_jpeg, size),
+            ];
+            // The caption completes it.
+            let base = format!("Generate {} from the {phrase} {}: ", result_word(1), index_word(1));
+            let mut m = meta;
+            m["direction"] = "generation".into();
+            m["caption_source"] = ctx.video.captioner.name().into();
+            let control = ControlContext { map: kind.tag(), perception: false };
+            let sample = ctx.sample((Task::Control, Some(control)), id, base, images, m);
+            match out.deferred.push(sample, answer) {
+                None => {}
+                Some(Ok(s)) => out.samples.push(s),
+                Some(Err(e)) => {
                     out.caption_errors += 1;
                     out.caption_transient |= e.is_transient();
                 }

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::{GrayImage, RgbImage};
 use serde_json::json;
-use unireal_annotate::{CaptionRequest, Captioner, Segmenter};
+use unireal_annotate::{CaptionError, Captioner, Segmenter};
 use unireal_core::{index_word, result_word, sample_id, ImageRole, Sample, SampleImage, Task};
 use unireal_shards::{FailureKind, InputRecord, InputStatus};
 use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoError, VideoReader};
 use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
 
+use crate::captions::{Ask, CaptionPool, Deferred};
 use crate::config::BuildConfig;
 use crate::context::{round3, VideoContext};
 use crate::inputs::{InputItem, Origin, NOT_A_VIDEO_EXTENSION};
@@ -85,11 +86,13 @@ pub struct Annotators<'a> {
 }
 
 /// Processes one video into the samples of every enabled family. Never panics on bad
-/// input: every failure becomes the record's status and reason.
-pub fn process_video(
+/// input: every failure becomes the record's status and reason. `captions`: the build's
+/// caption request pool, for a remote captioner.
+pub(crate) fn process_video(
     item: &InputItem,
     cfg: &BuildConfig,
     ann: Annotators<'_>,
+    captions: Option<&CaptionPool>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> VideoOutcome {
@@ -125,14 +128,16 @@ pub fn process_video(
             frames: 0,
         };
     }
-    let video = VideoContext::new(item, cfg, ann.captioner, &info);
+    let video = VideoContext::new(item, cfg, (ann.captioner, captions), &info);
     let mut run = Run::new(&video);
     if let (true, Some(seg)) = (cfg.families.needs_objects(), ann.segmenter) {
         run.objects = Some(ObjectStage::new(&video, seg));
     }
     let result = run.decode_all(&mut reader, progress, stop);
+    run.collect_captions();
     if let Some(o) = &mut run.objects {
         o.finish_shot();
+        o.collect_captions();
     }
     let frames = run.frames;
     let mut stats = json!({
@@ -259,6 +264,8 @@ struct Run<'a> {
     /// frame, so pairs of a shot do not overlap and spread over it.
     last_pair: Option<(u64, u64)>,
     samples: Vec<Sample>,
+    /// Pairs whose caption the pool has still to answer.
+    deferred: Deferred,
     tally: Tally,
     frames: u64,
     stopped_early: bool,
@@ -287,6 +294,7 @@ impl<'a> Run<'a> {
             shot_pairs: 0,
             last_pair: None,
             samples: vec![],
+            deferred: Deferred::default(),
             tally: Tally::default(),
             frames: 0,
             stopped_early: false,
@@ -334,7 +342,7 @@ impl<'a> Run<'a> {
                 o.push(&mut self.conv, &frame, &small, frame.index == 0 || is_cut, self.shot)?;
             }
             let pairs_done = !self.cfg.families.enabled(Task::Frame2Frame)
-                || self.samples.len() >= self.cfg.pairs.max_pairs_per_video;
+                || self.samples.len() + self.deferred.len() >= self.cfg.pairs.max_pairs_per_video;
             if pairs_done {
                 if self.objects.as_ref().is_none_or(|o| o.done()) {
                     self.stopped_early = self.cfg.families.enabled(Task::Frame2Frame);
@@ -434,23 +442,14 @@ impl<'a> Run<'a> {
         let full_b = self.convert(&b.frame, video.out_size)?;
         let (ja, jb) = (video.jpeg(&full_a)?, video.jpeg(&full_b)?);
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
-        let req = CaptionRequest {
-            input: video.key(),
-            first_jpeg: &ja,
-            second_jpeg: &jb,
-            change: &change,
-            sidecar: video.item.caption.as_deref(),
+        let answer = video.ask(Ask::Caption {
+            input: video.key().into(),
+            first: ja.clone(),
+            second: jb.clone(),
+            change: change.clone(),
+            sidecar: video.item.caption.clone(),
             seed,
-        };
-        let instruction = match video.captioner.caption(&req) {
-            Ok(c) => c,
-            Err(e) => {
-                self.tally.caption_errors += 1;
-                self.tally.last_caption_error = e.to_string();
-                self.tally.caption_transient |= e.is_transient();
-                return Ok(false);
-            }
-        };
+        });
         let g = change.motion.global;
         let meta = json!({
             "video": video.key(),
@@ -483,7 +482,8 @@ impl<'a> Run<'a> {
             sample_id: id,
             task: Task::Frame2Frame,
             source: "video".into(),
-            base_prompt: format!("Turn {} into {}: {}", index_word(1), result_word(1), instruction),
+            // The caption completes it.
+            base_prompt: format!("Turn {} into {}: ", index_word(1), result_word(1)),
             context_prompt: video.context_prompt(Task::Frame2Frame, None),
             images: vec![
                 SampleImage { role: ImageRole::Canvas, encoding: "jpeg".into(), bytes: ja, width: w, height: h },
@@ -491,7 +491,32 @@ impl<'a> Run<'a> {
             ],
             meta,
         };
-        self.samples.push(sample);
-        Ok(true)
+        match self.deferred.push(sample, answer) {
+            None => Ok(true),
+            Some(Ok(sample)) => {
+                self.samples.push(sample);
+                Ok(true)
+            }
+            Some(Err(e)) => {
+                self.caption_failed(&e);
+                Ok(false)
+            }
+        }
+    }
+
+    fn caption_failed(&mut self, e: &CaptionError) {
+        self.tally.caption_errors += 1;
+        self.tally.last_caption_error = e.to_string();
+        self.tally.caption_transient |= e.is_transient();
+    }
+
+    /// The pairs the pool has answered for, in the order they were found.
+    fn collect_captions(&mut self) {
+        for r in self.deferred.resolve() {
+            match r {
+                Ok(sample) => self.samples.push(sample),
+                Err(e) => self.caption_failed(&e),
+            }
+        }
     }
 }

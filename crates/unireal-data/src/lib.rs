@@ -9,6 +9,7 @@
 //! binary runs both.
 
 pub mod build;
+mod captions;
 pub mod config;
 mod context;
 mod families;

@@ -20,6 +20,7 @@ use unireal_vision::mask::{self, Mask};
 use unireal_vision::segment::{median_background, object_stats, warp_to_target};
 use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion};
 
+use crate::captions::Deferred;
 use crate::context::{PairFrame, Seen, TrackedObject, VideoContext};
 use crate::families::{self, PairContext};
 
@@ -78,6 +79,8 @@ pub struct ObjectStage<'a> {
     jobs: usize,
     pending: Vec<Job>,
     pub samples: Vec<Sample>,
+    /// Control samples whose caption the pool has still to answer.
+    deferred: Deferred,
     pub tally: ObjectTally,
     /// The first segmenter error: object analysis stops for this video.
     pub error: Option<String>,
@@ -102,6 +105,7 @@ impl<'a> ObjectStage<'a> {
             jobs: 0,
             pending: vec![],
             samples: vec![],
+            deferred: Deferred::default(),
             tally: ObjectTally::default(),
             error: None,
             error_transient: false,
@@ -312,11 +316,11 @@ impl<'a> ObjectStage<'a> {
         self.take(out);
     }
 
-    fn take(&mut self, out: families::Built) {
+    fn take(&mut self, mut out: families::Built) {
         for s in out.samples {
-            *self.tally.samples.entry(s.task.as_str()).or_default() += 1;
-            self.samples.push(s);
+            self.keep(s);
         }
+        self.deferred.append(&mut out.deferred);
         self.tally.caption_errors += out.caption_errors;
         self.tally.caption_transient |= out.caption_transient;
         for why in out.skipped {
@@ -325,6 +329,24 @@ impl<'a> ObjectStage<'a> {
         if let Some(e) = out.error {
             self.tally.segment_errors += 1;
             self.error.get_or_insert(e);
+        }
+    }
+
+    fn keep(&mut self, s: Sample) {
+        *self.tally.samples.entry(s.task.as_str()).or_default() += 1;
+        self.samples.push(s);
+    }
+
+    /// The control samples the pool has answered for, in the order they were made.
+    pub(crate) fn collect_captions(&mut self) {
+        for r in self.deferred.resolve() {
+            match r {
+                Ok(s) => self.keep(s),
+                Err(e) => {
+                    self.tally.caption_errors += 1;
+                    self.tally.caption_transient |= e.is_transient();
+                }
+            }
         }
     }
 

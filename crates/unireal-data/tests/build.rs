@@ -308,6 +308,81 @@ impl unireal_annotate::Captioner for Outage {
     }
 }
 
+/// A remote captioner stand-in: the built-in captions after a delay, counting the requests
+/// in flight at once.
+struct Slow {
+    concurrency: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl Slow {
+    fn new(concurrency: usize) -> Self {
+        Slow { concurrency, in_flight: Default::default(), most: Default::default() }
+    }
+
+    fn answer<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let r = f();
+        self.in_flight.fetch_sub(1, SeqCst);
+        r
+    }
+}
+
+impl unireal_annotate::Captioner for Slow {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+    fn caption(&self, req: &unireal_annotate::CaptionRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        self.answer(|| unireal_annotate::BuiltinCaptioner.caption(req))
+    }
+    fn describe(&self, req: &unireal_annotate::DescribeRequest<'_>) -> Result<String, unireal_annotate::CaptionError> {
+        self.answer(|| unireal_annotate::BuiltinCaptioner.describe(req))
+    }
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+}
+
+/// A remote captioner (issue 18) is asked through the build's request pool: with one worker,
+/// several requests (Frame2Frame captions and control descriptions) are in flight at once
+/// while decoding goes on, and the samples are those of a build that asks one at a time.
+#[test]
+fn a_remote_captioner_is_asked_concurrently_with_the_same_samples() {
+    let work = tempfile::tempdir().unwrap();
+    let v = sample_videos();
+    let opts = SampleShards { inputs: vec![v.join("box.mp4"), v.join("bikes.mp4")], workers: 1, ..Default::default() };
+    let mut cfg = sample_build_config(&work.path().join("x"), &opts);
+    let segmenter = unireal_annotate::build_segmenter(&cfg.objects.segmenter).unwrap();
+    let mut build = |name: &str, captioner: &Slow| {
+        cfg.output = work.path().join(name);
+        let ann = unireal_data::Annotators { captioner, segmenter: Some(&*segmenter) };
+        let opts = BuildOptions { quiet: true, ..Default::default() };
+        let started = std::time::Instant::now();
+        unireal_data::run_build_with(&cfg, &opts, Arc::new(AtomicBool::new(false)), ann).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let mut rows: Vec<(String, String, usize)> = unireal_shards::ShardReader::open_dir(&cfg.output)
+            .unwrap()
+            .map(|s| s.unwrap())
+            .map(|s| (s.sample_id, s.base_prompt, s.images.iter().map(|i| i.bytes.len()).sum()))
+            .collect();
+        rows.sort();
+        (rows, secs)
+    };
+    let (one, pooled) = (Slow::new(1), Slow::new(6));
+    let (a, secs_one) = build("one-at-a-time", &one);
+    let (b, secs_pooled) = build("pooled", &pooled);
+    println!("one request at a time: {secs_one:.1} s; six in flight: {secs_pooled:.1} s");
+    assert_eq!(one.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let most = pooled.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 3, "at most {most} request(s) in flight with a pool of 6");
+    assert!(a.iter().any(|r| r.0.starts_with("control")) || a.len() > 10, "{} rows", a.len());
+    assert_eq!(a, b);
+}
+
 /// A panic while one video is processed (here in a captioner plugged in through
 /// `run_build_with`) fails that input with the panic's message; the other videos are built.
 #[test]
