@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A remote captioner kept busy (issue 18 point 4): `unireal-data build configs/video.yaml` (all
+# six families: Frame2Frame captions and control descriptions go to the endpoint) with
+# `captioner: openai` against a local stand-in server (scripts/bench/standin_vlm.py) that
+# answers after DELAY seconds and serves SLOTS requests at once, for several values of
+# `captioner.concurrency`. Prints, per run: requests, the most the server saw in flight, the
+# build's time, the server-bound minimum (requests x DELAY / SLOTS) and the built-in
+# captioner's build time, and the ratio of the build's time to the larger of those two: near 1
+# means the server's capacity (or decoding), not the build's loop, is the limit.
+#
+#   scripts/bench-annotator.sh [DELAY_S] [SLOTS] [WORKERS]     (defaults: 0.2 8 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DELAY=${1:-0.2}
+SLOTS=${2:-8}
+WORKERS=${3:-2}
+if [ -z "${UNIREAL_BIN:-}" ]; then
+  bash scripts/setup.sh
+  cargo build --release --locked -p unireal-data >&2
+  UNIREAL_BIN=${CARGO_TARGET_DIR:-target}/release
+fi
+PY=${UNIREAL_PYTHON:-.venv/bin/python}
+PORT=$((20000 + RANDOM % 20000))
+OUT=$(mktemp -d)
+"$PY" scripts/bench/standin_vlm.py "$PORT" "$DELAY" "$SLOTS" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; rm -rf "$OUT"' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/stats" >/dev/null && break; sleep 0.1; done
+now() { date +%s.%N; }
+stats() { curl -sf "http://127.0.0.1:$PORT/stats"; }
+
+echo "stand-in VLM: ${DELAY} s per request, ${SLOTS} at once; build workers=$WORKERS" >&2
+t0=$(now)
+"$UNIREAL_BIN/unireal-data" build configs/video.yaml -q --force --set output="$OUT/builtin" --set workers="$WORKERS" 2>/dev/null
+t_local=$(echo "$(now) - $t0" | bc -l)
+printf 'built-in captioner (no endpoint): %.2f s\n' "$t_local"
+stats >/dev/null
+for c in 1 2 4 8 16; do
+  t0=$(now)
+  "$UNIREAL_BIN/unireal-data" build configs/video.yaml -q --force --set output="$OUT/c$c" --set workers="$WORKERS" \
+    --set "captioner={kind: openai, base_url: 'http://127.0.0.1:$PORT/v1', model: standin, concurrency: $c, retries: 0}" 2>/dev/null
+  t=$(echo "$(now) - $t0" | bc -l)
+  s=$(stats)
+  n=$(echo "$s" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['requests'])")
+  most=$(echo "$s" | "$PY" -c "import json,sys; print(json.load(sys.stdin)['most_in_flight'])")
+  bound=$(echo "$n * $DELAY / $SLOTS" | bc -l)
+  # The build cannot beat its own decoding (the built-in run) nor the server's capacity.
+  floor=$(echo "if ($bound > $t_local) $bound else $t_local" | bc -l)
+  printf 'concurrency %2d: %3d requests, at most %2d in flight, %6.2f s; server-bound minimum %5.2f s, built-in %5.2f s: x%.2f of the larger\n' \
+    "$c" "$n" "$most" "$t" "$bound" "$t_local" "$(echo "$t / $floor" | bc -l)"
+done
