@@ -26,7 +26,8 @@ DATA=$UNIREAL_BIN/unireal-data
 TRAIN=$UNIREAL_BIN/unireal-train
 PY=${UNIREAL_PYTHON:-.venv/bin/python}
 W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+# (a job of ours still running when the script ends is killed first)
+trap 'if [ -n "$JOB" ]; then kill -KILL -- "-$JOB" 2>/dev/null || true; fi; rm -rf "$W"' EXIT
 now() { date +%s.%N; }
 # kill_at ROUND DURATION JOB: a moment from the seed, the job and the round, uniform in
 # (0.05 s, 0.5 s + 3 DURATION / ROUNDS): the rounds' kills together span the job about 1.5
@@ -37,12 +38,16 @@ kill_at() {
 }
 
 # run_killed SECONDS CMD: runs CMD in its own process group and SIGKILLs the whole group after
-# SECONDS unless it ended; returns 137 when it was killed, else CMD's status. Returns only once
-# every process of the group is gone: a killed process holds its lock until it has exited.
+# SECONDS unless it ended; returns 200 when this killed it, else CMD's status (a 137 of its
+# own, the OOM killer's, is a failure). Returns only once every process of the group is gone:
+# a killed process holds its lock until it has exited.
+JOB=""
 run_killed() {
   local t=$1 cmd=$2 pid rc=0 killed=0 deadline
+  set +m  # (no job control: the background job keeps setsid's process group)
   setsid bash -c "$cmd" &
   pid=$!
+  JOB=$pid
   deadline=$(echo "$(now) + $t" | bc -l)
   # (a finished job stays a zombie until `wait`: state Z)
   while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
@@ -55,7 +60,8 @@ run_killed() {
   done
   wait "$pid" || rc=$?
   while pgrep -g "$pid" >/dev/null; do sleep 0.02; done
-  if [ "$killed" = 1 ] && [ "$rc" != 0 ]; then return 137; fi
+  JOB=""
+  if [ "$killed" = 1 ] && [ "$rc" != 0 ]; then return 200; fi
   return "$rc"
 }
 
@@ -77,7 +83,7 @@ soak() {
     t=$(kill_at "$r" "$dur" "$j")
     rc=0
     run_killed "$t" "$cmd" >/dev/null 2>"$W/$name.log" || rc=$?
-    if [ "$rc" = 137 ]; then
+    if [ "$rc" = 200 ]; then
       k=$((k + 1))
     elif [ "$rc" != 0 ]; then
       echo "$name: round $r (killed at $t s) ended with status $rc:" >&2
@@ -87,6 +93,10 @@ soak() {
     cmd=$resume
   done
   eval "$resume" >/dev/null 2>"$W/$name.log" || { cat "$W/$name.log" >&2; exit 1; }
+  if [ "$k" = 0 ]; then
+    echo "$name: no round killed the job (each finished first): nothing was tested" >&2
+    exit 1
+  fi
   KILLS[$name]=$k
 }
 
@@ -116,6 +126,8 @@ def rows(d):
 
 a, ia = rows(sys.argv[1])
 b, ib = rows(sys.argv[2])
+assert a, f"{sys.argv[1]}: the uninterrupted run gave no sample"
+
 assert a.keys() == b.keys(), f"sample ids differ: {len(a.keys() - b.keys())} only uninterrupted, {len(b.keys() - a.keys())} only soaked"
 diff = [k for k in a if a[k] != b[k]]
 assert not diff, f"{len(diff)} samples differ in content, e.g. {diff[:3]}"
@@ -173,6 +185,8 @@ def run(d):
 
 la, ma, ea, na = run(sys.argv[1])
 lb, mb, eb, nb = run(sys.argv[2])
+assert sorted(la) == list(range(1, 25)), f"uninterrupted run: steps {sorted(la)}"
+
 assert na == nb, (na, nb)
 assert la == lb, f"losses differ: {[(s, la.get(s), lb.get(s)) for s in sorted(set(la) | set(lb)) if la.get(s) != lb.get(s)][:5]}"
 assert ma == mb and ea == eb, "the final weights differ"

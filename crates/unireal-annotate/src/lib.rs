@@ -43,13 +43,16 @@ pub enum CaptionError {
     Endpoint { url: String, message: String },
     #[error("captioner config: {0}")]
     Config(String),
+    /// The build was stopped (Ctrl-C, SIGTERM) before the request was sent.
+    #[error("not asked: the build was stopped")]
+    Interrupted,
 }
 
 impl CaptionError {
     /// Whether the endpoint, not the input, failed (unreachable, timed out, rate-limited,
     /// answering errors after the retries): a later run may well succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, CaptionError::Endpoint { .. })
+        matches!(self, CaptionError::Endpoint { .. } | CaptionError::Interrupted)
     }
 }
 

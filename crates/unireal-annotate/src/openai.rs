@@ -94,8 +94,9 @@ impl OpenAiCaptioner {
         if cfg.base_url.trim().is_empty() {
             return Err(CaptionError::Config("captioner.base_url is empty".into()));
         }
-        if cfg.concurrency == 0 {
-            return Err(CaptionError::Config("captioner.concurrency must be at least 1".into()));
+        if !(1..=1024).contains(&cfg.concurrency) {
+            // (each is a thread of the build's request pool)
+            return Err(CaptionError::Config("captioner.concurrency must lie in 1..=1024".into()));
         }
         if !(cfg.timeout_s > 0.0) {
             return Err(CaptionError::Config("captioner.timeout_s must be positive".into()));

@@ -126,7 +126,7 @@ pub fn run_build_with(
     let frames_bar = FramesBar(bars.counter("frames"));
     let mut frames = 0u64;
     // A remote captioner is asked by a pool shared by the workers (crate::captions).
-    let done = CaptionPool::with(ann.captioner, ann.captioner.concurrency(), |captions| {
+    let done = CaptionPool::with(ann.captioner, ann.captioner.concurrency(), &stop, |captions| {
         drive(
             &spec,
             &items,

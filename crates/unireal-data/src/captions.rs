@@ -8,8 +8,10 @@
 //! The samples are the same either way, except after a failed request: answered at once, a
 //! failed pair makes room for the next candidate pair of its first frame; from the pool, the
 //! failure is known only at the video's end and the pair is left out (counted as before).
+//! Within a video, control samples from the pool come after the other object samples.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 use unireal_annotate::{CaptionError, CaptionRequest, Captioner, DescribeRequest};
@@ -70,8 +72,15 @@ pub(crate) struct CaptionPool {
 
 impl CaptionPool {
     /// Runs `f` with a pool of `threads` request threads asking `captioner`, or with none
-    /// (answers at once) when `threads` <= 1. The threads end with `f`.
-    pub fn with<R>(captioner: &dyn Captioner, threads: usize, f: impl FnOnce(Option<&CaptionPool>) -> R) -> R {
+    /// (answers at once) when `threads` <= 1. The threads end with `f`. Once `stop` is set,
+    /// requests still queued are answered [`CaptionError::Interrupted`] without being sent, so
+    /// that a stopped build does not wait for them.
+    pub fn with<R>(
+        captioner: &dyn Captioner,
+        threads: usize,
+        stop: &AtomicBool,
+        f: impl FnOnce(Option<&CaptionPool>) -> R,
+    ) -> R {
         if threads <= 1 {
             return f(None);
         }
@@ -83,7 +92,11 @@ impl CaptionPool {
                     .name(format!("unireal-caption-{k}"))
                     .spawn_scoped(s, move || {
                         for (ask, reply) in rx {
-                            let _ = reply.send(catch_unwind(AssertUnwindSafe(|| ask.run(captioner))));
+                            let answer = match stop.load(Ordering::Relaxed) {
+                                true => Ok(Err(CaptionError::Interrupted)),
+                                false => catch_unwind(AssertUnwindSafe(|| ask.run(captioner))),
+                            };
+                            let _ = reply.send(answer);
                         }
                     })
                     .expect("a caption request thread");

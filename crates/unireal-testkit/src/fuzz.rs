@@ -221,15 +221,20 @@ impl Fuzz {
     }
 
     /// Runs the cases: each one is a seed input with 1 to 4 mutations. The unmutated seeds are
-    /// tried first (a check that fails on them is wrong). Panics (failing the test) on a panic in `check` or an
+    /// tried first and must be accepted (a check that refuses them is wrong). Panics (failing the test) on a panic in `check` or an
     /// `Err` from it, naming the case and where its bytes were written.
     pub fn run(&self, seeds: &[Vec<u8>], dict: &[&[u8]], mut check: impl FnMut(&[u8]) -> Result<Verdict, String>) {
         assert!(!seeds.is_empty(), "fuzz {}: no seed inputs", self.name);
         let mut rng = Rng::new(self.seed);
         let (mut accepted, mut refused) = (0usize, 0usize);
         for (k, seed) in seeds.iter().enumerate() {
-            if let Err(e) = self.try_case(&mut check, seed) {
-                self.fail(usize::MAX - k, seed, &format!("unmutated seed input {k}: {e}"));
+            match self.try_case(&mut check, seed) {
+                Ok(Verdict::Accepted) => {}
+                // A check that refuses valid input would pass every case vacuously.
+                Ok(Verdict::Refused) => {
+                    self.fail(usize::MAX - k, seed, &format!("unmutated seed input {k} was refused"))
+                }
+                Err(e) => self.fail(usize::MAX - k, seed, &format!("unmutated seed input {k}: {e}")),
             }
         }
         for case in 0..self.cases {

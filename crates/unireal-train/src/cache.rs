@@ -208,8 +208,11 @@ pub(crate) fn safetensors_header(f: &File) -> Result<(BTreeMap<String, serde_jso
     let mut n = [0u8; 8];
     f.read_exact_at(&mut n, 0).map_err(HeaderError::Io)?;
     let n = u64::from_le_bytes(n);
-    if n > 1 << 31 {
-        return Err(HeaderError::Format(format!("a safetensors header of {n} bytes: not a safetensors file")));
+    let len = f.metadata().map_err(HeaderError::Io)?.len();
+    if n > (1 << 31).min(len.saturating_sub(8)) {
+        return Err(HeaderError::Format(format!(
+            "a safetensors header of {n} bytes in a file of {len}: not a safetensors file, or a truncated one"
+        )));
     }
     let mut buf = vec![0u8; n as usize];
     f.read_exact_at(&mut buf, 8).map_err(HeaderError::Io)?;
@@ -226,11 +229,17 @@ fn read_header(f: &File, path: &Path) -> Result<(BTreeMap<String, TensorInfo>, u
         HeaderError::Io(source) => CacheError::Io { path: path.to_path_buf(), source },
         HeaderError::Format(message) => bad(message),
     })?;
+    let len = f.metadata().map_err(|source| CacheError::Io { path: path.to_path_buf(), source })?.len();
     let mut out = BTreeMap::new();
     for (name, v) in raw {
         let info: TensorInfo = serde_json::from_value(v).map_err(|e| bad(format!("tensor {name}: {e}")))?;
-        let numel: usize = info.shape.iter().product();
-        if info.dtype != "F32" || info.data_offsets[1] - info.data_offsets[0] != 4 * numel as u64 {
+        // Checked: a damaged header must not overflow, nor point past the end of the file.
+        let bytes = info.shape.iter().try_fold(4u64, |n, &d| n.checked_mul(d as u64));
+        let [from, to] = info.data_offsets;
+        if to.checked_add(start).is_none_or(|end| end > len) || from > to {
+            return Err(bad(format!("tensor {name}: data at {from}..{to} past the end of the file ({len} bytes)")));
+        }
+        if info.dtype != "F32" || bytes != Some(to - from) {
             return Err(bad(format!(
                 "tensor {name}: {} {:?}, expected F32 data of that shape",
                 info.dtype, info.shape
@@ -261,6 +270,14 @@ impl Cache {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, s) in manifest.shards.iter().enumerate() {
+            // A file of this directory: a damaged name must not lead elsewhere.
+            let mut parts = Path::new(&s.file).components();
+            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+                return Err(CacheError::Format {
+                    path,
+                    message: format!("shard {:?} is not a file name in this directory", s.file),
+                });
+            }
             let p = dir.join(&s.file);
             let f = File::open(&p).map_err(io(&p))?;
             let (header, start) = read_header(&f, &p)?;

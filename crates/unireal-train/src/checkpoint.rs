@@ -198,10 +198,19 @@ impl<B: burn::tensor::backend::Backend> Recorder<B> for MpkRecorder {
     type RecordOutput = ();
     type LoadArgs = PathBuf;
 
+    /// As Burn's default, with the metadata of Burn's own recorder, so that the files are
+    /// byte for byte those of `NamedMpkFileRecorder<FullPrecisionSettings>`.
+    fn record<R: burn::record::Record<B>>(&self, record: R, file: PathBuf) -> Result<(), RecorderError> {
+        let item = record.into_item::<FullPrecisionSettings>();
+        let item = burn::record::BurnRecord::<_, B>::new::<NamedMpkFileRecorder<FullPrecisionSettings>>(item);
+        <Self as Recorder<B>>::save_item(self, item, file)
+    }
+
     fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
         use std::io::Write;
         file.set_extension("mpk");
-        let failed = |e: std::io::Error| RecorderError::Unknown(format!("{}: {e}", file.display()));
+        // (the caller names the file)
+        let failed = |e: std::io::Error| RecorderError::Unknown(e.to_string());
         let f = std::fs::File::create(&file).map_err(failed)?;
         let mut w = KeepError { inner: std::io::BufWriter::new(f), error: None };
         let encoded = rmp_serde::encode::write_named(&mut w, &item);

@@ -40,6 +40,12 @@ pub trait Collective {
     /// died, or hangs) ends this process with an error naming the operation (0: wait
     /// forever). One process: nothing to wait for.
     fn set_timeout(&self, _seconds: f64) {}
+    /// Waits until every rank has come here, as long as it takes (outside the timeout): after
+    /// work rank 0 does alone (validation, samples, a checkpoint, an evaluation), which may
+    /// rightly take longer. One process: returns.
+    fn wait_for_all(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One process: rank 0 of 1; every operation is the identity.
@@ -141,6 +147,12 @@ mod mpi_impl {
             self.world.process_at_rank(root as i32).broadcast_into(buf);
             Ok(())
         }
+        fn wait_for_all(&self) -> super::Result<()> {
+            // Not marked as waiting: the watchdog does not count this one.
+            let mut one = [0.0f32];
+            self.world.all_reduce_into(&[0.0f32][..], &mut one[..], SystemOperation::sum());
+            Ok(())
+        }
         fn set_timeout(&self, seconds: f64) {
             *self.watch.timeout_s.lock().unwrap_or_else(|e| e.into_inner()) = seconds;
             if seconds <= 0.0 {
@@ -167,7 +179,13 @@ mod mpi_impl {
                                      process so that the job ends\n\nhint: the other ranks' logs name the one that \
                                      stopped; resume the run with --resume once it is fixed"
                                 );
-                                std::process::exit(3);
+                                // `_exit`: no atexit handlers (MPI's, CUDA's) while the
+                                // main thread is inside MPI.
+                                extern "C" {
+                                    fn _exit(status: std::ffi::c_int) -> !;
+                                }
+                                // SAFETY: ends the process; nothing runs after it.
+                                unsafe { _exit(3) }
                             }
                         }
                     })

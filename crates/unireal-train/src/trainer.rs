@@ -728,23 +728,25 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
             ));
             let step = stats.step;
             let due = |every: usize| every > 0 && (step.is_multiple_of(every) || step == total);
-            if !self.is_main() {
-                continue;
-            }
-            if due(self.cfg.log.val_every) {
-                if let Some(val) = self.validate()? {
-                    bar.println(format!("step {step}: validation loss {:.4}", val.loss));
+            let validate = due(self.cfg.log.val_every);
+            let samples = due(self.cfg.log.sample_every);
+            let checkpoint =
+                step == total || (self.cfg.checkpoint.every > 0 && step.is_multiple_of(self.cfg.checkpoint.every));
+            let eval = self.cfg.log.eval.as_ref().is_some_and(|e| due(e.every));
+            if self.is_main() {
+                if validate {
+                    if let Some(val) = self.validate()? {
+                        bar.println(format!("step {step}: validation loss {:.4}", val.loss));
+                    }
                 }
-            }
-            if due(self.cfg.log.sample_every) {
-                self.write_samples()?;
-            }
-            if step == total || (self.cfg.checkpoint.every > 0 && step.is_multiple_of(self.cfg.checkpoint.every)) {
-                last_ckpt = Some(self.save_checkpoint()?);
-            }
-            // After the checkpoint: an evaluation that fails does not cost the step's weights.
-            if let Some(every) = self.cfg.log.eval.as_ref().map(|e| e.every) {
-                if due(every) {
+                if samples {
+                    self.write_samples()?;
+                }
+                if checkpoint {
+                    last_ckpt = Some(self.save_checkpoint()?);
+                }
+                // After the checkpoint: an evaluation that fails does not cost the step's weights.
+                if eval {
                     if let Some(r) = self.evaluate()? {
                         let means: Vec<String> = r.means.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
                         bar.println(format!(
@@ -756,18 +758,26 @@ impl<'c, B: AutodiffBackend> Trainer<'c, B> {
                     }
                 }
             }
+            // The other ranks wait for rank 0's work alone as long as it takes, here, rather
+            // than in the next step's all-reduce, whose wait train.collective_timeout_s bounds.
+            if (validate || samples || checkpoint || eval) && self.part.world > 1 {
+                self.coll.wait_for_all()?;
+            }
         }
         bar.finish_and_clear();
         if self.part.world > 1 {
-            // Every rank says what it holds: equal hashes mean the ranks stayed in step.
-            eprintln!(
-                "rank {}/{}: weights {} after {} steps ({:.3} s in all-reduce)",
+            // Every rank says what it holds: equal hashes mean the ranks stayed in step. One
+            // write of the whole line (eprintln! writes its pieces one by one, and the ranks'
+            // lines, printed at the same moment, would interleave).
+            let line = format!(
+                "rank {}/{}: weights {} after {} steps ({:.3} s in all-reduce)\n",
                 self.part.rank,
                 self.part.world,
                 collective::weights_hash(&self.model().valid()),
                 self.state.step,
                 self.allreduce_total_s
             );
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
         Ok(RunSummary { steps: self.state.step, resumed_from: self.resumed_from, last_loss, checkpoint: last_ckpt })
     }

@@ -232,12 +232,21 @@ fn rank_pid(rank: usize, run: &str) -> Option<u32> {
     })
 }
 
-/// Waits for `child` at most `limit`; its status and stderr, or a panic naming `what`.
+/// Waits for `child` at most `limit`, then makes sure `straggler` (a rank) is gone; the job's
+/// status and stderr, or a panic naming `what`.
 fn wait_for(
     mut child: std::process::Child,
     limit: std::time::Duration,
     what: &str,
+    straggler: u32,
 ) -> (std::process::ExitStatus, String) {
+    // Read while waiting: a full pipe would block mpirun.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+        err
+    });
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -245,13 +254,14 @@ fn wait_for(
         }
         if started.elapsed() > limit {
             let _ = child.kill();
+            let _ = Command::new("kill").args(["-KILL", &straggler.to_string()]).status();
             panic!("{what}: the job did not end within {limit:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    (status, err)
+    // (a stopped rank left behind would hold the pipe open)
+    let _ = Command::new("kill").args(["-KILL", &straggler.to_string()]).stderr(std::process::Stdio::null()).status();
+    (status, reader.join().unwrap())
 }
 
 /// A rank that stops answering (SIGSTOP: a hung node) ends the job through the others'
@@ -287,8 +297,7 @@ fn a_rank_that_hangs_or_dies_ends_the_job() {
         let pid = rank_pid(1, run_s).expect("rank 1's process");
         assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
         let stopped = std::time::Instant::now();
-        let (status, err) = wait_for(child, std::time::Duration::from_secs(90), name);
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(std::process::Stdio::null()).status();
+        let (status, err) = wait_for(child, std::time::Duration::from_secs(90), name, pid);
         assert!(!status.success(), "{name}: {err}");
         println!("rank 1 {name}: the job ended {:.1} s later", stopped.elapsed().as_secs_f64());
         if name == "hangs" {

@@ -482,6 +482,43 @@ fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
     assert_eq!(again["prompts_written"], 0, "{again}");
     assert_eq!(again["latents_present"], report["latents_written"], "{again}");
 
+    // The cache's files damaged (fuzzed, issue 17): opened and read, or refused with an error
+    // naming the file; never a panic (nor an allocation from a damaged shape).
+    {
+        use unireal_testkit::fuzz::{Format, Fuzz, Verdict};
+        let damaged = dir.path().join("damaged-cache");
+        let shard = std::fs::read(cached.join("cache/shard-00000.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&shard).unwrap();
+        let names: Vec<String> = meta.tensors().keys().cloned().collect();
+        let dict: &[&[u8]] = &[b"null", b"-1", b"18446744073709551615", b"[]", b"\"F64\"", b"\"../x\""];
+        for (file, format, cases) in
+            [("manifest.json", Format::Json, 300), ("shard-00000.safetensors", Format::Bytes, 300)]
+        {
+            let _ = std::fs::remove_dir_all(&damaged);
+            copy_dir(&cached.join("cache"), &damaged);
+            let path = damaged.join(file);
+            let seed = std::fs::read(&path).unwrap();
+            Fuzz::new(&format!("cache-{file}"), cases).format(format).run(&[seed], dict, |bytes| {
+                std::fs::write(&path, bytes).unwrap();
+                let named = |e: &dyn std::fmt::Display| match e.to_string().contains(&*damaged.to_string_lossy()) {
+                    true => Ok(Verdict::Refused),
+                    false => Err(format!("the error names no file of the cache: {e}")),
+                };
+                let cache = match unireal_train::cache::Cache::open(&damaged) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return Err("a cache with a manifest was not found".into()),
+                    Err(e) => return named(&e),
+                };
+                for n in &names {
+                    if let Err(e) = cache.get(n) {
+                        return named(&e);
+                    }
+                }
+                Ok(Verdict::Accepted)
+            });
+        }
+    }
+
     // A disk that fills up while caching: an error naming the path, nothing half-written, and
     // once there is room the same cache.
     if let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", dir_bytes(&cached.join("cache")) / 2048)) {
