@@ -253,10 +253,13 @@ impl Fuzz {
                 Err(e) => self.fail(case, &data, &e),
             }
         }
-        eprintln!(
-            "fuzz {}: {} cases (seed {}): {accepted} accepted, {refused} refused with an error, no panic",
+        // Straight to the process's stderr, past the test harness's capture: the test
+        // command's log shows every fuzz's count.
+        let line = format!(
+            "fuzz {}: {} cases (seed {}): {accepted} accepted, {refused} refused with an error, no panic\n",
             self.name, self.cases, self.seed
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
 
     fn try_case(
