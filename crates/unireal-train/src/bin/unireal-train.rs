@@ -153,8 +153,16 @@ struct CacheArgs {
 static ALLOC: unireal_train::memory::CountingAlloc = unireal_train::memory::CountingAlloc;
 
 fn main() -> ExitCode {
-    unireal_core::hint::exit(run(Args::parse()))
+    match run(Args::parse()) {
+        Err(e) if e.is::<AlreadyReported>() => ExitCode::FAILURE,
+        r => unireal_core::hint::exit(r),
+    }
 }
+
+/// An error one rank of several has printed already (with its rank).
+#[derive(Debug, thiserror::Error)]
+#[error("reported above")]
+struct AlreadyReported;
 
 const BUILD_SHARDS: &str =
     "build shards first: unireal-data build configs/video.yaml (or point data.sources at a build's output)";
@@ -541,12 +549,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, quiet: args.quiet };
     let summary = match dispatch(&cfg, &opts, coll.as_ref()) {
         Ok(s) => s,
-        // An error on some ranks only (a full disk on rank 0, a file one node cannot read)
-        // would leave the others waiting in a collective: print it and end the whole job.
-        Err(e) if coll.world_size() > 1 && !EVERY_RANK_FAILED.load(std::sync::atomic::Ordering::Relaxed) => {
-            eprintln!("rank {}: {}", coll.rank(), unireal_core::hint::report(e.as_ref()));
-            coll.abort(1);
-            return Err(e);
+        // Several ranks: the error is printed here, with the rank, in one write (eprintln!
+        // writes its pieces one by one, and another rank's lines would split it).
+        Err(e) if coll.world_size() > 1 => {
+            let text = format!("rank {}: {}\n", coll.rank(), unireal_core::hint::report(e.as_ref()));
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+            if EVERY_RANK_FAILED.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every rank has it: each prints it before any exits (the launcher ends the
+                // job at the first failed exit).
+                let _ = coll.wait_for_all();
+            } else {
+                // Some ranks only (a full disk on rank 0, a file one node cannot read): the
+                // others would wait in a collective, so the whole job ends.
+                coll.abort(1);
+            }
+            return Err(AlreadyReported.into());
         }
         Err(e) => return Err(e),
     };
