@@ -141,7 +141,9 @@ pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> 
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     // A failed write (a full disk) leaves nothing half-written; the last checkpoint stays.
-    if let Err(e) = write(&tmp) {
+    // Every file reaches the disk before the rename makes the checkpoint count, and the
+    // rename itself before the old ones go: a crash of the machine leaves a whole one.
+    if let Err(e) = write(&tmp).and_then(|()| sync_files(&tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -150,6 +152,7 @@ pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> 
         std::fs::remove_dir_all(&fin).map_err(io(&fin))?;
     }
     std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
     let all = list(run);
     if keep > 0 && all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {
@@ -157,6 +160,15 @@ pub fn write(run: &Path, step: usize, keep: usize, write: impl FnOnce(&Path) -> 
         }
     }
     Ok(fin)
+}
+
+/// Flushes every file of `dir` to the disk.
+fn sync_files(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = e.map_err(io(dir))?.path();
+        std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 /// A Burn record at `path` that did not save or load.
