@@ -172,46 +172,6 @@ mod video {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_written_config_is_the_base_file_with_the_options() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = SampleShards {
-            frame2frame_only: true,
-            max_side: Some(128),
-            set: vec!["shards.target_size_mb=0.25".into()],
-            ..Default::default()
-        };
-        let p = write_build_config(dir.path(), &dir.path().join("out"), &opts);
-        let v: Value = serde_yaml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-        assert_eq!(v["inputs"][0].as_str().unwrap(), sample_videos().to_string_lossy());
-        assert_eq!(v["workers"].as_u64(), Some(2));
-        assert_eq!(v["frames"]["max_side"].as_u64(), Some(128));
-        assert_eq!(v["shards"]["target_size_mb"].as_f64(), Some(0.25));
-        assert_eq!(v["families"]["seg"]["enabled"].as_bool(), Some(false));
-    }
-
-    /// configs/video-f2f.yaml is the defaults with every family but Frame2Frame off.
-    #[cfg(feature = "video")]
-    #[test]
-    fn video_f2f_is_the_defaults_with_only_frame2frame() {
-        let out = Path::new("/tmp/out");
-        let got = sample_build_config(out, &SampleShards::frame2frame());
-        let mut want = sample_build_config(out, &SampleShards::default());
-        let f = &mut want.families;
-        for fam in [&mut f.multi_object, &mut f.insertion, &mut f.object_add, &mut f.seg, &mut f.control] {
-            fam.enabled = false;
-        }
-        assert_eq!(got, want);
-        let file: unireal_data::BuildConfig = unireal_core::load_config(&f2f_config(), &[]).unwrap();
-        assert_eq!(file.families, got.families);
-        assert_eq!(file.inputs, ["datasets/samples/videos"]);
-    }
-}
-
 /// A tmpfs of `size` mounted at a fresh directory for the test's life; None (after saying
 /// why) when this process cannot mount one (not root, or a container without the right).
 pub struct Tmpfs(tempfile::TempDir);
@@ -249,5 +209,45 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_is_the_base_file_with_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SampleShards {
+            frame2frame_only: true,
+            max_side: Some(128),
+            set: vec!["shards.target_size_mb=0.25".into()],
+            ..Default::default()
+        };
+        let p = write_build_config(dir.path(), &dir.path().join("out"), &opts);
+        let v: Value = serde_yaml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        assert_eq!(v["inputs"][0].as_str().unwrap(), sample_videos().to_string_lossy());
+        assert_eq!(v["workers"].as_u64(), Some(2));
+        assert_eq!(v["frames"]["max_side"].as_u64(), Some(128));
+        assert_eq!(v["shards"]["target_size_mb"].as_f64(), Some(0.25));
+        assert_eq!(v["families"]["seg"]["enabled"].as_bool(), Some(false));
+    }
+
+    /// configs/video-f2f.yaml is the defaults with every family but Frame2Frame off.
+    #[cfg(feature = "video")]
+    #[test]
+    fn video_f2f_is_the_defaults_with_only_frame2frame() {
+        let out = Path::new("/tmp/out");
+        let got = sample_build_config(out, &SampleShards::frame2frame());
+        let mut want = sample_build_config(out, &SampleShards::default());
+        let f = &mut want.families;
+        for fam in [&mut f.multi_object, &mut f.insertion, &mut f.object_add, &mut f.seg, &mut f.control] {
+            fam.enabled = false;
+        }
+        assert_eq!(got, want);
+        let file: unireal_data::BuildConfig = unireal_core::load_config(&f2f_config(), &[]).unwrap();
+        assert_eq!(file.families, got.families);
+        assert_eq!(file.inputs, ["datasets/samples/videos"]);
     }
 }
