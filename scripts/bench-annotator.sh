@@ -25,9 +25,9 @@ OUT=$(mktemp -d)
 "$PY" scripts/bench/standin_vlm.py "$PORT" "$DELAY" "$SLOTS" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; rm -rf "$OUT"' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/stats" >/dev/null && break; sleep 0.1; done
+stats() { "$PY" -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://127.0.0.1:$PORT/stats" 2>/dev/null; }
+for _ in $(seq 50); do stats >/dev/null && break; sleep 0.1; done
 now() { date +%s.%N; }
-stats() { curl -sf "http://127.0.0.1:$PORT/stats"; }
 
 echo "stand-in VLM: ${DELAY} s per request, ${SLOTS} at once; build workers=$WORKERS" >&2
 t0=$(now)

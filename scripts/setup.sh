@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang pkg-config ffmpeg bc python3 python3-venv libopenmpi-dev openmpi-bin; do
+# (procps: pgrep, for scripts/soak.sh)
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang pkg-config ffmpeg bc procps python3 python3-venv libopenmpi-dev openmpi-bin; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 # A Python outside Debian's packages (pyenv, conda) is fine as long as it can make venvs.
