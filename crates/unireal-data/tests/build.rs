@@ -536,14 +536,7 @@ fn a_full_disk_stops_the_build_cleanly_and_it_resumes_once_there_is_room() {
     cfg.shards.target_size_mb = 0.1;
     let opts = BuildOptions { quiet: true, ..Default::default() };
     let err = run_build(&cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
-    assert!(err.contains("No space left on device") && err.contains(&*out.to_string_lossy()), "{err}");
-    for e in std::fs::read_dir(&out).unwrap() {
-        let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "left behind: {n}");
-    }
-    let rep = unireal_shards::verify_dir(&out).unwrap();
-    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
-    assert!(rep.shards >= 1, "the test wants at least one shard written before the disk is full");
+    unireal_testkit::assert_stopped_cleanly_on_a_full_disk(&out, &err);
 
     disk.resize("64m");
     run_build(&cfg, &opts, Arc::new(AtomicBool::new(false))).unwrap();

@@ -6,25 +6,13 @@
 //! failed units than the fixture does.
 //! `UNIREAL_FUZZ_CASES=N` runs longer (unireal_testkit::fuzz).
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use unireal_import::{run_import, Format, ImportConfig, ImportError, ImportOptions};
 use unireal_shards::InputStatus;
+use unireal_testkit::copy_dir;
 use unireal_testkit::fuzz::{Format as Structure, Fuzz, Verdict};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn fuzz_file(format: Format, file: &str, structure: Structure, cases: usize) {
     let work = tempfile::tempdir().unwrap();

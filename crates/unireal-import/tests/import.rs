@@ -336,14 +336,7 @@ fn a_full_disk_stops_the_import_cleanly_and_it_resumes_once_there_is_room() {
     let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", full.manifest.totals.bytes / 2048)) else { return };
     let out = disk.path().join("out");
     let err = run_import(Format::Images, &images, &out, &cfg, &opts, never()).unwrap_err().to_string();
-    assert!(err.contains("No space left on device") && err.contains(&*out.to_string_lossy()), "{err}");
-    for e in std::fs::read_dir(&out).unwrap() {
-        let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "left behind: {n}");
-    }
-    let rep = unireal_shards::verify_dir(&out).unwrap();
-    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
-    assert!(rep.shards >= 1, "the test wants at least one shard written before the disk is full");
+    unireal_testkit::assert_stopped_cleanly_on_a_full_disk(&out, &err);
 
     disk.resize("64m");
     run_import(Format::Images, &images, &out, &cfg, &opts, never()).unwrap();

@@ -15,7 +15,8 @@ mod writer;
 
 pub use driver::{fingerprint, stable_u64, unit_hash};
 pub use manifest::{
-    partition_dirs, partition_name, FailureKind, InputRecord, InputStatus, Manifest, ShardEntry, Totals, MANIFEST_NAME,
+    is_file_name, partition_dirs, partition_name, FailureKind, InputRecord, InputStatus, Manifest, ShardEntry, Totals,
+    MANIFEST_NAME,
 };
 pub use partition::Partition;
 pub use reader::{

@@ -157,8 +157,7 @@ impl Manifest {
         // Shards are files of this directory: a damaged or hand-edited name must not lead the
         // reader (or a resumed writer's sweep) elsewhere.
         for s in &m.shards {
-            let mut parts = Path::new(&s.file).components();
-            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+            if !is_file_name(&s.file) {
                 return Err(ShardError::Manifest {
                     path,
                     message: format!("shard {:?} is not a file name in this directory", s.file),
@@ -235,6 +234,13 @@ impl Manifest {
 }
 
 /// The name of partition `index` of `count` under a build's output.
+/// Whether a manifest's `name` is a plain file name (one component, no `..`, not absolute):
+/// damaged or hand-edited names must not lead a reader or a sweep out of the directory.
+pub fn is_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None))
+}
+
 pub fn partition_name(index: usize, count: usize) -> String {
     format!("partition-{index:04}-of-{count:04}")
 }

@@ -172,6 +172,32 @@ mod video {
     }
 }
 
+/// Copies the tree `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A build or import into `out` that ran out of disk with error `err`: the error names the
+/// disk and `out`, only finished shards and a valid manifest are left, at least one shard.
+pub fn assert_stopped_cleanly_on_a_full_disk(out: &Path, err: &str) {
+    assert!(err.contains("No space left on device") && err.contains(&*out.to_string_lossy()), "{err}");
+    for e in std::fs::read_dir(out).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(n == "manifest.json" || (n.starts_with("part-") && n.ends_with(".parquet")), "left behind: {n}");
+    }
+    let rep = unireal_shards::verify_dir(out).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert!(rep.shards >= 1, "the test wants at least one shard written before the disk is full");
+}
+
 /// A tmpfs of `size` mounted at a fresh directory for the test's life; None (after saying
 /// why) when this process cannot mount one (not root, or a container without the right).
 pub struct Tmpfs(tempfile::TempDir);

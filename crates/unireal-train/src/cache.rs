@@ -270,9 +270,7 @@ impl Cache {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, s) in manifest.shards.iter().enumerate() {
-            // A file of this directory: a damaged name must not lead elsewhere.
-            let mut parts = Path::new(&s.file).components();
-            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+            if !unireal_shards::is_file_name(&s.file) {
                 return Err(CacheError::Format {
                     path,
                     message: format!("shard {:?} is not a file name in this directory", s.file),

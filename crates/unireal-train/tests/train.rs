@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{dir_bytes, losses, shards, tree, write_config};
+use common::{dir_bytes, losses, ran_out_of_disk, shards, write_config};
 use unireal_core::Split;
-use unireal_testkit::repo;
+use unireal_testkit::{copy_dir, repo};
 use unireal_train::data::{Index, Sampler};
 use unireal_train::TrainConfig;
 
@@ -523,12 +523,7 @@ fn the_t5_and_vae_config_trains_the_same_from_its_cache() {
     // once there is room the same cache.
     if let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", dir_bytes(&cached.join("cache")) / 2048)) {
         let run = disk.path().join("run");
-        let out = cache_cmd(&config, &run, &set).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
-        assert!(err.contains("No space left on device") && err.contains(&*run.to_string_lossy()), "{err}");
-        let left = tree(&run);
-        assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.ends_with(".lock")), "left behind: {left:?}");
+        ran_out_of_disk(&cache_cmd(&config, &run, &set).output().unwrap(), &run);
         disk.resize("256m");
         ok(cache_cmd(&config, &run, &set).output().unwrap());
         for f in ["manifest.json", "shard-00000.safetensors"] {
@@ -677,18 +672,6 @@ fn plan_prints_the_table_and_json_and_warns_over_budget() {
     assert!(dit > 10 * trained, "{lora}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Training into a filesystem that fills up (issue 17): the run stops with an error naming the
 /// path, leaves only whole checkpoints (no partial one, no lock), and once there is room
 /// `--resume` finishes it with the losses and final weights of a run that never ran out.
@@ -703,12 +686,7 @@ fn a_full_disk_stops_training_cleanly_and_it_resumes_once_there_is_room() {
     let one = dir_bytes(&reference.join("checkpoints/step-00000002"));
     let Some(disk) = unireal_testkit::Tmpfs::mount(&format!("{}k", one * 5 / 2 / 1024)) else { return };
     let run = disk.path().join("run");
-    let out = train(&cfg, &run, &set).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("No space left on device") && err.contains(&*run.to_string_lossy()), "{err}");
-    let left = tree(&run);
-    assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.ends_with(".lock")), "left behind: {left:?}");
+    ran_out_of_disk(&train(&cfg, &run, &set).output().unwrap(), &run);
     let kept: Vec<usize> = unireal_train::checkpoint::list(&run).into_iter().map(|(s, _)| s).collect();
     assert!(!kept.is_empty() && !kept.contains(&6), "checkpoints: {kept:?}");
 

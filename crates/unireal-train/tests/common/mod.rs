@@ -79,3 +79,13 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A command writing into `run` that failed on a full disk: the error names the disk and
+/// `run`, and no temporary file or lock is left there.
+pub fn ran_out_of_disk(out: &std::process::Output, run: &Path) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("No space left on device") && err.contains(&*run.to_string_lossy()), "{err}");
+    let left = tree(run);
+    assert!(!left.iter().any(|n| n.ends_with(".tmp") || n.ends_with(".lock")), "left behind: {left:?}");
+}
