@@ -8,7 +8,6 @@
 //! over the smaller mask's area).
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use imageproc::distance_transform::Norm;
 use imageproc::region_labelling::{connected_components, Connectivity};
 use serde::{Deserialize, Serialize};
 
@@ -202,22 +201,56 @@ pub fn close(m: &Mask, size: u32) -> Mask {
     if r == 0 {
         return m.clone();
     }
-    let (w, h) = m.dimensions();
-    let mut padded = GrayImage::new(w + 2 * r, h + 2 * r);
-    for (x, y, p) in m.enumerate_pixels() {
-        padded.put_pixel(x + r, y + r, *p);
+    let (w, h) = (m.width() as usize, m.height() as usize);
+    let r = r as usize;
+    let (pw, ph) = (w + 2 * r, h + 2 * r);
+    // Binarised and padded by r, the border rows and columns replicated, so that the erosion
+    // sees the object continue outside.
+    let src = m.as_raw();
+    let mut padded = vec![0u8; pw * ph];
+    for y in 0..ph {
+        let sy = y.saturating_sub(r).min(h - 1);
+        let (row, out) = (&src[sy * w..(sy + 1) * w], &mut padded[y * pw..(y + 1) * pw]);
+        for (o, &v) in out[r..r + w].iter_mut().zip(row) {
+            *o = if v != 0 { 255 } else { 0 };
+        }
+        let (first, last) = (out[r], out[r + w - 1]);
+        out[..r].fill(first);
+        out[r + w..].fill(last);
     }
-    // Replicate the border rows/columns so the erosion sees the object continue outside.
-    for y in 0..h + 2 * r {
-        for x in 0..w + 2 * r {
-            let (sx, sy) = ((x.saturating_sub(r)).min(w - 1), (y.saturating_sub(r)).min(h - 1));
-            if x < r || y < r || x >= w + r || y >= h + r {
-                padded.put_pixel(x, y, *m.get_pixel(sx, sy));
+    let closed = square_filter(&square_filter(&padded, pw, ph, r, u8::max), pw, ph, r, u8::min);
+    let raw = (0..h).flat_map(|y| closed[(y + r) * pw + r..(y + r) * pw + r + w].iter().copied()).collect();
+    GrayImage::from_raw(w as u32, h as u32, raw).expect("sized")
+}
+
+/// Max (dilation) or min (erosion) of a binary image over the `(2r+1)²` square around each
+/// pixel, the window clipped at the image's edges: separable, a row pass then a column pass,
+/// each a few shifted slice operations the compiler vectorises. The same as imageproc's
+/// `dilate`/`erode` with `Norm::LInf`, which go through a full distance transform.
+fn square_filter(src: &[u8], w: usize, h: usize, r: usize, op: fn(u8, u8) -> u8) -> Vec<u8> {
+    let mut rows = src.to_vec();
+    for (out, row) in rows.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+        for d in 1..=r.min(w.saturating_sub(1)) {
+            for (o, &v) in out[..w - d].iter_mut().zip(&row[d..]) {
+                *o = op(*o, v);
+            }
+            for (o, &v) in out[d..].iter_mut().zip(&row[..w - d]) {
+                *o = op(*o, v);
             }
         }
     }
-    let closed = imageproc::morphology::close(&padded, Norm::LInf, r.min(255) as u8);
-    image::imageops::crop_imm(&closed, r, r, w, h).to_image()
+    let mut out = rows.clone();
+    for y in 0..h {
+        for d in 1..=r {
+            for yy in [y.checked_sub(d), Some(y + d).filter(|&v| v < h)].into_iter().flatten() {
+                let (o, v) = (&mut out[y * w..(y + 1) * w], &rows[yy * w..(yy + 1) * w]);
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o = op(*o, v);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Fills holes: background pixels not 4-connected to the image border become set.
@@ -318,7 +351,9 @@ pub fn dilate(m: &Mask, r: u32) -> Mask {
     if r == 0 {
         return m.clone();
     }
-    imageproc::morphology::dilate(m, Norm::LInf, r.min(255) as u8)
+    let (w, h) = (m.width() as usize, m.height() as usize);
+    let bin: Vec<u8> = m.as_raw().iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
+    GrayImage::from_raw(w as u32, h as u32, square_filter(&bin, w, h, r as usize, u8::max)).expect("sized")
 }
 
 /// The object on a white background, cropped to its bounding box grown by `margin` (a
@@ -338,6 +373,54 @@ pub fn crop_on_white(img: &RgbImage, mask: &Mask, margin: f64) -> Option<RgbImag
     }))
 }
 
+/// Each pixel's L∞ (chessboard) distance to the nearest mask pixel, saturating at 255:
+/// imageproc's `distance_transform(mask, Norm::LInf)`, by two raster passes over the
+/// 8-neighbourhood, which give the exact chessboard distance. An empty mask gives 255
+/// everywhere (imageproc gives width + height, which a wide feather would take for "near").
+pub fn chessboard_distance(mask: &Mask) -> GrayImage {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let mut d: Vec<u8> = mask.as_raw().iter().map(|&v| if v != 0 { 0 } else { 255 }).collect();
+    for y in 0..h {
+        for x in 0..w {
+            let mut m = d[y * w + x];
+            if x > 0 {
+                m = m.min(d[y * w + x - 1].saturating_add(1));
+            }
+            if y > 0 {
+                let up = (y - 1) * w;
+                m = m.min(d[up + x].saturating_add(1));
+                if x > 0 {
+                    m = m.min(d[up + x - 1].saturating_add(1));
+                }
+                if x + 1 < w {
+                    m = m.min(d[up + x + 1].saturating_add(1));
+                }
+            }
+            d[y * w + x] = m;
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            let mut m = d[y * w + x];
+            if x + 1 < w {
+                m = m.min(d[y * w + x + 1].saturating_add(1));
+            }
+            if y + 1 < h {
+                let down = (y + 1) * w;
+                m = m.min(d[down + x].saturating_add(1));
+                if x > 0 {
+                    m = m.min(d[down + x - 1].saturating_add(1));
+                }
+                if x + 1 < w {
+                    m = m.min(d[down + x + 1].saturating_add(1));
+                }
+            }
+            d[y * w + x] = m;
+        }
+    }
+    GrayImage::from_raw(w as u32, h as u32, d).expect("sized")
+}
+
 /// `img` with the pixels under `mask` replaced by `fill` (same size), blended over a
 /// `feather`-pixel band at the mask's edge so that no hard seam is left.
 pub fn fill_masked(img: &RgbImage, fill: &RgbImage, mask: &Mask, feather: u32) -> RgbImage {
@@ -347,7 +430,7 @@ pub fn fill_masked(img: &RgbImage, fill: &RgbImage, mask: &Mask, feather: u32) -
     let alpha: GrayImage = if feather == 0 {
         mask.clone()
     } else {
-        let dist = imageproc::distance_transform::distance_transform(mask, Norm::LInf);
+        let dist = chessboard_distance(mask);
         GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
             let d = dist.get_pixel(x, y)[0] as u32;
             Luma([if d >= feather + 1 { 0 } else { (255 * (feather + 1 - d) / (feather + 1)) as u8 }])
@@ -380,6 +463,59 @@ pub fn masked_mean(img: &RgbImage, mask: &Mask) -> [f64; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imageproc::distance_transform::Norm;
+
+    #[test]
+    fn dilate_and_close_equal_imageprocs_morphology() {
+        let mut x = 0x0bad_5eed_1234_4321u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let masks = [
+            GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 13 == 0 { 255 } else { 0 }])),
+            GrayImage::from_fn(50, 37, |x, y| Luma([if (x / 6 + y / 5) % 3 == 0 && (x + y) % 11 != 0 { 200 } else { 0 }])),
+            GrayImage::from_fn(9, 7, |x, y| Luma([if x == 0 || (x, y) == (8, 6) { 255 } else { 0 }])),
+        ];
+        for (i, m) in masks.iter().enumerate() {
+            for r in 1..=4u32 {
+                assert_eq!(dilate(m, r), imageproc::morphology::dilate(m, Norm::LInf, r as u8), "mask {i}, r {r}");
+                // The closing as before: replicate-padded by r, imageproc's close, cropped.
+                let (w, h) = m.dimensions();
+                let padded = GrayImage::from_fn(w + 2 * r, h + 2 * r, |x, y| {
+                    *m.get_pixel(x.saturating_sub(r).min(w - 1), y.saturating_sub(r).min(h - 1))
+                });
+                let want = image::imageops::crop_imm(&imageproc::morphology::close(&padded, Norm::LInf, r as u8), r, r, w, h)
+                    .to_image();
+                assert_eq!(close(m, 2 * r + 1), want, "mask {i}, size {}", 2 * r + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn chessboard_distance_equals_imageprocs_transform() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Scattered points, blobs, and distances past 255 (saturation).
+        let masks = [
+            GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 97 == 0 { 255 } else { 0 }])),
+            GrayImage::from_fn(80, 50, |x, y| Luma([if (x / 9 + y / 7) % 4 == 0 && (x * y) % 5 != 1 { 255 } else { 0 }])),
+            GrayImage::from_fn(300, 3, |x, y| Luma([if (x, y) == (2, 1) { 1 } else { 0 }])),
+        ];
+        for (i, m) in masks.iter().enumerate() {
+            let want = imageproc::distance_transform::distance_transform(m, Norm::LInf);
+            assert_eq!(chessboard_distance(m), want, "mask {i}");
+        }
+        // Without a mask pixel imageproc gives w + h; no pixel is near a mask here.
+        assert!(chessboard_distance(&GrayImage::new(17, 9)).pixels().all(|p| p[0] == 255));
+    }
 
     fn rect(w: u32, h: u32, r: [u32; 4]) -> Mask {
         GrayImage::from_fn(w, h, |x, y| Luma([if x >= r[0] && x < r[2] && y >= r[1] && y < r[3] { 255 } else { 0 }]))

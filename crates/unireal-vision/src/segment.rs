@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use image::{GrayImage, Luma, Rgb, RgbImage};
+use image::{GrayImage, Luma, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::mask::{self, Mask};
@@ -277,6 +277,7 @@ pub fn match_objects(a: &[ObjectStats], b: &[ObjectStats], max_shift: f64) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     /// A textured static background with a red square at `(x, y)`.
     fn scene(x: u32, y: u32) -> RgbImage {
