@@ -157,20 +157,47 @@ struct Block {
     d: (f64, f64),
 }
 
-fn block_sad(a: &GrayImage, b: &GrayImage, x: u32, y: u32, dx: i32, dy: i32) -> Option<u32> {
+/// An 8×8 block of A, its rows packed.
+fn block_of(a: &GrayImage, x: u32, y: u32) -> [u8; 64] {
+    let (w, pa) = (a.width() as usize, a.as_raw());
+    std::array::from_fn(|i| pa[(y as usize + i / 8) * w + x as usize + i % 8])
+}
+
+/// SAD between a packed block of A and the block of B at (x + dx, y + dy), if it lies inside B.
+fn block_sad(blk: &[u8; 64], b: &GrayImage, x: u32, y: u32, dx: i32, dy: i32) -> Option<u32> {
     let (bx, by) = (x as i32 + dx, y as i32 + dy);
     if bx < 0 || by < 0 || bx + BLOCK as i32 > b.width() as i32 || by + BLOCK as i32 > b.height() as i32 {
         return None;
     }
-    let (w, pa, pb) = (a.width() as usize, a.as_raw(), b.as_raw());
-    let n = BLOCK as usize;
-    let mut s = 0u32;
-    for j in 0..n {
-        let ra = (y as usize + j) * w + x as usize;
-        let rb = (by as usize + j) * w + bx as usize;
-        s += sad_row(&pa[ra..ra + n], &pb[rb..rb + n]);
+    let (w, pb) = (b.width() as usize, b.as_raw());
+    let start = by as usize * w + bx as usize;
+    let rows = &pb[start..start + 7 * w + 8];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_add_epi64, _mm_cvtsi128_si64, _mm_loadl_epi64, _mm_loadu_si128, _mm_sad_epu8,
+            _mm_unpackhi_epi64, _mm_unpacklo_epi64,
+        };
+        // SAFETY: SSE2 is part of the x86-64 baseline; row j's 8 bytes start at j·w and
+        // j·w + 8 <= 7·w + 8 = rows.len(); blk has 64 bytes; unaligned loads allowed.
+        unsafe {
+            let p = rows.as_ptr();
+            let mut acc = _mm_sad_epu8(
+                _mm_loadu_si128(blk.as_ptr() as *const __m128i),
+                _mm_unpacklo_epi64(_mm_loadl_epi64(p as *const __m128i), _mm_loadl_epi64(p.add(w) as *const __m128i)),
+            );
+            for j in [2, 4, 6] {
+                let vb = _mm_unpacklo_epi64(
+                    _mm_loadl_epi64(p.add(j * w) as *const __m128i),
+                    _mm_loadl_epi64(p.add((j + 1) * w) as *const __m128i),
+                );
+                acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_loadu_si128(blk.as_ptr().add(8 * j) as *const __m128i), vb));
+            }
+            Some((_mm_cvtsi128_si64(acc) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(acc, acc))) as u32)
+        }
     }
-    Some(s)
+    #[cfg(not(target_arch = "x86_64"))]
+    Some((0..8).map(|j| sad_row(&blk[8 * j..8 * j + 8], &rows[j * w..j * w + 8])).sum())
 }
 
 fn block_std(a: &GrayImage, x: u32, y: u32) -> f64 {
@@ -235,10 +262,11 @@ pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
         for bx in 0..nbx {
             let (x, y) = (bx * BLOCK, by * BLOCK);
             let textured = block_std(&ga, x, y) >= 4.0;
+            let blk = block_of(&ga, x, y);
             let mut best = (u32::MAX, gsx, gsy);
             for dy in (gsy - radius)..=(gsy + radius) {
                 for dx in (gsx - radius)..=(gsx + radius) {
-                    if let Some(s) = block_sad(&ga, &gb, x, y, dx, dy) {
+                    if let Some(s) = block_sad(&blk, &gb, x, y, dx, dy) {
                         let cost = s + ((dx - gsx).abs() + (dy - gsy).abs()) as u32; // tie-break towards the global shift
                         if cost < best.0 {
                             best = (cost, dx, dy);
@@ -507,6 +535,23 @@ mod tests {
             }
         }
         assert_eq!(sad_row(&[0; 16], &[255; 16]), 16 * 255);
+        // The packed 8×8 block against B at every placement, inside and outside.
+        let a = GrayImage::from_fn(21, 13, |x, y| image::Luma([bytes[(y * 21 + x) as usize % 300]]));
+        let b = GrayImage::from_fn(21, 13, |x, y| image::Luma([bytes[(x * 13 + y) as usize % 300]]));
+        for (x, y) in [(0, 0), (8, 0), (13, 5)] {
+            let blk = block_of(&a, x, y);
+            for (dx, dy) in (-14..=14).flat_map(|dy| (-14..=14).map(move |dx| (dx, dy))) {
+                let (bx, by) = (x as i32 + dx, y as i32 + dy);
+                let inside = bx >= 0 && by >= 0 && bx + 8 <= 21 && by + 8 <= 13;
+                let want = inside.then(|| {
+                    (0..8)
+                        .flat_map(|j| (0..8).map(move |i| (i, j)))
+                        .map(|(i, j)| a.get_pixel(x + i, y + j)[0].abs_diff(b.get_pixel((bx + i as i32) as u32, (by + j as i32) as u32)[0]) as u32)
+                        .sum::<u32>()
+                });
+                assert_eq!(block_sad(&blk, &b, x, y, dx, dy), want, "block ({x}, {y}) moved by ({dx}, {dy})");
+            }
+        }
     }
 
     /// A smooth textured scene, rendered with a content shift and scale about the centre.

@@ -61,19 +61,46 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
     let mut out = RgbImage::new(w, h);
     let mut valid = GrayImage::new(w, h);
     let (src, stride) = (src.as_raw(), 3 * w as usize);
+    // A source row interpolated horizontally at every column, kept while consecutive target
+    // rows read it (the same f64 operations as interpolating per pixel).
+    let lerp_row = |y: usize, buf: &mut Vec<f64>| {
+        buf.clear();
+        let row = &src[y * stride..][..stride];
+        for col in &cols {
+            let (x0, x1, fx) = col.unwrap_or((0, 0, 0.0));
+            for k in 0..3 {
+                buf.push(row[3 * x0 + k] as f64 * (1.0 - fx) + row[3 * x1 + k] as f64 * fx);
+            }
+        }
+    };
+    let (mut top, mut bot) = (Vec::with_capacity(stride), Vec::with_capacity(stride));
+    let (mut top_y, mut bot_y) = (usize::MAX, usize::MAX);
     let (o, v) = (out.as_mut(), valid.as_mut());
     for (y, row) in rows.iter().enumerate() {
         let Some((y0, y1, fy)) = *row else { continue };
-        let (r0, r1) = (&src[y0 * stride..][..stride], &src[y1 * stride..][..stride]);
+        if top_y != y0 && bot_y == y0 {
+            // Moving down a row: the old bottom row is the new top one.
+            std::mem::swap(&mut top, &mut bot);
+            (top_y, bot_y) = (bot_y, top_y);
+        }
+        if top_y != y0 {
+            lerp_row(y0, &mut top);
+            top_y = y0;
+        }
+        if bot_y != y1 {
+            lerp_row(y1, &mut bot);
+            bot_y = y1;
+        }
+        let (o, v) = (&mut o[y * stride..][..stride], &mut v[y * w as usize..][..w as usize]);
         for (x, col) in cols.iter().enumerate() {
-            let Some((x0, x1, fx)) = *col else { continue };
-            let i = y * w as usize + x;
-            for k in 0..3 {
-                let top = r0[3 * x0 + k] as f64 * (1.0 - fx) + r0[3 * x1 + k] as f64 * fx;
-                let bot = r1[3 * x0 + k] as f64 * (1.0 - fx) + r1[3 * x1 + k] as f64 * fx;
-                o[3 * i + k] = (top * (1.0 - fy) + bot * fy + 0.5).clamp(0.0, 255.0) as u8;
+            if col.is_none() {
+                continue;
             }
-            v[i] = 255;
+            for k in 0..3 {
+                let i = 3 * x + k;
+                o[i] = (top[i] * (1.0 - fy) + bot[i] * fy + 0.5).clamp(0.0, 255.0) as u8;
+            }
+            v[x] = 255;
         }
     }
     (out, valid)
@@ -350,6 +377,43 @@ mod tests {
                 let agree = covering.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= 10)).count();
                 assert_eq!(bg.support.get_pixel(i, j)[0] as usize, 255 * agree / covering.len());
             }
+        }
+    }
+
+    /// warp_to_target's definition, per pixel.
+    fn warp_reference(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
+        let (w, h) = src.dimensions();
+        let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+        let (tx, ty, z) = (m.dx * w as f64, m.dy * h as f64, m.zoom);
+        let mut out = RgbImage::new(w, h);
+        let mut valid = GrayImage::new(w, h);
+        for (x, y) in (0..h).flat_map(|y| (0..w).map(move |x| (x, y))) {
+            let px = cx + ((x as f64 + 0.5) - cx - tx) / z - 0.5;
+            let py = cy + ((y as f64 + 0.5) - cy - ty) / z - 0.5;
+            if px < 0.0 || py < 0.0 || px > (w - 1) as f64 || py > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (px.floor() as u32, py.floor() as u32);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (fx, fy) = (px - x0 as f64, py - y0 as f64);
+            let (a, b, c, d) = (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
+            let v = std::array::from_fn(|k| {
+                let top = a[k] as f64 * (1.0 - fx) + b[k] as f64 * fx;
+                let bot = c[k] as f64 * (1.0 - fx) + d[k] as f64 * fx;
+                (top * (1.0 - fy) + bot * fy + 0.5).clamp(0.0, 255.0) as u8
+            });
+            out.put_pixel(x, y, Rgb(v));
+            valid.put_pixel(x, y, Luma([255]));
+        }
+        (out, valid)
+    }
+
+    #[test]
+    fn warp_equals_its_per_pixel_definition() {
+        let src = RgbImage::from_fn(97, 61, |x, y| Rgb([(x * 37 % 256) as u8, (y * 91 % 256) as u8, ((x * y) % 251) as u8]));
+        for (dx, dy, zoom) in [(0.013, -0.027, 1.0), (-0.2, 0.1, 1.0), (0.0, 0.0, 1.07), (0.01, 0.02, 0.93), (0.0, 0.3, 1.5), (0.0, 0.0, 0.6)] {
+            let m = GlobalMotion { dx, dy, zoom };
+            assert_eq!(warp_to_target(&src, &m), warp_reference(&src, &m), "{m:?}");
         }
     }
 
