@@ -5,7 +5,11 @@ The model is scripts/reference/model.py's plain-PyTorch DiT (the parity referenc
 equations as crates/unireal-model/src/dit.rs) at the Rust presets' sizes, with the workload of
 crates/unireal-model/benches/dit.rs. Prints one JSON line per preset: median ms per step.
 
-    .venv/bin/python scripts/reference/bench_dit.py [tiny|small]... [--steps N] [--threads T]
+    .venv/bin/python scripts/reference/bench_dit.py [tiny|small]... [--steps N] [--threads T] [--profile]
+
+--profile adds one JSON line per preset with where a step's CPU time goes, from
+torch.profiler: matrix products (mm, addmm, bmm and their backward), fused attention, and the
+rest (elementwise, norms, copies), in ms of self time per step.
 """
 import argparse
 import json
@@ -33,6 +37,7 @@ def main():
     ap.add_argument("presets", nargs="*", default=["tiny", "small"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -63,6 +68,28 @@ def main():
         times.sort()
         print(json.dumps({"impl": "pytorch", "preset": name, "params": params, "threads": torch.get_num_threads(),
                           "ms_per_step": round(times[len(times) // 2], 1)}))
+        if a.profile:
+            print(json.dumps({"impl": "pytorch", "preset": name, "profile_ms_per_step": profile(step, a.steps)}))
+
+
+def profile(step, steps):
+    """Self CPU time per step by kind of op (leaf ops only, so nothing is counted twice)."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    with prof(activities=[ProfilerActivity.CPU]) as p:
+        for _ in range(steps):
+            step()
+    kinds = {}
+    for e in p.key_averages():
+        n = e.key
+        if any(k in n for k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")):
+            kind = "matmul"
+        elif "attention" in n:
+            kind = "fused_attention"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total / 1e3 / steps
+    return {k: round(v, 1) for k, v in sorted(kinds.items())}
 
 
 if __name__ == "__main__":

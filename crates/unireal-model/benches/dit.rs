@@ -5,7 +5,9 @@
 //!   cargo bench -p unireal-model --bench dit -- [tiny|small|base]… [--steps N]
 //!
 //! With `--features cuda` it times the CUDA backend first; `UNIREAL_BENCH_CPU=0` skips the CPU
-//! backends (for `base` on a GPU machine).
+//! backends (for `base` on a GPU machine); `UNIREAL_BENCH_BACKENDS=ndarray` (or `flex`,
+//! comma-separated) times only those. `--features blas` sends NdArray's matmuls to the
+//! system OpenBLAS (docs/benchmarks.md has the comparison).
 //!
 //! Prints one JSON line per (backend, preset): median milliseconds per step.
 
@@ -77,6 +79,11 @@ fn run<Bk: AutodiffBackend>(backend: &str, preset: &str, steps: usize) {
     );
 }
 
+/// `UNIREAL_BENCH_BACKENDS=ndarray` (comma-separated) times only those CPU backends.
+fn wanted(backend: &str) -> bool {
+    std::env::var("UNIREAL_BENCH_BACKENDS").map_or(true, |v| v.split(',').any(|b| b.trim() == backend))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut steps = 5;
@@ -95,8 +102,10 @@ fn main() {
     for p in &presets {
         #[cfg(feature = "cuda")]
         run::<Autodiff<burn::backend::Cuda>>("cuda", p, steps);
-        if cpu {
+        if cpu && wanted("flex") {
             run::<Autodiff<Flex>>("flex", p, steps);
+        }
+        if cpu && wanted("ndarray") {
             run::<Autodiff<NdArray>>("ndarray", p, steps);
         }
     }

@@ -112,7 +112,8 @@ impl HsvFrame {
         }
         // Chunks of 64 KiB keep each partial sum inside sad_row's u32.
         let mad = |a: &[u8], b: &[u8]| {
-            let s: u64 = a.chunks(1 << 16).zip(b.chunks(1 << 16)).map(|(x, y)| crate::motion::sad_row(x, y) as u64).sum();
+            let s: u64 =
+                a.chunks(1 << 16).zip(b.chunks(1 << 16)).map(|(x, y)| crate::motion::sad_row(x, y) as u64).sum();
             s as f64 / a.len().max(1) as f64
         };
         (mad(&self.h, &other.h) + mad(&self.s, &other.s) + mad(&self.v, &other.v)) / 3.0
@@ -186,9 +187,12 @@ mod tests {
         let b = HsvFrame::from_rgb(&RgbImage::from_pixel(10, 10, image::Rgb([0, 0, 0])));
         assert!(a.content_delta(&b) > 27.0);
         // Against the definition on noisy frames whose size is no multiple of 16.
-        let noisy = |k: u32| RgbImage::from_fn(101, 37, |x, y| image::Rgb([(x * 7 + k) as u8, (y * 13 * k) as u8, (x * y + k) as u8]));
+        let noisy = |k: u32| {
+            RgbImage::from_fn(101, 37, |x, y| image::Rgb([(x * 7 + k) as u8, (y * 13 * k) as u8, (x * y + k) as u8]))
+        };
         let (p, q) = (HsvFrame::from_rgb(&noisy(3)), HsvFrame::from_rgb(&noisy(11)));
-        let mad = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64;
+        let mad =
+            |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64;
         let want = (mad(&p.h, &q.h) + mad(&p.s, &q.s) + mad(&p.v, &q.v)) / 3.0;
         assert!((p.content_delta(&q) - want).abs() < 1e-12 && want > 10.0, "{} against {want}", p.content_delta(&q));
     }

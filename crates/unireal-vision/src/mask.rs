@@ -476,7 +476,9 @@ mod tests {
         };
         let masks = [
             GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 13 == 0 { 255 } else { 0 }])),
-            GrayImage::from_fn(50, 37, |x, y| Luma([if (x / 6 + y / 5) % 3 == 0 && (x + y) % 11 != 0 { 200 } else { 0 }])),
+            GrayImage::from_fn(50, 37, |x, y| {
+                Luma([if (x / 6 + y / 5) % 3 == 0 && (x + y) % 11 != 0 { 200 } else { 0 }])
+            }),
             GrayImage::from_fn(9, 7, |x, y| Luma([if x == 0 || (x, y) == (8, 6) { 255 } else { 0 }])),
         ];
         for (i, m) in masks.iter().enumerate() {
@@ -487,8 +489,9 @@ mod tests {
                 let padded = GrayImage::from_fn(w + 2 * r, h + 2 * r, |x, y| {
                     *m.get_pixel(x.saturating_sub(r).min(w - 1), y.saturating_sub(r).min(h - 1))
                 });
-                let want = image::imageops::crop_imm(&imageproc::morphology::close(&padded, Norm::LInf, r as u8), r, r, w, h)
-                    .to_image();
+                let want =
+                    image::imageops::crop_imm(&imageproc::morphology::close(&padded, Norm::LInf, r as u8), r, r, w, h)
+                        .to_image();
                 assert_eq!(close(m, 2 * r + 1), want, "mask {i}, size {}", 2 * r + 1);
             }
         }
@@ -506,7 +509,9 @@ mod tests {
         // Scattered points, blobs, and distances past 255 (saturation).
         let masks = [
             GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 97 == 0 { 255 } else { 0 }])),
-            GrayImage::from_fn(80, 50, |x, y| Luma([if (x / 9 + y / 7) % 4 == 0 && (x * y) % 5 != 1 { 255 } else { 0 }])),
+            GrayImage::from_fn(80, 50, |x, y| {
+                Luma([if (x / 9 + y / 7) % 4 == 0 && (x * y) % 5 != 1 { 255 } else { 0 }])
+            }),
             GrayImage::from_fn(300, 3, |x, y| Luma([if (x, y) == (2, 1) { 1 } else { 0 }])),
         ];
         for (i, m) in masks.iter().enumerate() {

@@ -546,7 +546,11 @@ mod tests {
                 let want = inside.then(|| {
                     (0..8)
                         .flat_map(|j| (0..8).map(move |i| (i, j)))
-                        .map(|(i, j)| a.get_pixel(x + i, y + j)[0].abs_diff(b.get_pixel((bx + i as i32) as u32, (by + j as i32) as u32)[0]) as u32)
+                        .map(|(i, j)| {
+                            a.get_pixel(x + i, y + j)[0]
+                                .abs_diff(b.get_pixel((bx + i as i32) as u32, (by + j as i32) as u32)[0])
+                                as u32
+                        })
                         .sum::<u32>()
                 });
                 assert_eq!(block_sad(&blk, &b, x, y, dx, dy), want, "block ({x}, {y}) moved by ({dx}, {dy})");

@@ -396,7 +396,8 @@ mod tests {
             let (x0, y0) = (px.floor() as u32, py.floor() as u32);
             let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
             let (fx, fy) = (px - x0 as f64, py - y0 as f64);
-            let (a, b, c, d) = (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
+            let (a, b, c, d) =
+                (src.get_pixel(x0, y0), src.get_pixel(x1, y0), src.get_pixel(x0, y1), src.get_pixel(x1, y1));
             let v = std::array::from_fn(|k| {
                 let top = a[k] as f64 * (1.0 - fx) + b[k] as f64 * fx;
                 let bot = c[k] as f64 * (1.0 - fx) + d[k] as f64 * fx;
@@ -410,8 +411,16 @@ mod tests {
 
     #[test]
     fn warp_equals_its_per_pixel_definition() {
-        let src = RgbImage::from_fn(97, 61, |x, y| Rgb([(x * 37 % 256) as u8, (y * 91 % 256) as u8, ((x * y) % 251) as u8]));
-        for (dx, dy, zoom) in [(0.013, -0.027, 1.0), (-0.2, 0.1, 1.0), (0.0, 0.0, 1.07), (0.01, 0.02, 0.93), (0.0, 0.3, 1.5), (0.0, 0.0, 0.6)] {
+        let src =
+            RgbImage::from_fn(97, 61, |x, y| Rgb([(x * 37 % 256) as u8, (y * 91 % 256) as u8, ((x * y) % 251) as u8]));
+        for (dx, dy, zoom) in [
+            (0.013, -0.027, 1.0),
+            (-0.2, 0.1, 1.0),
+            (0.0, 0.0, 1.07),
+            (0.01, 0.02, 0.93),
+            (0.0, 0.3, 1.5),
+            (0.0, 0.0, 0.6),
+        ] {
             let m = GlobalMotion { dx, dy, zoom };
             assert_eq!(warp_to_target(&src, &m), warp_reference(&src, &m), "{m:?}");
         }
