@@ -86,6 +86,11 @@ impl CommandClient {
         &self.cfg.command[0]
     }
 
+    /// `max_processes` as configured (0: one per build worker).
+    pub fn max_processes(&self) -> usize {
+        self.cfg.max_processes
+    }
+
     fn spawn(&self) -> Result<Proc, CommandError> {
         let mut child = Command::new(&self.cfg.command[0])
             .args(&self.cfg.command[1..])

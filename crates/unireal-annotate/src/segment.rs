@@ -58,6 +58,9 @@ pub enum SegmentError {
     NoBackground(u64),
     #[error("segmenter config: {0}")]
     Config(String),
+    /// The build was stopped before the request was sent.
+    #[error("the build was stopped before the request was sent")]
+    Interrupted,
 }
 
 impl SegmentError {
@@ -69,7 +72,7 @@ impl SegmentError {
             self,
             SegmentError::Command(
                 CommandError::Spawn { .. } | CommandError::Crashed { .. } | CommandError::Timeout { .. }
-            )
+            ) | SegmentError::Interrupted
         )
     }
 }
@@ -79,6 +82,11 @@ pub trait Segmenter: Send + Sync {
     /// Short name recorded in each sample's `meta.segmenter`.
     fn name(&self) -> &'static str;
     fn segment(&self, req: &SegmentRequest<'_>) -> Result<Vec<Track>, SegmentError>;
+    /// How many `segment` requests the build may have in flight at once, shared by all its
+    /// workers (1: each worker asks in turn, waiting for every answer).
+    fn concurrency(&self) -> usize {
+        1
+    }
     /// An external condition map (depth, pose, …) of one frame, when the segmenter can make
     /// one; None when it cannot.
     fn condition(&self, _kind: &str, _input: &str, _frame: &SegFrame<'_>) -> Option<Result<GrayImage, SegmentError>> {
@@ -289,6 +297,12 @@ impl CommandSegmenter {
 impl Segmenter for CommandSegmenter {
     fn name(&self) -> &'static str {
         "command"
+    }
+
+    /// `max_processes`: that many requests in flight, each in its own process (0: one per
+    /// build worker, each worker waiting for its answers).
+    fn concurrency(&self) -> usize {
+        self.client.max_processes().max(1)
     }
 
     fn segment(&self, req: &SegmentRequest<'_>) -> Result<Vec<Track>, SegmentError> {

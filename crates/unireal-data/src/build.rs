@@ -9,7 +9,8 @@ use unireal_annotate::{build_captioner, build_segmenter};
 use unireal_shards::driver::{drive, writer_options, Bars, RunSpec};
 use unireal_shards::{Manifest, Partition};
 
-use crate::captions::CaptionPool;
+use crate::captions::with_caption_pool;
+use crate::objects::with_segment_pool;
 use crate::config::BuildConfig;
 use crate::frame2frame::{process_video, Annotators, Progress};
 use crate::inputs::expand_inputs;
@@ -125,20 +126,22 @@ pub fn run_build_with(
     let mut bars = Bars::new(opts.quiet, "videos");
     let frames_bar = FramesBar(bars.counter("frames"));
     let mut frames = 0u64;
-    // A remote captioner is asked by a pool shared by the workers (crate::captions).
-    let done = CaptionPool::with(ann.captioner, ann.captioner.concurrency(), &stop, |captions| {
-        drive(
-            &spec,
-            &items,
-            |i| &i.key,
-            &stop,
-            &bars,
-            |item| process_video(item, cfg, ann, captions, &frames_bar, &stop),
-            |out| {
-                frames += out.frames;
-                (out.record, out.samples)
-            },
-        )
+    // A remote captioner and segmenter are asked by pools shared by the workers (crate::pool).
+    let done = with_caption_pool(ann.captioner, ann.captioner.concurrency(), &stop, |captions| {
+        with_segment_pool(ann.segmenter, &stop, |segments| {
+            drive(
+                &spec,
+                &items,
+                |i| &i.key,
+                &stop,
+                &bars,
+                |item| process_video(item, cfg, ann, (captions, segments), &frames_bar, &stop),
+                |out| {
+                    frames += out.frames;
+                    (out.record, out.samples)
+                },
+            )
+        })
     })
     .map_err(|e| e.into_error(BuildError::Config, BuildError::Shards, BuildError::Interrupted))?;
     Ok(BuildSummary {

@@ -11,7 +11,7 @@ use unireal_video::VideoInfo;
 use unireal_vision::mask::Mask;
 use unireal_vision::{fit_long_side, ObjectStats};
 
-use crate::captions::{Answer, Ask, CaptionPool};
+use crate::captions::{self, Answer, Ask, CaptionPool};
 use crate::config::{BuildConfig, SplitBy};
 use crate::inputs::InputItem;
 
@@ -40,7 +40,7 @@ impl<'a> VideoContext<'a> {
 
     /// Asks the captioner, through the pool when there is one.
     pub fn ask(&self, ask: Ask) -> Answer {
-        Answer::ask(self.captioner, self.captions, ask)
+        captions::ask(self.captioner, self.captions, ask)
     }
 
     /// The input's key (its manifest path).

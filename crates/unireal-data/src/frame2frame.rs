@@ -22,7 +22,7 @@ use crate::captions::{Ask, CaptionPool, Deferred};
 use crate::config::BuildConfig;
 use crate::context::{round3, VideoContext};
 use crate::inputs::{InputItem, Origin, NOT_A_VIDEO_EXTENSION};
-use crate::objects::ObjectStage;
+use crate::objects::{ObjectStage, SegmentPool};
 
 /// What one video gave.
 pub struct VideoOutcome {
@@ -86,13 +86,13 @@ pub struct Annotators<'a> {
 }
 
 /// Processes one video into the samples of every enabled family. Never panics on bad
-/// input: every failure becomes the record's status and reason. `captions`: the build's
-/// caption request pool, for a remote captioner.
+/// input: every failure becomes the record's status and reason. `captions`, `segments`: the
+/// build's request pools, for a remote captioner and segmenter.
 pub(crate) fn process_video(
     item: &InputItem,
     cfg: &BuildConfig,
     ann: Annotators<'_>,
-    captions: Option<&CaptionPool>,
+    (captions, segments): (Option<&CaptionPool>, Option<&SegmentPool>),
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> VideoOutcome {
@@ -131,12 +131,12 @@ pub(crate) fn process_video(
     let video = VideoContext::new(item, cfg, (ann.captioner, captions), &info);
     let mut run = Run::new(&video);
     if let (true, Some(seg)) = (cfg.families.needs_objects(), ann.segmenter) {
-        run.objects = Some(ObjectStage::new(&video, seg));
+        run.objects = Some(ObjectStage::new(&video, seg, segments));
     }
     let result = run.decode_all(&mut reader, progress, stop);
     run.collect_captions();
     if let Some(o) = &mut run.objects {
-        o.finish_shot();
+        o.finish();
         o.collect_captions();
     }
     let frames = run.frames;

@@ -16,6 +16,7 @@ mod families;
 pub mod frame2frame;
 pub mod inputs;
 pub mod objects;
+mod pool;
 pub mod preview;
 
 pub use build::{run_build, run_build_with, BuildError, BuildOptions, BuildSummary};

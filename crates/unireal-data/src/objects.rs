@@ -11,9 +11,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
+use std::sync::atomic::AtomicBool;
+
 use image::RgbImage;
 use serde_json::json;
-use unireal_annotate::{object_phrase, SegFrame, SegmentRequest, Segmenter};
+use unireal_annotate::{object_phrase, SegFrame, SegmentError, SegmentRequest, Segmenter, Track};
 use unireal_core::Sample;
 use unireal_video::{DecodedFrame, FrameConverter};
 use unireal_vision::mask::{self, Mask};
@@ -23,6 +25,58 @@ use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion};
 use crate::captions::Deferred;
 use crate::context::{PairFrame, Seen, TrackedObject, VideoContext};
 use crate::families::{self, PairContext};
+use crate::pool::{Pending, Pool};
+
+/// A segmentation request, owned, so that it can wait in the pool's queue: the input's key
+/// and, per frame, its index, time, image and background.
+pub(crate) struct SegmentAsk {
+    input: String,
+    frames: Vec<(u64, f64, RgbImage, Option<Background>)>,
+}
+
+impl SegmentAsk {
+    fn run(&self, segmenter: &dyn Segmenter) -> Result<Vec<Track>, SegmentError> {
+        let frames: Vec<SegFrame<'_>> = self
+            .frames
+            .iter()
+            .map(|(index, time_s, image, bg)| SegFrame { index: *index, time_s: *time_s, image, background: bg.as_ref() })
+            .collect();
+        segmenter.segment(&SegmentRequest { input: &self.input, frames: &frames })
+    }
+}
+
+/// The segmentation request threads (crate::pool), for a segmenter with `concurrency()` > 1.
+pub(crate) type SegmentPool = Pool<SegmentAsk, Result<Vec<Track>, SegmentError>>;
+
+/// Runs `f` with a pool of `segmenter.concurrency()` request threads asking it, or with none
+/// (each video asks in turn) when that is 1 or there is no segmenter.
+pub(crate) fn with_segment_pool<R>(
+    segmenter: Option<&dyn Segmenter>,
+    stop: &AtomicBool,
+    f: impl FnOnce(Option<&SegmentPool>) -> R,
+) -> R {
+    let Some(seg) = segmenter else { return f(None) };
+    Pool::with("segment", seg.concurrency(), stop, &|ask: &SegmentAsk| ask.run(seg), interrupted, f)
+}
+
+fn interrupted() -> Result<Vec<Track>, SegmentError> {
+    Err(SegmentError::Interrupted)
+}
+
+/// A pair between its background model and its samples: its segmentation is being answered
+/// (None: no background, so no segmentation; control samples only). Pairs are completed in the
+/// order they were found, so the samples are the same however long the answers take.
+struct Awaiting {
+    shot: u64,
+    a: PairFrame,
+    b: PairFrame,
+    bg_b: Option<Background>,
+    /// The background model failed (counted when the pair is completed).
+    no_background: bool,
+    answer: Option<Pending<Result<Vec<Track>, SegmentError>>>,
+    /// `tally.pairs` when the request went out: the count had the pairs been segmented in turn.
+    pairs_then: u64,
+}
 
 /// A frame of the background ring.
 struct RingFrame {
@@ -69,6 +123,9 @@ pub struct ObjectTally {
 pub struct ObjectStage<'a> {
     video: &'a VideoContext<'a>,
     segmenter: &'a dyn Segmenter,
+    /// The build's segmentation pool, for a segmenter answering several requests at once.
+    segments: Option<&'a SegmentPool>,
+    awaiting: VecDeque<Awaiting>,
     seg_size: (u32, u32),
     ring: VecDeque<RingFrame>,
     next_ring: f64,
@@ -90,11 +147,17 @@ pub struct ObjectStage<'a> {
 }
 
 impl<'a> ObjectStage<'a> {
-    pub(crate) fn new(video: &'a VideoContext<'a>, segmenter: &'a dyn Segmenter) -> Self {
+    pub(crate) fn new(
+        video: &'a VideoContext<'a>,
+        segmenter: &'a dyn Segmenter,
+        segments: Option<&'a SegmentPool>,
+    ) -> Self {
         let info = video.info;
         ObjectStage {
             video,
             segmenter,
+            segments,
+            awaiting: VecDeque::new(),
             seg_size: fit_long_side(info.width, info.height, video.cfg.objects.mask_side),
             ring: VecDeque::new(),
             next_ring: 0.0,
@@ -206,9 +269,15 @@ impl<'a> ObjectStage<'a> {
         }
     }
 
+    /// At the end of the video: the last shot's pairs, then every answer waited for.
+    pub fn finish(&mut self) {
+        self.finish_shot();
+        self.complete_ready(true);
+    }
+
     /// At a cut or the end of the video: pairs with a B are processed with the frames there
     /// are; pairs without one are dropped.
-    pub fn finish_shot(&mut self) {
+    fn finish_shot(&mut self) {
         for job in std::mem::take(&mut self.pending) {
             if job.b.is_some() {
                 self.process(job);
@@ -263,6 +332,8 @@ impl<'a> ObjectStage<'a> {
         Ok((bg_a, bg_b))
     }
 
+    /// A pair whose window is decoded: its backgrounds, then its segmentation asked for
+    /// (through the pool when there is one); completed in turn by `complete_ready`.
     fn process(&mut self, job: Job) {
         if self.error.is_some() {
             return;
@@ -277,41 +348,78 @@ impl<'a> ObjectStage<'a> {
         let (bg_a, bg_b) = match needs_bg {
             true => match self.backgrounds(&a, &b, lo, hi) {
                 Ok((x, y)) => (Some(x), Some(y)),
-                Err(_) => {
-                    *self.tally.skipped.entry("no_background").or_default() += 1;
-                    (None, None)
-                }
+                Err(_) => (None, None),
             },
             false => (None, None),
         };
-        if bg_a.is_none() && self.video.cfg.objects.segmenter.needs_background() {
-            // Without a background the motion segmenter finds nothing; control samples need
-            // no objects and are still made.
-            let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), job.shot, None, vec![]);
-            let out = families::build(&ctx);
-            self.take(out);
+        let no_background = needs_bg && bg_a.is_none();
+        // Without a background the motion segmenter finds nothing; control samples need no
+        // objects and are still made.
+        let answer = if bg_a.is_none() && self.video.cfg.objects.segmenter.needs_background() {
+            None
+        } else if let Some(pool) = self.segments {
+            let frames = vec![
+                (a.index, a.time_s, a.seg.clone(), bg_a),
+                (b.index, b.time_s, b.seg.clone(), bg_b.clone()),
+            ];
+            let ask = SegmentAsk { input: self.video.key().to_string(), frames };
+            Some(Pool::ask(Some(pool), ask, |q| q.run(self.segmenter)))
+        } else {
+            let frames = [
+                SegFrame { index: a.index, time_s: a.time_s, image: &a.seg, background: bg_a.as_ref() },
+                SegFrame { index: b.index, time_s: b.time_s, image: &b.seg, background: bg_b.as_ref() },
+            ];
+            Some(Pending::Now(self.segmenter.segment(&SegmentRequest { input: self.video.key(), frames: &frames })))
+        };
+        self.awaiting.push_back(Awaiting { shot: job.shot, a, b, bg_b, no_background, answer, pairs_then: self.tally.pairs });
+        // No more pairs waiting than the pool has threads: memory stays bounded.
+        let limit = self.segmenter.concurrency().max(1);
+        while self.awaiting.len() > limit {
+            let next = self.awaiting.pop_front().expect("non-empty");
+            self.complete(next);
+        }
+        self.complete_ready(false);
+    }
+
+    /// Completes the waiting pairs in order, up to the first whose answer is still to come
+    /// (`wait`: all of them).
+    fn complete_ready(&mut self, wait: bool) {
+        while self.awaiting.front().is_some_and(|p| wait || p.answer.as_ref().is_none_or(Pending::ready)) {
+            let next = self.awaiting.pop_front().expect("non-empty");
+            self.complete(next);
+        }
+    }
+
+    /// A pair's masks filtered and tracked, and its samples. After the first segmenter error
+    /// the video's remaining pairs are left out, as if they had never been asked for.
+    fn complete(&mut self, p: Awaiting) {
+        if self.error.is_some() {
             return;
         }
-        let frames = [
-            SegFrame { index: a.index, time_s: a.time_s, image: &a.seg, background: bg_a.as_ref() },
-            SegFrame { index: b.index, time_s: b.time_s, image: &b.seg, background: bg_b.as_ref() },
-        ];
-        let tracks = match self.segmenter.segment(&SegmentRequest { input: self.video.key(), frames: &frames }) {
-            Ok(t) => t,
-            Err(e) => {
+        let Awaiting { shot, a, b, bg_b, no_background, answer, pairs_then } = p;
+        if no_background {
+            *self.tally.skipped.entry("no_background").or_default() += 1;
+        }
+        let objects = match answer.map(Pending::wait) {
+            None => vec![],
+            Some(Err(e)) => {
                 self.tally.segment_errors += 1;
+                self.tally.pairs = pairs_then;
                 self.error = Some(format!("segmenter {}: {e}", self.segmenter.name()));
                 self.error_transient = e.is_transient();
                 return;
             }
+            Some(Ok(tracks)) => {
+                let objects = self.filter_and_track(tracks, &a, &b);
+                if !objects.is_empty() {
+                    self.tally.pairs_with_objects += 1;
+                }
+                self.tally.objects += objects.iter().filter(|o| o.a.is_some()).count() as u64;
+                self.tally.tracked += objects.iter().filter(|o| o.a.is_some() && o.b.is_some()).count() as u64;
+                objects
+            }
         };
-        let objects = self.filter_and_track(tracks, &a, &b);
-        if !objects.is_empty() {
-            self.tally.pairs_with_objects += 1;
-        }
-        self.tally.objects += objects.iter().filter(|o| o.a.is_some()).count() as u64;
-        self.tally.tracked += objects.iter().filter(|o| o.a.is_some() && o.b.is_some()).count() as u64;
-        let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), job.shot, bg_b.as_ref(), objects);
+        let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), shot, bg_b.as_ref(), objects);
         let out = families::build(&ctx);
         self.take(out);
     }

@@ -263,6 +263,40 @@ fn an_external_segmenter_feeds_the_families_and_its_failures_are_recorded_per_vi
 }
 
 #[test]
+fn a_segmenter_with_several_processes_is_asked_concurrently_with_the_same_samples() {
+    // issue 18 point 4: with `max_processes: 3` one video keeps up to 3 segment requests in
+    // flight while decoding goes on; completed in order, the samples are those of a build that
+    // waits for every answer.
+    let box_mp4 = sample_videos().join("box.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let program = repo().join("crates/unireal-annotate/tests/programs/fake_segmenter.py");
+    let mut runs = vec![];
+    for processes in [0, 3] {
+        let log = dir.path().join(format!("log{processes}"));
+        std::fs::create_dir(&log).unwrap();
+        let seg = format!(
+            "objects.segmenter={{kind: command, command: [python3, {:?}, slow, {:?}], max_processes: {processes}}}",
+            program.to_string_lossy(),
+            log.to_string_lossy()
+        );
+        let out = dir.path().join(format!("out{processes}"));
+        let cfg = repo_config(&[&box_mp4], &out, &[&seg, "families.frame2frame.enabled=false", "objects.max_per_video=6"]);
+        let summary = build(&cfg);
+        assert_eq!(summary.manifest.inputs[0].stats["objects"]["pairs"], 6, "{:?}", summary.manifest.inputs[0]);
+        let in_flight: Vec<u32> =
+            std::fs::read_to_string(log.join("in_flight")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(in_flight.len(), 6, "one request per pair");
+        runs.push((read(&out), *in_flight.iter().max().unwrap()));
+    }
+    assert_eq!(runs[0].1, 1, "max_processes 0: the video waits for each answer");
+    assert!(runs[1].1 >= 2, "max_processes 3: requests overlap (at most {} in flight)", runs[1].1);
+    let key = |s: &Sample| (s.sample_id.clone(), s.base_prompt.clone(), s.images.iter().map(|i| i.bytes.clone()).collect::<Vec<_>>());
+    let (seq, conc): (Vec<_>, Vec<_>) = (runs[0].0.iter().map(key).collect(), runs[1].0.iter().map(key).collect());
+    assert!(!seq.is_empty());
+    assert_eq!(seq, conc, "the same samples in the same order");
+}
+
+#[test]
 fn davis_sidecar_masks_are_used_and_a_missing_folder_is_an_error_of_that_video() {
     let dir = tempfile::tempdir().unwrap();
     let masks = dir.path().join("Annotations");

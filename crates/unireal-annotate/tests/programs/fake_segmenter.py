@@ -11,6 +11,9 @@ Usage: fake_segmenter.py MODE
   wrong-id answers with another id
   error    answers {"id": …, "error": "model not loaded"}
   once     answers one request, then exits 0 (the client must start a new process)
+  slow DIR answers as ok, each segment request after 0.3 s; while it waits, a file of its own
+           in DIR marks it in flight, and it appends to DIR/in_flight how many were (its
+           own included) when it began
 Standard library only.
 """
 import json
@@ -72,6 +75,15 @@ def main():
         if mode == "error":
             print(json.dumps({"id": req["id"], "error": "model not loaded"}), flush=True)
             continue
+        if mode == "slow" and req["op"] == "segment":
+            log = sys.argv[2]
+            mark = os.path.join(log, "req-%d-%d" % (os.getpid(), req["id"]))
+            open(mark, "w").close()
+            busy = sum(1 for n in os.listdir(log) if n.startswith("req-"))
+            with open(os.path.join(log, "in_flight"), "a") as f:
+                f.write("%d\n" % busy)
+            time.sleep(0.3)
+            os.remove(mark)
         print(json.dumps(answer(req)), flush=True)
         if mode == "once":
             return
