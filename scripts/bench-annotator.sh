@@ -8,6 +8,12 @@
 # captioner's build time, and the ratio of the build's time to the larger of those two: near 1
 # means the server's capacity (or decoding), not the build's loop, is the limit.
 #
+# Then the same for a segmenter program (`objects.segmenter: {kind: command}`): the test
+# program crates/unireal-annotate/tests/programs/fake_segmenter.py in its `slow` mode, which
+# answers each segment request after DELAY seconds, one request per process, for several
+# values of `max_processes` (0: one per worker, each waiting for its answers). The minimum
+# there is requests x DELAY / processes.
+#
 #   scripts/bench-annotator.sh [DELAY_S] [SLOTS] [WORKERS]     (defaults: 0.2 8 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +54,26 @@ for c in 1 2 4 8 16; do
   floor=$(echo "if ($bound > $t_local) $bound else $t_local" | bc -l)
   printf 'concurrency %2d: %3d requests, at most %2d in flight, %6.2f s; server-bound minimum %5.2f s, built-in %5.2f s: x%.2f of the larger\n' \
     "$c" "$n" "$most" "$t" "$bound" "$t_local" "$(echo "$t / $floor" | bc -l)"
+done
+
+echo "stand-in segmenter program: ${DELAY} s per segment request, one request per process" >&2
+t0=$(now)
+"$UNIREAL_BIN/unireal-data" build configs/video.yaml -q --force --set output="$OUT/motion" --set workers="$WORKERS" 2>/dev/null
+t_motion=$(echo "$(now) - $t0" | bc -l)
+printf 'built-in motion segmenter: %.2f s\n' "$t_motion"
+for p in 0 2 4 8; do
+  log="$OUT/seglog$p"
+  mkdir -p "$log"
+  t0=$(now)
+  "$UNIREAL_BIN/unireal-data" build configs/video.yaml -q --force --set output="$OUT/s$p" --set workers="$WORKERS" \
+    --set "objects.segmenter={kind: command, command: [$PY, crates/unireal-annotate/tests/programs/fake_segmenter.py, slow, '$log', '$DELAY'], max_processes: $p}" 2>/dev/null
+  t=$(echo "$(now) - $t0" | bc -l)
+  n=$(wc -l <"$log/in_flight")
+  most=$(sort -n "$log/in_flight" | tail -1)
+  procs=$p
+  [ "$p" = 0 ] && procs=$WORKERS
+  bound=$(echo "$n * $DELAY / $procs" | bc -l)
+  floor=$(echo "if ($bound > $t_motion) $bound else $t_motion" | bc -l)
+  printf 'max_processes %d: %3d requests, at most %d in flight, %6.2f s; program-bound minimum %5.2f s, motion segmenter %5.2f s: x%.2f of the larger\n' \
+    "$p" "$n" "$most" "$t" "$bound" "$t_motion" "$(echo "$t / $floor" | bc -l)"
 done

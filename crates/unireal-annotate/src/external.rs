@@ -24,7 +24,9 @@ pub struct CommandConfig {
     pub command: Vec<String>,
     /// Longest wait for one response line.
     pub timeout_s: f64,
-    /// Processes kept alive at most (0: one per build worker).
+    /// Processes kept alive at most; for a segmenter also how many segment requests a build
+    /// keeps in flight, shared by its workers (0: one per build worker, each waiting for its
+    /// answers).
     pub max_processes: usize,
 }
 

@@ -10,10 +10,10 @@ use unireal_shards::driver::{drive, writer_options, Bars, RunSpec};
 use unireal_shards::{Manifest, Partition};
 
 use crate::captions::with_caption_pool;
-use crate::objects::with_segment_pool;
 use crate::config::BuildConfig;
 use crate::frame2frame::{process_video, Annotators, Progress};
 use crate::inputs::expand_inputs;
+use crate::objects::with_segment_pool;
 
 /// Why a build stopped.
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,12 @@ impl SegmentAsk {
         let frames: Vec<SegFrame<'_>> = self
             .frames
             .iter()
-            .map(|(index, time_s, image, bg)| SegFrame { index: *index, time_s: *time_s, image, background: bg.as_ref() })
+            .map(|(index, time_s, image, bg)| SegFrame {
+                index: *index,
+                time_s: *time_s,
+                image,
+                background: bg.as_ref(),
+            })
             .collect();
         segmenter.segment(&SegmentRequest { input: &self.input, frames: &frames })
     }
@@ -358,10 +363,8 @@ impl<'a> ObjectStage<'a> {
         let answer = if bg_a.is_none() && self.video.cfg.objects.segmenter.needs_background() {
             None
         } else if let Some(pool) = self.segments {
-            let frames = vec![
-                (a.index, a.time_s, a.seg.clone(), bg_a),
-                (b.index, b.time_s, b.seg.clone(), bg_b.clone()),
-            ];
+            let frames =
+                vec![(a.index, a.time_s, a.seg.clone(), bg_a), (b.index, b.time_s, b.seg.clone(), bg_b.clone())];
             let ask = SegmentAsk { input: self.video.key().to_string(), frames };
             Some(Pool::ask(Some(pool), ask, |q| q.run(self.segmenter)))
         } else {
@@ -371,7 +374,15 @@ impl<'a> ObjectStage<'a> {
             ];
             Some(Pending::Now(self.segmenter.segment(&SegmentRequest { input: self.video.key(), frames: &frames })))
         };
-        self.awaiting.push_back(Awaiting { shot: job.shot, a, b, bg_b, no_background, answer, pairs_then: self.tally.pairs });
+        self.awaiting.push_back(Awaiting {
+            shot: job.shot,
+            a,
+            b,
+            bg_b,
+            no_background,
+            answer,
+            pairs_then: self.tally.pairs,
+        });
         // No more pairs waiting than the pool has threads: memory stays bounded.
         let limit = self.segmenter.concurrency().max(1);
         while self.awaiting.len() > limit {

@@ -280,7 +280,8 @@ fn a_segmenter_with_several_processes_is_asked_concurrently_with_the_same_sample
             log.to_string_lossy()
         );
         let out = dir.path().join(format!("out{processes}"));
-        let cfg = repo_config(&[&box_mp4], &out, &[&seg, "families.frame2frame.enabled=false", "objects.max_per_video=6"]);
+        let cfg =
+            repo_config(&[&box_mp4], &out, &[&seg, "families.frame2frame.enabled=false", "objects.max_per_video=6"]);
         let summary = build(&cfg);
         assert_eq!(summary.manifest.inputs[0].stats["objects"]["pairs"], 6, "{:?}", summary.manifest.inputs[0]);
         let in_flight: Vec<u32> =
@@ -290,7 +291,9 @@ fn a_segmenter_with_several_processes_is_asked_concurrently_with_the_same_sample
     }
     assert_eq!(runs[0].1, 1, "max_processes 0: the video waits for each answer");
     assert!(runs[1].1 >= 2, "max_processes 3: requests overlap (at most {} in flight)", runs[1].1);
-    let key = |s: &Sample| (s.sample_id.clone(), s.base_prompt.clone(), s.images.iter().map(|i| i.bytes.clone()).collect::<Vec<_>>());
+    let key = |s: &Sample| {
+        (s.sample_id.clone(), s.base_prompt.clone(), s.images.iter().map(|i| i.bytes.clone()).collect::<Vec<_>>())
+    };
     let (seq, conc): (Vec<_>, Vec<_>) = (runs[0].0.iter().map(key).collect(), runs[1].0.iter().map(key).collect());
     assert!(!seq.is_empty());
     assert_eq!(seq, conc, "the same samples in the same order");

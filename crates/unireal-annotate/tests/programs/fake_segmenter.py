@@ -11,9 +11,10 @@ Usage: fake_segmenter.py MODE
   wrong-id answers with another id
   error    answers {"id": …, "error": "model not loaded"}
   once     answers one request, then exits 0 (the client must start a new process)
-  slow DIR answers as ok, each segment request after 0.3 s; while it waits, a file of its own
-           in DIR marks it in flight, and it appends to DIR/in_flight how many were (its
-           own included) when it began
+  slow DIR [SECONDS]
+           answers as ok, each segment request after SECONDS (0.3); while it waits, a file
+           of its own in DIR marks it in flight, and it appends to DIR/in_flight how many
+           were (its own included) when it began (scripts/bench-annotator.sh uses it too)
 Standard library only.
 """
 import json
@@ -82,7 +83,7 @@ def main():
             busy = sum(1 for n in os.listdir(log) if n.startswith("req-"))
             with open(os.path.join(log, "in_flight"), "a") as f:
                 f.write("%d\n" % busy)
-            time.sleep(0.3)
+            time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0.3)
             os.remove(mark)
         print(json.dumps(answer(req)), flush=True)
         if mode == "once":
