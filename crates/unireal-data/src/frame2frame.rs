@@ -171,6 +171,12 @@ pub(crate) fn process_video(
     let t = &run.tally;
     let mut kind = None;
     let (status, reason) = match result {
+        // The segmenter failed and nothing was kept: its error, not a decode error that came
+        // while its answer was awaited, says whether a later run may succeed.
+        Err(_) if samples.is_empty() && object_error.is_some() => {
+            kind = Some(kind_of(object_transient));
+            (InputStatus::Failed, object_error.clone().unwrap_or_default())
+        }
         Err(e) if samples.is_empty() => {
             kind = Some(FailureKind::Permanent);
             (InputStatus::Failed, e)

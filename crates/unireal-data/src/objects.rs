@@ -11,7 +11,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use image::RgbImage;
 use serde_json::json;
@@ -32,10 +33,15 @@ use crate::pool::{Pending, Pool};
 pub(crate) struct SegmentAsk {
     input: String,
     frames: Vec<(u64, f64, RgbImage, Option<Background>)>,
+    /// Set once the video's object analysis has stopped: the request is not sent.
+    cancelled: Arc<AtomicBool>,
 }
 
 impl SegmentAsk {
     fn run(&self, segmenter: &dyn Segmenter) -> Result<Vec<Track>, SegmentError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(SegmentError::Interrupted);
+        }
         let frames: Vec<SegFrame<'_>> = self
             .frames
             .iter()
@@ -131,6 +137,8 @@ pub struct ObjectStage<'a> {
     /// The build's segmentation pool, for a segmenter answering several requests at once.
     segments: Option<&'a SegmentPool>,
     awaiting: VecDeque<Awaiting>,
+    /// Set at the first error, so that the pool skips this video's queued requests.
+    cancelled: Arc<AtomicBool>,
     seg_size: (u32, u32),
     ring: VecDeque<RingFrame>,
     next_ring: f64,
@@ -163,6 +171,7 @@ impl<'a> ObjectStage<'a> {
             segmenter,
             segments,
             awaiting: VecDeque::new(),
+            cancelled: Arc::new(AtomicBool::new(false)),
             seg_size: fit_long_side(info.width, info.height, video.cfg.objects.mask_side),
             ring: VecDeque::new(),
             next_ring: 0.0,
@@ -195,6 +204,8 @@ impl<'a> ObjectStage<'a> {
         new_shot: bool,
         shot: u64,
     ) -> Result<(), String> {
+        // Answers that came meanwhile: a segmenter error stops the analysis as soon as it is known.
+        self.complete_ready(false);
         if self.error.is_some() {
             return Ok(());
         }
@@ -365,7 +376,7 @@ impl<'a> ObjectStage<'a> {
         } else if let Some(pool) = self.segments {
             let frames =
                 vec![(a.index, a.time_s, a.seg.clone(), bg_a), (b.index, b.time_s, b.seg.clone(), bg_b.clone())];
-            let ask = SegmentAsk { input: self.video.key().to_string(), frames };
+            let ask = SegmentAsk { input: self.video.key().to_string(), frames, cancelled: self.cancelled.clone() };
             Some(Pool::ask(Some(pool), ask, |q| q.run(self.segmenter)))
         } else {
             let frames = [
@@ -415,9 +426,9 @@ impl<'a> ObjectStage<'a> {
             None => vec![],
             Some(Err(e)) => {
                 self.tally.segment_errors += 1;
-                self.tally.pairs = pairs_then;
                 self.error = Some(format!("segmenter {}: {e}", self.segmenter.name()));
                 self.error_transient = e.is_transient();
+                self.stopped(pairs_then);
                 return;
             }
             Some(Ok(tracks)) => {
@@ -433,6 +444,17 @@ impl<'a> ObjectStage<'a> {
         let ctx = PairContext::new((self.video, self.segmenter), (&a, &b), shot, bg_b.as_ref(), objects);
         let out = families::build(&ctx);
         self.take(out);
+        if self.error.is_some() {
+            // An external condition map failed.
+            self.stopped(pairs_then);
+        }
+    }
+
+    /// After the first error: the pairs counted as if segmented in turn (none found after
+    /// this pair went out), and this video's requests still queued in the pool not sent.
+    fn stopped(&mut self, pairs_then: u64) {
+        self.tally.pairs = pairs_then;
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 
     fn take(&mut self, mut out: families::Built) {

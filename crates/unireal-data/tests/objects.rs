@@ -297,6 +297,18 @@ fn a_segmenter_with_several_processes_is_asked_concurrently_with_the_same_sample
     let (seq, conc): (Vec<_>, Vec<_>) = (runs[0].0.iter().map(key).collect(), runs[1].0.iter().map(key).collect());
     assert!(!seq.is_empty());
     assert_eq!(seq, conc, "the same samples in the same order");
+
+    // A crash seen through the pool is recorded as it is without one: an outage, once.
+    let crash = format!(
+        "objects.segmenter={{kind: command, command: [python3, {:?}, crash], max_processes: 3}}",
+        program.to_string_lossy()
+    );
+    let out = dir.path().join("crash");
+    let summary = build(&repo_config(&[&box_mp4], &out, &[&crash, "families.frame2frame.enabled=false"]));
+    let rec = &summary.manifest.inputs[0];
+    assert_eq!((rec.status, rec.kind), (InputStatus::Failed, Some(unireal_shards::FailureKind::Transient)), "{rec:?}");
+    assert!(rec.reason.contains("boom"), "{}", rec.reason);
+    assert_eq!(rec.stats["objects"]["segment_errors"], 1);
 }
 
 #[test]

@@ -198,7 +198,7 @@ pub fn remove_small_components(m: &Mask, min_pixels: u64) -> Mask {
 /// away from it.
 pub fn close(m: &Mask, size: u32) -> Mask {
     let r = size / 2;
-    if r == 0 {
+    if r == 0 || m.width() == 0 || m.height() == 0 {
         return m.clone();
     }
     let (w, h) = (m.width() as usize, m.height() as usize);
@@ -348,7 +348,7 @@ pub fn resize_mask(m: &Mask, w: u32, h: u32) -> Mask {
 
 /// Grows a mask by `r` pixels (square).
 pub fn dilate(m: &Mask, r: u32) -> Mask {
-    if r == 0 {
+    if r == 0 || m.width() == 0 || m.height() == 0 {
         return m.clone();
     }
     let (w, h) = (m.width() as usize, m.height() as usize);
