@@ -61,8 +61,11 @@ impl Ask {
     }
 }
 
+/// A caption, or why there is none.
+pub(crate) type Caption = Result<String, CaptionError>;
+
 /// The caption request threads (crate::pool).
-pub(crate) type CaptionPool = Pool<Ask, Result<String, CaptionError>>;
+pub(crate) type CaptionPool = Pool<Ask, Caption>;
 
 /// Runs `f` with a pool of `threads` request threads asking `captioner`, or with none (answers
 /// at once) when `threads` <= 1; see [`Pool::with`].
@@ -76,7 +79,7 @@ pub(crate) fn with_caption_pool<R>(
 }
 
 /// A caption: given at once, or coming from the pool.
-pub(crate) type Answer = Pending<Result<String, CaptionError>>;
+pub(crate) type Answer = Pending<Caption>;
 
 /// Asks `captioner`, through the pool when there is one.
 pub(crate) fn ask(captioner: &dyn Captioner, pool: Option<&CaptionPool>, q: Ask) -> Answer {
@@ -85,7 +88,7 @@ pub(crate) fn ask(captioner: &dyn Captioner, pool: Option<&CaptionPool>, q: Ask)
 
 /// Samples waiting for their caption: the answer completes the base prompt.
 #[derive(Default)]
-pub(crate) struct Deferred(Vec<(Sample, Receiver<Reply<Result<String, CaptionError>>>)>);
+pub(crate) struct Deferred(Vec<(Sample, Receiver<Reply<Caption>>)>);
 
 impl Deferred {
     /// Keeps `sample` (its base prompt ends where the caption goes) until `answer` comes;
