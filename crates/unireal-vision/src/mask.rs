@@ -227,7 +227,7 @@ pub fn close(m: &Mask, size: u32) -> Mask {
 /// pixel, the window clipped at the image's edges: separable, a row pass then a column pass,
 /// each a few shifted slice operations the compiler vectorises. The same as imageproc's
 /// `dilate`/`erode` with `Norm::LInf`, which go through a full distance transform.
-fn square_filter(src: &[u8], w: usize, h: usize, r: usize, op: fn(u8, u8) -> u8) -> Vec<u8> {
+fn square_filter(src: &[u8], w: usize, h: usize, r: usize, op: impl Fn(u8, u8) -> u8 + Copy) -> Vec<u8> {
     let mut rows = src.to_vec();
     for (out, row) in rows.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
         for d in 1..=r.min(w.saturating_sub(1)) {
