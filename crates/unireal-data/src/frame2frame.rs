@@ -171,9 +171,11 @@ pub(crate) fn process_video(
     let t = &run.tally;
     let mut kind = None;
     let (status, reason) = match result {
+        // Interrupted: the build loop stops writing once `stop` is set, so this is never recorded.
+        Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
         // The segmenter failed and nothing was kept: its error, not a decode error that came
         // while its answer was awaited, says whether a later run may succeed.
-        Err(_) if samples.is_empty() && object_error.is_some() => {
+        _ if samples.is_empty() && object_error.is_some() => {
             kind = Some(kind_of(object_transient));
             (InputStatus::Failed, object_error.clone().unwrap_or_default())
         }
@@ -182,12 +184,6 @@ pub(crate) fn process_video(
             (InputStatus::Failed, e)
         }
         Err(e) => (InputStatus::Ok, format!("kept {} pair(s) decoded before an error: {e}", samples.len())),
-        // Interrupted: the build loop stops writing once `stop` is set, so this is never recorded.
-        Ok(()) if stop.load(Ordering::Relaxed) => (InputStatus::Failed, "interrupted".to_string()),
-        Ok(()) if samples.is_empty() && object_error.is_some() => {
-            kind = Some(kind_of(object_transient));
-            (InputStatus::Failed, object_error.clone().unwrap_or_default())
-        }
         Ok(()) if samples.is_empty() => {
             let mut reason = if !cfg.families.enabled(Task::Frame2Frame) && control_caption_errors > 0 {
                 format!("no sample: {control_caption_errors} caption request(s) of control samples failed")

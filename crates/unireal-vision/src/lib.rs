@@ -102,6 +102,17 @@ pub fn measure_change(a: &RgbImage, b: &RgbImage, ga: &GrayImage, gb: &GrayImage
     }
 }
 
+/// A seeded xorshift64 generator for the unit tests' noise (no dependency, same on every run).
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

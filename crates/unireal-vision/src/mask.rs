@@ -467,13 +467,7 @@ mod tests {
 
     #[test]
     fn dilate_and_close_equal_imageprocs_morphology() {
-        let mut x = 0x0bad_5eed_1234_4321u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::xorshift(0x0bad_5eed_1234_4321u64);
         let masks = [
             GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 13 == 0 { 255 } else { 0 }])),
             GrayImage::from_fn(50, 37, |x, y| {
@@ -499,13 +493,7 @@ mod tests {
 
     #[test]
     fn chessboard_distance_equals_imageprocs_transform() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::xorshift(0x1234_5678_9abc_def1u64);
         // Scattered points, blobs, and distances past 255 (saturation).
         let masks = [
             GrayImage::from_fn(61, 43, |_, _| Luma([if rand() % 97 == 0 { 255 } else { 0 }])),

@@ -518,15 +518,8 @@ mod tests {
     fn sad_row_equals_the_scalar_sum() {
         // Every length through the 16-, 8- and 1-byte paths, at unaligned offsets, with
         // differences up to 255 (where a signed or saturating SAD would be wrong).
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let bytes: Vec<u8> = (0..300)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let mut rand = crate::xorshift(0x2545_f491_4f6c_dd1d);
+        let bytes: Vec<u8> = (0..300).map(|_| (rand() >> 24) as u8).collect();
         for len in 0..70 {
             for off in [0, 1, 3] {
                 let (a, b) = (&bytes[off..off + len], &bytes[150 + 2 * off..150 + 2 * off + len]);

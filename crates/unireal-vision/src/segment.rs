@@ -335,13 +335,7 @@ mod tests {
     fn median_equals_the_per_pixel_definition() {
         // Noisy frames with partial validity masks; sizes that are not a multiple of the
         // vectorised run; odd and even frame counts; a pixel no frame covers.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let (w, h) = (37, 11);
         for count in [1, 2, 5, 9] {
             let frames: Vec<(Cow<'_, RgbImage>, Option<Mask>)> = (0..count)
