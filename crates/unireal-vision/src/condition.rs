@@ -5,6 +5,7 @@ use image::{GrayImage, Luma, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::mask::Mask;
+use crate::resample::resize_triangle_rgb;
 
 /// A built-in condition map type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,19 +67,14 @@ pub fn canny(img: &RgbImage) -> GrayImage {
 /// A Gaussian blur with sigma = `frac` × the short side.
 pub fn blur(img: &RgbImage, frac: f64) -> RgbImage {
     let sigma = (img.width().min(img.height()) as f64 * frac).max(0.5) as f32;
-    imageproc::filter::gaussian_blur_f32(img, sigma)
+    crate::resample::gaussian_blur_rgb(img, sigma)
 }
 
-/// Down by `factor` (area average) and back up to the original size (bilinear).
+/// Down by `factor` (triangle filter widened to the factor) and back up to the original size (bilinear).
 pub fn lowres(img: &RgbImage, factor: u32) -> RgbImage {
     let (w, h) = img.dimensions();
-    let small = image::imageops::resize(
-        img,
-        (w / factor.max(1)).max(1),
-        (h / factor.max(1)).max(1),
-        image::imageops::FilterType::Triangle,
-    );
-    image::imageops::resize(&small, w, h, image::imageops::FilterType::Triangle)
+    let small = resize_triangle_rgb(img, (w / factor.max(1)).max(1), (h / factor.max(1)).max(1));
+    resize_triangle_rgb(&small, w, h)
 }
 
 /// The union of masks (all of the frame's size).

@@ -11,6 +11,7 @@ pub mod condition;
 pub mod encode;
 pub mod mask;
 pub mod motion;
+pub mod resample;
 pub mod segment;
 pub mod ssim;
 
@@ -21,7 +22,7 @@ pub use motion::{estimate_motion, GlobalMotion, MotionEstimate, MovingRegion};
 pub use segment::{Background, MotionSegOptions, ObjectStats};
 pub use ssim::ssim;
 
-use image::{imageops::FilterType, GrayImage, RgbImage};
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// Size that scales `(w, h)` so its short side is `short` (never upscales), keeping the aspect.
@@ -49,7 +50,7 @@ pub fn resize_rgb(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     if img.dimensions() == (w, h) {
         return img.clone();
     }
-    image::imageops::resize(img, w, h, FilterType::Triangle)
+    resample::resize_triangle_rgb(img, w, h)
 }
 
 /// Resizes a gray image with a triangle (bilinear) filter.
@@ -57,7 +58,7 @@ pub fn resize_gray(img: &GrayImage, w: u32, h: u32) -> GrayImage {
     if img.dimensions() == (w, h) {
         return img.clone();
     }
-    image::imageops::resize(img, w, h, FilterType::Triangle)
+    resample::resize_triangle_gray(img, w, h)
 }
 
 /// What changed between two frames, measured; the input of the built-in captioner and the
