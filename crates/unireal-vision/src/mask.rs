@@ -8,7 +8,6 @@
 //! over the smaller mask's area).
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use imageproc::region_labelling::{connected_components, Connectivity};
 use serde::{Deserialize, Serialize};
 
 /// A binary mask: 0 or 255 per pixel.
@@ -158,38 +157,103 @@ pub fn overlap(a: &Mask, b: &Mask) -> f64 {
     }
 }
 
-/// 8-connected component labels (0 = background) and the pixel count of each label.
-fn labelled(m: &Mask) -> (image::ImageBuffer<Luma<u32>, Vec<u32>>, Vec<u64>) {
-    let labels = connected_components(m, Connectivity::Eight, Luma([0u8]));
-    let n = labels.as_raw().iter().copied().max().unwrap_or(0) as usize;
-    let mut sizes = vec![0u64; n + 1];
-    for &l in labels.as_raw() {
-        sizes[l as usize] += 1;
+/// The runs of set pixels of a mask, row by row: `(row, first column, end column)`.
+fn runs(m: &Mask) -> Vec<(u32, u32, u32)> {
+    let w = m.width() as usize;
+    let mut out = Vec::new();
+    if w == 0 {
+        return out;
     }
-    (labels, sizes)
+    for (y, row) in m.as_raw().chunks_exact(w).enumerate() {
+        let mut x = 0;
+        while let Some(start) = row[x..].iter().position(|&p| p != 0) {
+            let x0 = x + start;
+            let x1 = row[x0..].iter().position(|&p| p == 0).map_or(w, |n| x0 + n);
+            out.push((y as u32, x0 as u32, x1 as u32));
+            x = x1;
+            if x == w {
+                break;
+            }
+        }
+    }
+    out
 }
 
-/// The 8-connected components of a mask, largest first, each as its own mask.
+/// 8-connected components over runs: the mask's runs, each run's component, and the pixel
+/// count of each component. Components are numbered in raster order of their first pixel,
+/// as imageproc's `connected_components` labels them.
+fn labelled(m: &Mask) -> (Vec<(u32, u32, u32)>, Vec<usize>, Vec<u64>) {
+    let runs = runs(m);
+    let mut parent: Vec<usize> = (0..runs.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    // Runs of the previous row are [prev, cur); a run touches one above it (8-connected)
+    // when their column spans overlap once widened by one.
+    let (mut prev, mut cur) = (0, 0);
+    for i in 0..runs.len() {
+        let (y, x0, x1) = runs[i];
+        if i == 0 || runs[i - 1].0 != y {
+            (prev, cur) = if i > 0 && runs[i - 1].0 + 1 == y { (cur, i) } else { (i, i) };
+        }
+        for j in prev..cur {
+            let (_, p0, p1) = runs[j];
+            if p1 < x0 {
+                continue;
+            }
+            if p0 > x1 {
+                break;
+            }
+            let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+            // The older run's root stays root: every root is its component's first run.
+            parent[a.max(b)] = a.min(b);
+        }
+    }
+    let mut label = vec![usize::MAX; runs.len()];
+    let mut sizes = Vec::new();
+    let mut of_run = Vec::with_capacity(runs.len());
+    for i in 0..runs.len() {
+        let r = root(&mut parent, i);
+        if label[r] == usize::MAX {
+            label[r] = sizes.len();
+            sizes.push(0);
+        }
+        sizes[label[r]] += (runs[i].2 - runs[i].1) as u64;
+        of_run.push(label[r]);
+    }
+    (runs, of_run, sizes)
+}
+
+/// A mask of `m`'s size with the given runs set.
+fn from_runs<'a>(m: &Mask, runs: impl Iterator<Item = &'a (u32, u32, u32)>) -> Mask {
+    let w = m.width() as usize;
+    let mut raw = vec![0u8; w * m.height() as usize];
+    for &(y, x0, x1) in runs {
+        raw[y as usize * w + x0 as usize..y as usize * w + x1 as usize].fill(255);
+    }
+    GrayImage::from_raw(m.width(), m.height(), raw).expect("sized")
+}
+
+/// The 8-connected components of a mask, largest first (ties in raster order of their first
+/// pixel), each as its own mask.
 pub fn components(m: &Mask) -> Vec<Mask> {
-    let (labels, sizes) = labelled(m);
-    let n = sizes.len() - 1;
-    let mut order: Vec<usize> = (1..=n).collect();
+    let (runs, of_run, sizes) = labelled(m);
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
     order.sort_by_key(|&l| (std::cmp::Reverse(sizes[l]), l));
     order
         .into_iter()
-        .map(|l| {
-            let raw = labels.as_raw().iter().map(|&v| if v as usize == l { 255 } else { 0 }).collect();
-            GrayImage::from_raw(m.width(), m.height(), raw).expect("same size")
-        })
+        .map(|l| from_runs(m, runs.iter().zip(&of_run).filter(|(_, &c)| c == l).map(|(r, _)| r)))
         .collect()
 }
 
 /// The mask without its 8-connected components smaller than `min_pixels`.
 pub fn remove_small_components(m: &Mask, min_pixels: u64) -> Mask {
-    let (labels, sizes) = labelled(m);
-    let raw =
-        labels.as_raw().iter().map(|&l| if l != 0 && sizes[l as usize] >= min_pixels { 255 } else { 0 }).collect();
-    GrayImage::from_raw(m.width(), m.height(), raw).expect("same size")
+    let (runs, of_run, sizes) = labelled(m);
+    from_runs(m, runs.iter().zip(&of_run).filter(|(_, &c)| sizes[c] >= min_pixels).map(|(r, _)| r))
 }
 
 /// Morphological closing with a `size × size` square (size odd; 1 returns the mask).
@@ -540,6 +604,35 @@ mod tests {
         assert_eq!(count(&c[1]), 25);
         let r = remove_small_components(&m, 26);
         assert_eq!(count(&r), 900);
+    }
+
+    #[test]
+    fn components_equal_imageprocs_labelling() {
+        use imageproc::region_labelling::{connected_components, Connectivity};
+        let mut next = crate::xorshift(7);
+        for (w, h, density) in [(1, 1, 2), (7, 1, 2), (1, 9, 2), (40, 30, 3), (97, 61, 5), (200, 120, 8)] {
+            // Sparse noise, then grown a little: components of many shapes, some touching
+            // only at a corner.
+            let noise = GrayImage::from_fn(w, h, |_, _| Luma([if next() % density == 0 { 255 } else { 0 }]));
+            for m in [noise.clone(), dilate(&noise, 1)] {
+                let labels = connected_components(&m, Connectivity::Eight, Luma([0u8]));
+                let n = labels.as_raw().iter().copied().max().unwrap_or(0) as usize;
+                let mut sizes = vec![0u64; n + 1];
+                labels.as_raw().iter().for_each(|&l| sizes[l as usize] += 1);
+                let mut order: Vec<usize> = (1..=n).collect();
+                order.sort_by_key(|&l| (std::cmp::Reverse(sizes[l]), l));
+                let want: Vec<Mask> = order
+                    .iter()
+                    .map(|&l| GrayImage::from_fn(w, h, |x, y| Luma([if labels.get_pixel(x, y)[0] as usize == l { 255 } else { 0 }])))
+                    .collect();
+                assert_eq!(components(&m), want, "{w}x{h}");
+                let kept = GrayImage::from_fn(w, h, |x, y| {
+                    let l = labels.get_pixel(x, y)[0] as usize;
+                    Luma([if l != 0 && sizes[l] >= 3 { 255 } else { 0 }])
+                });
+                assert_eq!(remove_small_components(&m, 3), kept, "{w}x{h}");
+            }
+        }
     }
 
     #[test]

@@ -259,14 +259,49 @@ pub struct ObjectStats {
     pub color: [f64; 3],
 }
 
+/// A mask's area, centroid, bounding box and mean colour: the values of
+/// [`mask::area_fraction`], [`mask::centroid`], [`mask::bbox`] and [`mask::masked_mean`]
+/// (exact integer sums there too), in one pass over the set span of each row.
 pub fn object_stats(frame: &RgbImage, m: &Mask) -> ObjectStats {
     let (w, h) = (m.width() as f64, m.height() as f64);
-    let b = mask::bbox(m).unwrap_or([0, 0, 0, 0]);
+    if frame.dimensions() != m.dimensions() {
+        let b = mask::bbox(m).unwrap_or([0, 0, 0, 0]);
+        return ObjectStats {
+            area: mask::area_fraction(m),
+            center: mask::centroid(m),
+            bbox: [b[0] as f64 / w, b[1] as f64 / h, b[2] as f64 / w, b[3] as f64 / h],
+            color: mask::masked_mean(frame, m),
+        };
+    }
+    let mw = m.width() as usize;
+    let (mut b, mut n, mut sx, mut sy, mut rgb) = ([u32::MAX, u32::MAX, 0, 0], 0u64, 0u64, 0u64, [0u64; 3]);
+    for (y, (row, px)) in m.as_raw().chunks_exact(mw.max(1)).zip(frame.as_raw().chunks_exact(3 * mw.max(1))).enumerate() {
+        let Some(x0) = row.iter().position(|&p| p != 0) else { continue };
+        let x1 = row.iter().rposition(|&p| p != 0).expect("a set pixel") + 1;
+        b = [b[0].min(x0 as u32), b[1].min(y as u32), b[2].max(x1 as u32), y as u32 + 1];
+        let mut k = 0u64;
+        for (x, (&p, c)) in row[x0..x1].iter().zip(px[3 * x0..3 * x1].chunks_exact(3)).enumerate() {
+            if p != 0 {
+                k += 1;
+                sx += (x0 + x) as u64;
+                for (s, &v) in rgb.iter_mut().zip(c) {
+                    *s += v as u64;
+                }
+            }
+        }
+        n += k;
+        sy += k * y as u64;
+    }
+    if n == 0 {
+        return ObjectStats { area: 0.0, center: [0.5, 0.5], bbox: [0.0; 4], color: [128.0; 3] };
+    }
+    let nf = n as f64;
     ObjectStats {
-        area: mask::area_fraction(m),
-        center: mask::centroid(m),
+        area: nf / (m.width() as u64 * m.height() as u64) as f64,
+        // Σ (x + 0.5) is exact in f64 at these sizes, as in `mask::centroid`.
+        center: [(sx as f64 + 0.5 * nf) / nf / w, (sy as f64 + 0.5 * nf) / nf / h],
         bbox: [b[0] as f64 / w, b[1] as f64 / h, b[2] as f64 / w, b[3] as f64 / h],
-        color: mask::masked_mean(frame, m),
+        color: rgb.map(|v| v as f64 / nf),
     }
 }
 
@@ -430,6 +465,31 @@ mod tests {
         assert_ne!(*out.get_pixel(35, 35), Rgb([220, 30, 30]));
         assert_eq!(valid.get_pixel(5, 5)[0], 0, "nothing comes in from the left");
         assert_eq!(valid.get_pixel(100, 5)[0], 255);
+    }
+
+    #[test]
+    fn object_stats_equal_the_four_measures() {
+        let mut next = crate::xorshift(3);
+        for (w, h) in [(1, 1), (5, 3), (64, 40), (129, 77)] {
+            let frame = RgbImage::from_fn(w, h, |_, _| image::Rgb([next() as u8, next() as u8, next() as u8]));
+            let noise = Mask::from_fn(w, h, |_, _| image::Luma([if next() % 5 == 0 { 255 } else { 0 }]));
+            for m in [noise.clone(), mask::dilate(&noise, 2), Mask::new(w, h)] {
+                let b = mask::bbox(&m).unwrap_or([0, 0, 0, 0]);
+                let (fw, fh) = (w as f64, h as f64);
+                let want = ObjectStats {
+                    area: mask::area_fraction(&m),
+                    center: mask::centroid(&m),
+                    bbox: [b[0] as f64 / fw, b[1] as f64 / fh, b[2] as f64 / fw, b[3] as f64 / fh],
+                    color: mask::masked_mean(&frame, &m),
+                };
+                let got = object_stats(&frame, &m);
+                assert_eq!(
+                    (got.area, got.center, got.bbox, got.color),
+                    (want.area, want.center, want.bbox, want.color),
+                    "{w}x{h}"
+                );
+            }
+        }
     }
 
     #[test]
