@@ -118,84 +118,116 @@ pub fn median_background(frames: &[(Cow<'_, RgbImage>, Option<Mask>)], agree: u8
     let mut support = vec![0u8; n];
     let raws: Vec<(&[u8], Option<&[u8]>)> =
         frames.iter().map(|(f, v)| (f.as_raw().as_slice(), v.as_ref().map(|v| v.as_raw().as_slice()))).collect();
-    // Runs of RUN pixels that every frame covers (most of the image): a sorting network of
-    // byte-wise min/max across the frames, which the compiler vectorises over the run's bytes.
+    // Runs of RUN pixels: a sorting network of byte-wise min/max across the frames, which the
+    // compiler vectorises over the run's bytes. Where a frame does not cover a pixel, its
+    // slot holds 0 or 255 instead, as many of each as keep the covering frames' median at the
+    // middle position: with k covering and u others, ⌊(k+u)/2⌋ − ⌊k/2⌋ zeros.
     const RUN: usize = 16;
     let m = frames.len();
     let mut lanes: Vec<[u8; 3 * RUN]> = vec![[0; 3 * RUN]; m];
-    // Elsewhere, per pixel: the covering frames' values, an insertion sort per channel.
+    let mut covers: Vec<[u8; RUN]> = vec![[1; RUN]; m];
+    // The last pixels (fewer than RUN), per pixel: the covering frames' values, an insertion
+    // sort per channel.
     let mut px: Vec<[u8; 3]> = Vec::with_capacity(m);
     let mut vals: Vec<u8> = Vec::with_capacity(m);
     let mut i = 0;
-    while i < n {
-        let run = RUN.min(n - i);
-        let covered = run == RUN && raws.iter().all(|(_, v)| v.is_none_or(|v| v[i..i + RUN].iter().all(|&b| b != 0)));
-        if covered {
-            for (lane, (f, _)) in lanes.iter_mut().zip(&raws) {
-                lane.copy_from_slice(&f[3 * i..3 * (i + RUN)]);
+    while i + RUN <= n {
+        let mut k = [0u16; RUN];
+        for (c, (_, v)) in covers.iter_mut().zip(&raws) {
+            if let Some(v) = v {
+                for (c, &b) in c.iter_mut().zip(&v[i..i + RUN]) {
+                    *c = (b != 0) as u8;
+                }
             }
-            // Odd-even transposition sort: m rounds sort m values exactly.
-            for round in 0..m {
-                let mut k = round % 2;
-                while k + 1 < m {
-                    let (lo, hi) = lanes.split_at_mut(k + 1);
-                    let (p, q) = (&mut lo[k], &mut hi[0]);
-                    for (x, y) in p.iter_mut().zip(q.iter_mut()) {
-                        let (a, b) = (*x, *y);
-                        *x = a.min(b);
-                        *y = a.max(b);
+            for (k, &c) in k.iter_mut().zip(c.iter()) {
+                *k += c as u16;
+            }
+        }
+        let all = k.iter().all(|&k| k as usize == m);
+        let mut zeros = [0u16; RUN];
+        if !all {
+            for (z, &k) in zeros.iter_mut().zip(&k) {
+                let (k, u) = (k as usize, m - k as usize);
+                *z = ((k + u) / 2 - k / 2) as u16;
+            }
+        }
+        for ((lane, (f, _)), c) in lanes.iter_mut().zip(&raws).zip(&covers) {
+            lane.copy_from_slice(&f[3 * i..3 * (i + RUN)]);
+            if !all {
+                for p in 0..RUN {
+                    if c[p] == 0 {
+                        let fill = if zeros[p] > 0 { 0 } else { 255 };
+                        zeros[p] = zeros[p].saturating_sub(1);
+                        lane[3 * p..3 * p + 3].fill(fill);
                     }
-                    k += 2;
                 }
             }
-            let med = lanes[m / 2];
-            image[3 * i..3 * (i + RUN)].copy_from_slice(&med);
-            let mut agreeing = [0usize; RUN];
-            for (f, _) in &raws {
-                let mut ok = [false; 3 * RUN];
-                for ((o, v), md) in ok.iter_mut().zip(&f[3 * i..3 * (i + RUN)]).zip(&med) {
-                    *o = v.abs_diff(*md) <= agree;
+        }
+        // Odd-even transposition sort: m rounds sort m values exactly.
+        for round in 0..m {
+            let mut j = round % 2;
+            while j + 1 < m {
+                let (lo, hi) = lanes.split_at_mut(j + 1);
+                let (p, q) = (&mut lo[j], &mut hi[0]);
+                for (x, y) in p.iter_mut().zip(q.iter_mut()) {
+                    let (a, b) = (*x, *y);
+                    *x = a.min(b);
+                    *y = a.max(b);
                 }
-                for (p, a) in agreeing.iter_mut().enumerate() {
-                    *a += (ok[3 * p] & ok[3 * p + 1] & ok[3 * p + 2]) as usize;
-                }
+                j += 2;
             }
-            for (p, a) in agreeing.iter().enumerate() {
-                support[i + p] = (255 * a / m) as u8;
+        }
+        let med = lanes[m / 2];
+        // Covering frames agreeing at each pixel: per byte, whether it and the next two (a
+        // pixel's three channels where the byte is a pixel's first) agree, summed over the
+        // frames; all byte-wise, vectorised.
+        let mut agreeing = [0u16; 3 * RUN];
+        let mut ok = [0u8; 3 * RUN + 2];
+        for ((f, _), c) in raws.iter().zip(&covers) {
+            for ((o, v), md) in ok.iter_mut().zip(&f[3 * i..3 * (i + RUN)]).zip(&med) {
+                *o = (v.abs_diff(*md) <= agree) as u8;
             }
-            i += RUN;
+            for (j, a) in agreeing.iter_mut().enumerate() {
+                *a += (ok[j] & ok[j + 1] & ok[j + 2] & c[j / 3]) as u16;
+            }
+        }
+        for p in 0..RUN {
+            // Pixels no frame covers stay 0.
+            if k[p] > 0 {
+                image[3 * (i + p)..3 * (i + p) + 3].copy_from_slice(&med[3 * p..3 * p + 3]);
+                support[i + p] = (255 * agreeing[3 * p] as usize / k[p] as usize) as u8;
+            }
+        }
+        i += RUN;
+    }
+    for i in i..n {
+        px.clear();
+        for (f, v) in &raws {
+            if v.is_none_or(|v| v[i] != 0) {
+                px.push([f[3 * i], f[3 * i + 1], f[3 * i + 2]]);
+            }
+        }
+        if px.is_empty() {
             continue;
         }
-        for i in i..i + run {
-            px.clear();
-            for (f, v) in &raws {
-                if v.is_none_or(|v| v[i] != 0) {
-                    px.push([f[3 * i], f[3 * i + 1], f[3 * i + 2]]);
+        let mut med = [0u8; 3];
+        for c in 0..3 {
+            vals.clear();
+            for p in &px {
+                let x = p[c];
+                let mut k = vals.len();
+                vals.push(x);
+                while k > 0 && vals[k - 1] > x {
+                    vals[k] = vals[k - 1];
+                    k -= 1;
                 }
+                vals[k] = x;
             }
-            if px.is_empty() {
-                continue;
-            }
-            let mut med = [0u8; 3];
-            for c in 0..3 {
-                vals.clear();
-                for p in &px {
-                    let x = p[c];
-                    let mut k = vals.len();
-                    vals.push(x);
-                    while k > 0 && vals[k - 1] > x {
-                        vals[k] = vals[k - 1];
-                        k -= 1;
-                    }
-                    vals[k] = x;
-                }
-                med[c] = vals[vals.len() / 2];
-            }
-            let agreeing = px.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= agree)).count();
-            image[3 * i..3 * i + 3].copy_from_slice(&med);
-            support[i] = (255 * agreeing / px.len()) as u8;
+            med[c] = vals[vals.len() / 2];
         }
-        i += run;
+        let agreeing = px.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= agree)).count();
+        image[3 * i..3 * i + 3].copy_from_slice(&med);
+        support[i] = (255 * agreeing / px.len()) as u8;
     }
     Background {
         image: RgbImage::from_raw(w, h, image).expect("sized"),
@@ -372,15 +404,17 @@ mod tests {
         // vectorised run; odd and even frame counts; a pixel no frame covers.
         let mut rand = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let (w, h) = (37, 11);
-        for count in [1, 2, 5, 9] {
+        for count in [1, 2, 3, 4, 5, 8, 9] {
             let frames: Vec<(Cow<'_, RgbImage>, Option<Mask>)> = (0..count)
                 .map(|k| {
-                    let img = RgbImage::from_fn(w, h, |_, _| Rgb([rand() as u8, (rand() % 40) as u8, 128]));
+                    let img = RgbImage::from_fn(w, h, |_, _| Rgb([rand() as u8, (rand() % 40) as u8, if rand() % 2 == 0 { 128 } else { 255 }]));
                     // (5, 5) only frames 2, 5, 8 cover (none with 1 or 2 frames); odd frames
                     // miss a corner too.
                     let valid = (k % 3 != 2).then(|| {
                         GrayImage::from_fn(w, h, |i, j| {
-                            Luma([if (i, j) == (5, 5) || (k % 2 == 1 && i < 10 && j < 4) { 0 } else { 255 }])
+                            let hole = (i, j) == (5, 5) || (k % 2 == 1 && i < 10 && j < 4);
+                            // Rows 6.. : random coverage, every count of covering frames.
+                            Luma([if hole || (j >= 6 && rand() % 3 == 0) { 0 } else { 255 }])
                         })
                     });
                     (Cow::Owned(img), valid)
