@@ -60,20 +60,22 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
     let (cols, rows) = (axis(w, cx, tx), axis(h, cy, ty));
     let mut out = RgbImage::new(w, h);
     let mut valid = GrayImage::new(w, h);
+    // The map is monotone: the columns with a source are one span.
+    let xa = cols.iter().position(Option::is_some).unwrap_or(0);
+    let xb = cols.iter().rposition(Option::is_some).map_or(0, |x| x + 1);
+    let span: Vec<(usize, usize, f64)> = cols[xa..xb].iter().map(|c| c.expect("inside the span")).collect();
     let (src, stride) = (src.as_raw(), 3 * w as usize);
     // A source row interpolated horizontally at every column, kept while consecutive target
     // rows read it (the same f64 operations as interpolating per pixel).
-    let lerp_row = |y: usize, buf: &mut Vec<f64>| {
-        buf.clear();
+    let lerp_row = |y: usize, buf: &mut [f64]| {
         let row = &src[y * stride..][..stride];
-        for col in &cols {
-            let (x0, x1, fx) = col.unwrap_or((0, 0, 0.0));
+        for (b, &(x0, x1, fx)) in buf[3 * xa..3 * xb].chunks_exact_mut(3).zip(&span) {
             for k in 0..3 {
-                buf.push(row[3 * x0 + k] as f64 * (1.0 - fx) + row[3 * x1 + k] as f64 * fx);
+                b[k] = row[3 * x0 + k] as f64 * (1.0 - fx) + row[3 * x1 + k] as f64 * fx;
             }
         }
     };
-    let (mut top, mut bot) = (Vec::with_capacity(stride), Vec::with_capacity(stride));
+    let (mut top, mut bot) = (vec![0f64; stride], vec![0f64; stride]);
     let (mut top_y, mut bot_y) = (usize::MAX, usize::MAX);
     let (o, v) = (out.as_mut(), valid.as_mut());
     for (y, row) in rows.iter().enumerate() {
@@ -91,17 +93,11 @@ pub fn warp_to_target(src: &RgbImage, m: &GlobalMotion) -> (RgbImage, Mask) {
             lerp_row(y1, &mut bot);
             bot_y = y1;
         }
-        let (o, v) = (&mut o[y * stride..][..stride], &mut v[y * w as usize..][..w as usize]);
-        for (x, col) in cols.iter().enumerate() {
-            if col.is_none() {
-                continue;
-            }
-            for k in 0..3 {
-                let i = 3 * x + k;
-                o[i] = (top[i] * (1.0 - fy) + bot[i] * fy + 0.5).clamp(0.0, 255.0) as u8;
-            }
-            v[x] = 255;
+        let o = &mut o[y * stride..][3 * xa..3 * xb];
+        for ((o, &t), &b) in o.iter_mut().zip(&top[3 * xa..3 * xb]).zip(&bot[3 * xa..3 * xb]) {
+            *o = (t * (1.0 - fy) + b * fy + 0.5).clamp(0.0, 255.0) as u8;
         }
+        v[y * w as usize..][xa..xb].fill(255);
     }
     (out, valid)
 }
