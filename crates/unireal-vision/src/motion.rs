@@ -200,6 +200,80 @@ fn block_sad(blk: &[u8; 64], b: &GrayImage, x: u32, y: u32, dx: i32, dy: i32) ->
     Some((0..8).map(|j| sad_row(&blk[8 * j..8 * j + 8], &rows[j * w..j * w + 8])).sum())
 }
 
+/// The displacement of A's block at `(x, y)` into B within `radius` of the global shift `g`
+/// with the lowest cost, SAD plus the L1 distance to `g` (which breaks ties towards it); the
+/// first in row-major scan order among equal costs. `(u32::MAX, g)` when no displaced block
+/// lies inside B. With `sse41`, eight horizontal displacements at a time (`mpsadbw`, then
+/// `phminposuw`, which also takes the first of equal minima): the same answer.
+fn best_match(blk: &[u8; 64], b: &GrayImage, (x, y): (u32, u32), g: (i32, i32), radius: i32, sse41: bool) -> (u32, i32, i32) {
+    let (gsx, gsy) = g;
+    let (w, h) = (b.width() as i32, b.height() as i32);
+    let mut best = (u32::MAX, gsx, gsy);
+    // Displacements keeping the block inside B; the others have no SAD.
+    let (dx_lo, dx_hi) = ((gsx - radius).max(-(x as i32)), (gsx + radius).min(w - BLOCK as i32 - x as i32));
+    let (dy_lo, dy_hi) = ((gsy - radius).max(-(y as i32)), (gsy + radius).min(h - BLOCK as i32 - y as i32));
+    let _ = sse41;
+    for dy in dy_lo..=dy_hi {
+        let mut dx = dx_lo;
+        while dx <= dx_hi {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let start = ((y as i32 + dy) * w + x as i32 + dx) as usize;
+                // The 16-byte row loads stay inside B's buffer.
+                if sse41 && start + 7 * w as usize + 16 <= b.as_raw().len() {
+                    let n = (dx_hi - dx + 1).min(8);
+                    // SAFETY: SSE4.1 is present; the loads read 16 bytes at start + j·w, j < 8,
+                    // inside the buffer (checked above), and 8 bytes of the 64-byte block.
+                    let (cost, i) = unsafe {
+                        costs8(blk, b.as_raw().as_ptr().add(start), w as usize, dx - gsx, (dy - gsy).abs(), n)
+                    };
+                    if (cost as u32) < best.0 {
+                        best = (cost as u32, dx + i as i32, dy);
+                    }
+                    dx += 8;
+                    continue;
+                }
+            }
+            let s = block_sad(blk, b, x, y, dx, dy).expect("inside B");
+            let cost = s + ((dx - gsx).abs() + (dy - gsy).abs()) as u32;
+            if cost < best.0 {
+                best = (cost, dx, dy);
+            }
+            dx += 1;
+        }
+    }
+    best
+}
+
+/// Costs of the block at eight consecutive displacements starting at `p` (B's pixel under the
+/// block's top-left corner): SAD + |dx − gsx| + `pen_y` for the first `n`, the rest never
+/// chosen; returns the lowest and its index (the first of equals).
+///
+/// # Safety
+/// SSE4.1; 16 bytes readable at `p + j·w` for j in 0..8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn costs8(blk: &[u8; 64], p: *const u8, w: usize, dx_off: i32, pen_y: i32, n: i32) -> (u16, usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's promise.
+    unsafe {
+        let mut sad = _mm_setzero_si128();
+        for j in 0..BLOCK as usize {
+            let row = _mm_loadu_si128(p.add(j * w) as *const __m128i);
+            let a = _mm_loadl_epi64(blk.as_ptr().add(8 * j) as *const __m128i);
+            // Offsets 0..8 of B's row against A's bytes 0..4, then B's bytes 4.. against 4..8.
+            sad = _mm_add_epi16(sad, _mm_mpsadbw_epu8::<0b000>(row, a));
+            sad = _mm_add_epi16(sad, _mm_mpsadbw_epu8::<0b101>(row, a));
+        }
+        let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+        let pen = _mm_add_epi16(_mm_abs_epi16(_mm_add_epi16(_mm_set1_epi16(dx_off as i16), lane)), _mm_set1_epi16(pen_y as i16));
+        let unused = _mm_cmpgt_epi16(lane, _mm_set1_epi16((n - 1) as i16));
+        let cost = _mm_or_si128(_mm_add_epi16(sad, pen), unused);
+        let m = _mm_cvtsi128_si32(_mm_minpos_epu16(cost)) as u32;
+        ((m & 0xffff) as u16, (m >> 16 & 7) as usize)
+    }
+}
+
 fn block_std(a: &GrayImage, x: u32, y: u32) -> f64 {
     let (mut s, mut s2) = (0.0, 0.0);
     for j in 0..BLOCK {
@@ -256,6 +330,10 @@ pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
     let radius = ((w.max(h) as f64 * 0.12).round() as i32).max(2);
 
     // Match blocks around the global shift.
+    #[cfg(target_arch = "x86_64")]
+    let sse41 = std::arch::is_x86_feature_detected!("sse4.1");
+    #[cfg(not(target_arch = "x86_64"))]
+    let sse41 = false;
     let mut blocks = Vec::new();
     let (nbx, nby) = (w / BLOCK, h / BLOCK);
     for by in 0..nby {
@@ -263,17 +341,7 @@ pub fn estimate_motion(a: &RgbImage, b: &RgbImage) -> MotionEstimate {
             let (x, y) = (bx * BLOCK, by * BLOCK);
             let textured = block_std(&ga, x, y) >= 4.0;
             let blk = block_of(&ga, x, y);
-            let mut best = (u32::MAX, gsx, gsy);
-            for dy in (gsy - radius)..=(gsy + radius) {
-                for dx in (gsx - radius)..=(gsx + radius) {
-                    if let Some(s) = block_sad(&blk, &gb, x, y, dx, dy) {
-                        let cost = s + ((dx - gsx).abs() + (dy - gsy).abs()) as u32; // tie-break towards the global shift
-                        if cost < best.0 {
-                            best = (cost, dx, dy);
-                        }
-                    }
-                }
-            }
+            let best = best_match(&blk, &gb, (x, y), (gsx, gsy), radius, sse41);
             blocks.push(Block { x, y, textured: textured && best.0 != u32::MAX, d: (best.1 as f64, best.2 as f64) });
         }
     }
@@ -513,6 +581,42 @@ fn summarize(cluster: &[usize], blocks: &[Block], b: &RgbImage, (nbx, nby): (u32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vector_block_search_equals_the_scan() {
+        // Noise (distinct costs), and coarse flat patches (many equal costs, where the first
+        // in scan order must win), at every block position, with shifts that reach the edges.
+        let mut rand = crate::xorshift(0x51_7cc1_b727_220a);
+        let noise = GrayImage::from_fn(64, 40, |_, _| image::Luma([(rand() >> 24) as u8]));
+        let flat = GrayImage::from_fn(64, 40, |x, y| image::Luma([((x / 16 + y / 16) % 2 * 200) as u8]));
+        for (a, b) in [(&noise, &noise), (&flat, &flat), (&noise, &flat)] {
+            for (x, y) in (0..5).flat_map(|by| (0..8).map(move |bx| (bx * 8, by * 8))) {
+                let blk = block_of(a, x, y);
+                for (g, radius) in [((0, 0), 6), ((3, -2), 9), ((-20, 10), 15), ((0, 0), 40)] {
+                    let scan = {
+                        let mut best = (u32::MAX, g.0, g.1);
+                        for dy in (g.1 - radius)..=(g.1 + radius) {
+                            for dx in (g.0 - radius)..=(g.0 + radius) {
+                                if let Some(s) = block_sad(&blk, b, x, y, dx, dy) {
+                                    let cost = s + ((dx - g.0).abs() + (dy - g.1).abs()) as u32;
+                                    if cost < best.0 {
+                                        best = (cost, dx, dy);
+                                    }
+                                }
+                            }
+                        }
+                        best
+                    };
+                    assert_eq!(best_match(&blk, b, (x, y), g, radius, false), scan, "({x}, {y}) {g:?} {radius}");
+                    #[cfg(target_arch = "x86_64")]
+                    let sse41 = std::arch::is_x86_feature_detected!("sse4.1");
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let sse41 = false;
+                    assert_eq!(best_match(&blk, b, (x, y), g, radius, sse41), scan, "({x}, {y}) {g:?} {radius}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn sad_row_equals_the_scalar_sum() {
