@@ -326,11 +326,12 @@ impl<'a> Run<'a> {
                     break;
                 }
             }
-            let small = self
+            let sampled = self
                 .conv
-                .rgb_fast(&frame, self.analysis.0, self.analysis.1)
+                .rgb_sampled(&frame, self.analysis.0, self.analysis.1)
                 .map_err(|e| format!("frame {}: {e}", frame.index))?;
-            let is_cut = self.detector.push(frame.index, HsvFrame::from_rgb(&small));
+            let is_cut = self.detector.push(frame.index, HsvFrame::from_rgb(&sampled));
+            let mut small = LazySmall::new(self.analysis);
             if frame.index == 0 || is_cut {
                 if is_cut {
                     self.shot += 1;
@@ -341,7 +342,7 @@ impl<'a> Run<'a> {
                 self.shot_pairs = 0;
             }
             if let Some(o) = &mut self.objects {
-                o.push(&mut self.conv, &frame, &small, frame.index == 0 || is_cut, self.shot)?;
+                o.push(&mut self.conv, &frame, &mut small, frame.index == 0 || is_cut, self.shot)?;
             }
             let pairs_done = !self.cfg.families.enabled(Task::Frame2Frame)
                 || self.samples.len() + self.deferred.len() >= self.cfg.pairs.max_pairs_per_video;
@@ -360,6 +361,7 @@ impl<'a> Run<'a> {
             self.next_grid = self.shot_start.1 + k * step;
             self.tally.candidates += 1;
             let gray = to_gray(&self.convert(&frame, self.gray_size)?);
+            let small = small.take(&mut self.conv, &frame)?;
             let black = near_black_fraction(&small, self.cfg.pairs.black_level);
             let cand = Candidate { frame, small, gray, black };
             // Drop candidates too old to pair with anything still to come.
@@ -520,5 +522,31 @@ impl<'a> Run<'a> {
                 Err(e) => self.caption_failed(&e),
             }
         }
+    }
+}
+
+/// A frame's analysis-size RGB (swscale's fast bilinear), made on first use: only frames on
+/// the candidate and background grids need it, while cut detection samples every frame.
+pub struct LazySmall {
+    size: (u32, u32),
+    img: Option<RgbImage>,
+}
+
+impl LazySmall {
+    pub(crate) fn new(size: (u32, u32)) -> Self {
+        LazySmall { size, img: None }
+    }
+
+    pub(crate) fn get(&mut self, conv: &mut FrameConverter, frame: &DecodedFrame) -> Result<&RgbImage, String> {
+        if self.img.is_none() {
+            let img = conv.rgb_fast(frame, self.size.0, self.size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+            self.img = Some(img);
+        }
+        Ok(self.img.as_ref().expect("made above"))
+    }
+
+    pub(crate) fn take(mut self, conv: &mut FrameConverter, frame: &DecodedFrame) -> Result<RgbImage, String> {
+        self.get(conv, frame)?;
+        Ok(self.img.expect("made above"))
     }
 }

@@ -25,6 +25,7 @@ use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion};
 
 use crate::captions::Deferred;
 use crate::context::{PairFrame, Seen, TrackedObject, VideoContext};
+use crate::frame2frame::LazySmall;
 use crate::families::{self, PairContext};
 use crate::pool::{Pending, Pool};
 
@@ -194,13 +195,13 @@ impl<'a> ObjectStage<'a> {
         self.error.is_some() || (self.jobs >= self.video.cfg.objects.max_per_video && self.pending.is_empty())
     }
 
-    /// Takes one decoded frame (`small`: its analysis-size RGB). `new_shot` at the first
+    /// Takes one decoded frame (`small`: its analysis-size RGB, made if needed). `new_shot` at the first
     /// frame and after every cut.
     pub fn push(
         &mut self,
         conv: &mut FrameConverter,
         frame: &DecodedFrame,
-        small: &RgbImage,
+        small: &mut LazySmall,
         new_shot: bool,
         shot: u64,
     ) -> Result<(), String> {
@@ -231,6 +232,7 @@ impl<'a> ObjectStage<'a> {
             self.process_ready(t);
             return Ok(());
         }
+        let small = small.get(conv, frame)?;
         let seg =
             conv.rgb(frame, self.seg_size.0, self.seg_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
         // Frames A and B join the ring too (they are frames of their own background window).

@@ -6,6 +6,7 @@
 
 mod decode;
 mod shots;
+mod small;
 
 pub use decode::{init, probe, DecodedFrame, FrameConverter, VideoError, VideoInfo, VideoReader};
 pub use shots::{analysis_size, detect_shots, ContentDetector, ShotOptions, ShotReport};

@@ -100,7 +100,7 @@ pub fn detect_shots(path: &Path, opts: ShotOptions, threads: usize) -> Result<Sh
     let mut det = ContentDetector::new(opts);
     let mut report = ShotReport { fps: info.fps, frames: 0, cuts_frame: vec![], cuts_s: vec![] };
     while let Some(frame) = reader.next_frame()? {
-        let small = conv.rgb_fast(&frame, aw, ah).map_err(|reason| VideoError::Convert {
+        let small = conv.rgb_sampled(&frame, aw, ah).map_err(|reason| VideoError::Convert {
             path: path.to_path_buf(),
             index: frame.index,
             reason,
