@@ -265,6 +265,8 @@ struct Run<'a> {
     /// Frame indices of the last kept pair: the next pair starts at or after its second
     /// frame, so pairs of a shot do not overlap and spread over it.
     last_pair: Option<(u64, u64)>,
+    /// The last pair's frame B, encoded: (frame index, JPEG).
+    last_jpeg: Option<(u64, Vec<u8>)>,
     samples: Vec<Sample>,
     /// Pairs whose caption the pool has still to answer.
     deferred: Deferred,
@@ -295,6 +297,7 @@ impl<'a> Run<'a> {
             next_grid: 0.0,
             shot_pairs: 0,
             last_pair: None,
+            last_jpeg: None,
             samples: vec![],
             deferred: Deferred::default(),
             tally: Tally::default(),
@@ -442,9 +445,13 @@ impl<'a> Run<'a> {
         let video = self.video;
         let id = sample_id(Task::Frame2Frame, "video", &[video.key(), &ia.to_string(), &b.frame.index.to_string()]);
         let (w, h) = video.out_size;
-        let full_a = self.conv.rgb(&self.buffer[ai].frame, w, h).map_err(|e| format!("frame {ia}: {e}"))?;
-        let full_b = self.convert(&b.frame, video.out_size)?;
-        let (ja, jb) = (video.jpeg(&full_a)?, video.jpeg(&full_b)?);
+        // Consecutive pairs often share a frame (B of one is A of the next): encoded once.
+        let ja = match self.last_jpeg.take() {
+            Some((i, j)) if i == ia => j,
+            _ => video.jpeg(&self.conv.rgb(&self.buffer[ai].frame, w, h).map_err(|e| format!("frame {ia}: {e}"))?)?,
+        };
+        let jb = video.jpeg(&self.convert(&b.frame, video.out_size)?)?;
+        self.last_jpeg = Some((b.frame.index, jb.clone()));
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
         let answer = video.ask(Ask::Caption {
             input: video.key().into(),
@@ -480,7 +487,6 @@ impl<'a> Run<'a> {
                 (name, _) => name,
             },
         });
-        let (w, h) = full_a.dimensions();
         let sample = Sample {
             split: video.split(&id),
             sample_id: id,
