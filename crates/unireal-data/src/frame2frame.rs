@@ -16,7 +16,7 @@ use unireal_annotate::{CaptionError, Captioner, Segmenter};
 use unireal_core::{index_word, result_word, sample_id, ImageRole, Sample, SampleImage, Task};
 use unireal_shards::{FailureKind, InputRecord, InputStatus};
 use unireal_video::{ContentDetector, DecodedFrame, FrameConverter, ShotOptions, VideoError, VideoReader};
-use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, to_gray, HsvFrame};
+use unireal_vision::{fit_short_side, measure_change, near_black_fraction, ssim, HsvFrame};
 
 use crate::captions::{Ask, CaptionPool, Deferred};
 use crate::config::BuildConfig;
@@ -363,7 +363,7 @@ impl<'a> Run<'a> {
             let k = ((frame.time_s - self.shot_start.1) / step).floor() + 1.0;
             self.next_grid = self.shot_start.1 + k * step;
             self.tally.candidates += 1;
-            let gray = to_gray(&self.convert(&frame, self.gray_size)?);
+            let gray = self.conv.gray(&frame, self.gray_size.0, self.gray_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
             let small = small.take(&mut self.conv, &frame)?;
             let black = near_black_fraction(&small, self.cfg.pairs.black_level);
             let cand = Candidate { frame, small, gray, black };

@@ -6,7 +6,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame::video::Video as RawFrame;
 use ffmpeg_next as ffmpeg;
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 /// Why a video could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -319,9 +319,12 @@ impl VideoReader {
 /// Keeps one scaler per (input format, size, output size).
 pub struct FrameConverter {
     rotation: u32,
-    /// Scaler contexts with their reused output frames, by (input format, size, output size, fast).
-    scalers: Vec<((Pixel, u32, u32, u32, u32, bool), scaling::Context, RawFrame)>,
+    /// Scaler contexts with their reused output frames, by (input format, size, output
+    /// format, output size, fast).
+    scalers: Vec<(ScalerKey, scaling::Context, RawFrame)>,
 }
+
+type ScalerKey = (Pixel, u32, u32, Pixel, u32, u32, bool);
 
 // SAFETY: an SwsContext is owned by one converter and only used through &mut self.
 unsafe impl Send for FrameConverter {}
@@ -370,7 +373,8 @@ impl FrameConverter {
                 };
                 crate::small::yuv420_to_rgb(plane(0), plane(1), plane(2), full_range, sw, sh, true)
             }
-            _ => self.swscale(raw, sw, sh, fast)?,
+            _ => RgbImage::from_raw(sw, sh, self.swscale(raw, Pixel::RGB24, sw, sh, fast)?)
+                .ok_or("swscale returned a short frame")?,
         };
         Ok(match self.rotation {
             90 => image::imageops::rotate90(&img),
@@ -380,14 +384,30 @@ impl FrameConverter {
         })
     }
 
-    fn swscale(&mut self, raw: &RawFrame, sw: u32, sh: u32, fast: bool) -> Result<RgbImage, String> {
-        let key = (raw.format(), raw.width(), raw.height(), sw, sh, fast);
+    /// The frame's luma as gray at display size `(w, h)`, area-averaged, expanded to full
+    /// range as swscale does: for the structural comparison of candidate frames, without the
+    /// chroma and RGB work of [`rgb`](Self::rgb).
+    pub fn gray(&mut self, frame: &DecodedFrame, w: u32, h: u32) -> Result<GrayImage, String> {
+        let (sw, sh) = if self.rotation % 180 == 90 { (h, w) } else { (w, h) };
+        let img = GrayImage::from_raw(sw, sh, self.swscale(&frame.raw, Pixel::GRAY8, sw, sh, false)?)
+            .ok_or("swscale returned a short frame")?;
+        Ok(match self.rotation {
+            90 => image::imageops::rotate90(&img),
+            180 => image::imageops::rotate180(&img),
+            270 => image::imageops::rotate270(&img),
+            _ => img,
+        })
+    }
+
+    /// The frame scaled to `(sw, sh)` in `format` (RGB24 or GRAY8), rows packed.
+    fn swscale(&mut self, raw: &RawFrame, format: Pixel, sw: u32, sh: u32, fast: bool) -> Result<Vec<u8>, String> {
+        let key = (raw.format(), raw.width(), raw.height(), format, sw, sh, fast);
         let pos = match self.scalers.iter().position(|s| s.0 == key) {
             Some(p) => p,
             None => {
                 let flags = if fast { scaling::Flags::FAST_BILINEAR } else { scaling::Flags::AREA };
-                let ctx = scaling::Context::get(key.0, key.1, key.2, Pixel::RGB24, sw, sh, flags)
-                    .map_err(|e| format!("swscale {:?} {}x{} -> rgb24 {sw}x{sh}: {e}", key.0, key.1, key.2))?;
+                let ctx = scaling::Context::get(key.0, key.1, key.2, format, sw, sh, flags)
+                    .map_err(|e| format!("swscale {:?} {}x{} -> {format:?} {sw}x{sh}: {e}", key.0, key.1, key.2))?;
                 if self.scalers.len() >= 8 {
                     self.scalers.remove(0);
                 }
@@ -397,13 +417,13 @@ impl FrameConverter {
         };
         let (_, ctx, out) = &mut self.scalers[pos];
         ctx.run(raw, out).map_err(|e| e.to_string())?;
-        let stride = out.stride(0);
-        let data = out.data(0);
-        let mut buf = Vec::with_capacity((sw * sh * 3) as usize);
+        let (stride, data) = (out.stride(0), out.data(0));
+        let row = sw as usize * if format == Pixel::GRAY8 { 1 } else { 3 };
+        let mut buf = Vec::with_capacity(row * sh as usize);
         for y in 0..sh as usize {
-            buf.extend_from_slice(&data[y * stride..y * stride + sw as usize * 3]);
+            buf.extend_from_slice(&data[y * stride..y * stride + row]);
         }
-        Ok(RgbImage::from_raw(sw, sh, buf).ok_or("swscale returned a short frame")?)
+        Ok(buf)
     }
 }
 

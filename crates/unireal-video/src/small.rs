@@ -1,9 +1,10 @@
-//! The small analysis frame every decoded frame becomes (cut detection, motion), straight from
-//! 8-bit 4:2:0 planes: bilinear sampling of Y, U and V at each output pixel's centre (the
-//! sampling swscale's fast-bilinear scaler does at these ratios, and OpenCV's `INTER_LINEAR`
-//! that PySceneDetect downscales with), then BT.601 YUV → RGB as swscale's default (limited
-//! range, or full for JPEG-range formats). Fixed point throughout; the AVX2 path computes the
-//! same integers as the scalar one, eight pixels at a time.
+//! The small frame of cut detection, which every decoded frame becomes, straight from 8-bit
+//! 4:2:0 planes: bilinear sampling of Y, U and V at each output pixel's centre (the sampling
+//! swscale's fast-bilinear scaler does at these ratios, and OpenCV's `INTER_LINEAR` that
+//! PySceneDetect downscales with; chroma from the nearest chroma row), then BT.601 YUV → RGB
+//! as swscale's default (limited range, or full for JPEG-range formats). Fixed point
+//! throughout; the AVX2 path computes the same integers as the scalar one, eight pixels at a
+//! time.
 
 use image::RgbImage;
 
@@ -149,7 +150,13 @@ type RowHead<'a> = dyn FnMut(&[i16], &[i16], &[i16], &Columns, &Columns, &Matrix
 fn convert(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h: u32, head: &mut RowHead) -> RgbImage {
     let (w, h) = (w as usize, h as usize);
     let (lx, cx) = (Columns::new(&taps(y.width, w, false)), Columns::new(&taps(y.width, w, true)));
-    let (ly, cy) = (taps(y.height, h, false), taps(y.height, h, true));
+    // Chroma rows are taken whole (the nearest to each output row): half the chroma bytes
+    // read, which is most of the time here (the frame is read from memory once).
+    let ly = taps(y.height, h, false);
+    let cy: Vec<(u32, i32)> = taps(y.height, h, true)
+        .into_iter()
+        .map(|(i, f)| if 2 * f < ONE { (i, 0) } else { ((i + 1).min(u.height as u32 - 1), 0) })
+        .collect();
     let m = Matrix::new(full_range);
     let mut out = vec![0u8; 3 * w * h];
     let (mut ry, mut ru, mut rv) = (vec![0i16; y.width + 1], vec![0i16; u.width + 1], vec![0i16; v.width + 1]);
