@@ -1,7 +1,7 @@
 //! Condition maps for the control family: Canny edges, grayscale, Gaussian blur, low
 //! resolution and object masks. Every map has the frame's size.
 
-use image::{GrayImage, Luma, RgbImage};
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::mask::Mask;
@@ -79,7 +79,13 @@ pub fn lowres(img: &RgbImage, factor: u32) -> RgbImage {
 
 /// The union of masks (all of the frame's size).
 pub fn union(masks: &[&Mask], w: u32, h: u32) -> Mask {
-    GrayImage::from_fn(w, h, |x, y| Luma([if masks.iter().any(|m| m.get_pixel(x, y)[0] != 0) { 255 } else { 0 }]))
+    let mut raw = vec![0u8; w as usize * h as usize];
+    for m in masks {
+        for (o, &v) in raw.iter_mut().zip(m.as_raw()) {
+            *o |= if v != 0 { 255 } else { 0 };
+        }
+    }
+    GrayImage::from_raw(w, h, raw).expect("sized")
 }
 
 /// Computes a map of `kind` for a frame. `masks` (frame-sized) are needed only for `Mask`;
@@ -98,6 +104,7 @@ pub fn condition_map(kind: ConditionKind, img: &RgbImage, masks: &[&Mask]) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Luma;
     use image::Rgb;
 
     fn square() -> RgbImage {

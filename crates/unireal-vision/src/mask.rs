@@ -7,7 +7,7 @@
 //! borders and overlaps every mask kept before it by less than `max_overlap` (intersection
 //! over the smaller mask's area).
 
-use image::{GrayImage, Luma, Rgb, RgbImage};
+use image::{GrayImage, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// A binary mask: 0 or 255 per pixel.
@@ -85,7 +85,8 @@ impl Rejection {
 
 /// A mask from any non-zero pixel of a gray image.
 pub fn binarize(img: &GrayImage, level: u8) -> Mask {
-    GrayImage::from_fn(img.width(), img.height(), |x, y| Luma([if img.get_pixel(x, y)[0] > level { 255 } else { 0 }]))
+    let raw = img.as_raw().iter().map(|&v| if v > level { 255 } else { 0 }).collect();
+    GrayImage::from_raw(img.width(), img.height(), raw).expect("same size")
 }
 
 /// Number of set pixels.
@@ -495,16 +496,21 @@ pub fn fill_masked(img: &RgbImage, fill: &RgbImage, mask: &Mask, feather: u32) -
         mask.clone()
     } else {
         let dist = chessboard_distance(mask);
-        GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
-            let d = dist.get_pixel(x, y)[0] as u32;
-            Luma([if d >= feather + 1 { 0 } else { (255 * (feather + 1 - d) / (feather + 1)) as u8 }])
-        })
+        let f = feather + 1;
+        let raw = dist.as_raw().iter().map(|&d| if d as u32 >= f { 0 } else { (255 * (f - d as u32) / f) as u8 }).collect();
+        GrayImage::from_raw(mask.width(), mask.height(), raw).expect("same size")
     };
-    RgbImage::from_fn(img.width(), img.height(), |x, y| {
-        let a = alpha.get_pixel(x, y)[0] as u32;
-        let (p, q) = (img.get_pixel(x, y), fill.get_pixel(x, y));
-        Rgb(std::array::from_fn(|c| ((q[c] as u32 * a + p[c] as u32 * (255 - a) + 127) / 255) as u8))
-    })
+    let mut out = img.as_raw().clone();
+    for ((o, q), &a) in out.chunks_exact_mut(3).zip(fill.as_raw().chunks_exact(3)).zip(alpha.as_raw()) {
+        let a = a as u32;
+        if a == 0 {
+            continue;
+        }
+        for c in 0..3 {
+            o[c] = ((q[c] as u32 * a + o[c] as u32 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    RgbImage::from_raw(img.width(), img.height(), out).expect("same size")
 }
 
 /// Mean RGB under the mask (mid-gray for an empty mask).
@@ -527,6 +533,7 @@ pub fn masked_mean(img: &RgbImage, mask: &Mask) -> [f64; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Luma;
     use imageproc::distance_transform::Norm;
 
     #[test]

@@ -57,15 +57,20 @@ const BLOCK: u32 = 8;
 
 fn half(g: &GrayImage) -> GrayImage {
     let (w, h) = ((g.width() / 2).max(1), (g.height() / 2).max(1));
-    GrayImage::from_fn(w, h, |x, y| {
-        let (x0, y0) = ((2 * x).min(g.width() - 1), (2 * y).min(g.height() - 1));
-        let (x1, y1) = ((x0 + 1).min(g.width() - 1), (y0 + 1).min(g.height() - 1));
-        let s = g.get_pixel(x0, y0)[0] as u32
-            + g.get_pixel(x1, y0)[0] as u32
-            + g.get_pixel(x0, y1)[0] as u32
-            + g.get_pixel(x1, y1)[0] as u32;
-        image::Luma([((s + 2) / 4) as u8])
-    })
+    let (gw, gh) = (g.width() as usize, g.height() as usize);
+    let src = g.as_raw();
+    let mut out = vec![0u8; w as usize * h as usize];
+    for (y, o) in out.chunks_exact_mut(w as usize).enumerate() {
+        let y0 = (2 * y).min(gh - 1);
+        let (r0, r1) = (&src[y0 * gw..][..gw], &src[(y0 + 1).min(gh - 1) * gw..][..gw]);
+        for (x, o) in o.iter_mut().enumerate() {
+            let x0 = (2 * x).min(gw - 1);
+            let x1 = (x0 + 1).min(gw - 1);
+            let s = r0[x0] as u32 + r0[x1] as u32 + r1[x0] as u32 + r1[x1] as u32;
+            *o = ((s + 2) / 4) as u8;
+        }
+    }
+    GrayImage::from_raw(w, h, out).expect("sized")
 }
 
 /// Sum of absolute differences of two byte rows of the same length (SSE2's `psadbw` on

@@ -78,11 +78,19 @@ fn resize_triangle<const C: usize>(src: &[u8], w: u32, h: u32, nw: u32, nh: u32)
                 }
             }
             for c in 0..C {
-                px[c] = acc[c].clamp(0.0, 255.0).round() as u8;
+                px[c] = round_u8(acc[c].clamp(0.0, 255.0));
             }
         }
     }
     out
+}
+
+/// `x.round() as u8` for x in [0, 255] (halves away from zero), without a libm call: the
+/// fraction `x - ⌊x⌋` is exact.
+#[inline(always)]
+fn round_u8(x: f32) -> u8 {
+    let i = x as u8;
+    i + (x - i as f32 >= 0.5) as u8
 }
 
 fn from_vec<P: Pixel<Subpixel = u8>>(w: u32, h: u32, v: Vec<u8>) -> ImageBuffer<P, Vec<u8>> {
@@ -226,6 +234,18 @@ mod tests {
                     "gray {w}x{h} -> {nw}x{nh}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn rounding_is_f32_round() {
+        let mut x = 0.0f32;
+        while x <= 255.0 {
+            assert_eq!(round_u8(x), x.round() as u8, "{x}");
+            x = f32::from_bits(x.to_bits() + 97);
+        }
+        for x in [0.5f32, 0.49999997, 1.5, 254.5, 254.49998, 255.0] {
+            assert_eq!(round_u8(x), x.round() as u8, "{x}");
         }
     }
 
