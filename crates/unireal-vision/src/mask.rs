@@ -321,34 +321,48 @@ fn square_filter(src: &[u8], w: usize, h: usize, r: usize, op: impl Fn(u8, u8) -
 /// Fills holes: background pixels not 4-connected to the image border become set.
 pub fn fill_holes(m: &Mask) -> Mask {
     let (w, h) = (m.width() as usize, m.height() as usize);
+    if w == 0 || h == 0 {
+        return m.clone();
+    }
     let raw = m.as_raw();
     let mut outside = vec![false; w * h];
-    let mut stack = Vec::new();
+    // Span filling from every border pixel: a seed's whole run of unset pixels in its row is
+    // marked at once, and the runs above and below it become seeds.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     for x in 0..w {
-        stack.push(x);
-        stack.push((h - 1) * w + x);
+        stack.push((x, 0));
+        stack.push((x, h - 1));
     }
     for y in 0..h {
-        stack.push(y * w);
-        stack.push(y * w + w - 1);
+        stack.push((0, y));
+        stack.push((w - 1, y));
     }
-    while let Some(i) = stack.pop() {
-        if outside[i] || raw[i] != 0 {
+    let open = |outside: &[bool], i: usize| raw[i] == 0 && !outside[i];
+    while let Some((x, y)) = stack.pop() {
+        let row = y * w;
+        if !open(&outside, row + x) {
             continue;
         }
-        outside[i] = true;
-        let (x, y) = (i % w, i / w);
-        if x > 0 {
-            stack.push(i - 1);
+        let (mut l, mut r) = (x, x);
+        while l > 0 && open(&outside, row + l - 1) {
+            l -= 1;
         }
-        if x + 1 < w {
-            stack.push(i + 1);
+        while r + 1 < w && open(&outside, row + r + 1) {
+            r += 1;
         }
-        if y > 0 {
-            stack.push(i - w);
-        }
-        if y + 1 < h {
-            stack.push(i + w);
+        outside[row + l..=row + r].fill(true);
+        for ny in [y.wrapping_sub(1), y + 1] {
+            if ny >= h {
+                continue;
+            }
+            let mut inside_run = false;
+            for nx in l..=r {
+                let o = open(&outside, ny * w + nx);
+                if o && !inside_run {
+                    stack.push((nx, ny));
+                }
+                inside_run = o;
+            }
         }
     }
     let out = outside.iter().map(|&o| if o { 0 } else { 255 }).collect();
@@ -662,6 +676,24 @@ mod tests {
         });
         let f = fill_holes(&ring);
         assert_eq!(count(&f), 400);
+        // Against a pixel-by-pixel flood from the border on noise of several densities.
+        let mut rand = crate::xorshift(11);
+        for (w, h, density) in [(1, 1, 2), (9, 1, 3), (1, 7, 3), (33, 21, 2), (64, 48, 3), (80, 60, 5)] {
+            let m = GrayImage::from_fn(w, h, |_, _| Luma([if rand() % density == 0 { 0 } else { 255 }]));
+            let (wu, hu) = (w as usize, h as usize);
+            let mut outside = vec![false; wu * hu];
+            let mut stack: Vec<(usize, usize)> =
+                (0..wu).flat_map(|x| [(x, 0), (x, hu - 1)]).chain((0..hu).flat_map(|y| [(0, y), (wu - 1, y)])).collect();
+            while let Some((x, y)) = stack.pop() {
+                if outside[y * wu + x] || m.get_pixel(x as u32, y as u32)[0] != 0 {
+                    continue;
+                }
+                outside[y * wu + x] = true;
+                stack.extend([(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)].into_iter().filter(|&(a, b)| a < wu && b < hu));
+            }
+            let want = GrayImage::from_fn(w, h, |x, y| Luma([if outside[y as usize * wu + x as usize] { 0 } else { 255 }]));
+            assert_eq!(fill_holes(&m), want, "{w}x{h}");
+        }
     }
 
     #[test]
