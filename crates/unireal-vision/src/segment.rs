@@ -253,15 +253,16 @@ impl Default for MotionSegOptions {
 /// The foreground mask of `frame` against a background of the same size.
 pub fn foreground(frame: &RgbImage, bg: &Background, opts: &MotionSegOptions) -> Mask {
     assert_eq!(frame.dimensions(), bg.image.dimensions(), "foreground needs a background of the frame's size");
-    GrayImage::from_fn(frame.width(), frame.height(), |x, y| {
-        let s = bg.support.get_pixel(x, y)[0];
-        if s == 0 {
-            return Luma([0]);
-        }
-        let (p, q) = (frame.get_pixel(x, y), bg.image.get_pixel(x, y));
-        let d = (0..3).map(|c| p[c].abs_diff(q[c])).max().unwrap_or(0);
-        Luma([if d > opts.diff_level { 255 } else { 0 }])
-    })
+    let (f, b) = (frame.as_raw().chunks_exact(3), bg.image.as_raw().chunks_exact(3));
+    let raw = f
+        .zip(b)
+        .zip(bg.support.as_raw())
+        .map(|((p, q), &s)| {
+            let d = p[0].abs_diff(q[0]).max(p[1].abs_diff(q[1])).max(p[2].abs_diff(q[2]));
+            if s != 0 && d > opts.diff_level { 255 } else { 0 }
+        })
+        .collect();
+    GrayImage::from_raw(frame.width(), frame.height(), raw).expect("same size")
 }
 
 /// The moving objects of `frame`: foreground components after clean-up, largest first.
