@@ -158,8 +158,11 @@ pub fn overlap(a: &Mask, b: &Mask) -> f64 {
     }
 }
 
-/// The runs of set pixels of a mask, row by row: `(row, first column, end column)`.
-fn runs(m: &Mask) -> Vec<(u32, u32, u32)> {
+/// A run of set pixels: `(row, first column, end column)`.
+type Run = (u32, u32, u32);
+
+/// The runs of set pixels of a mask, row by row.
+fn runs(m: &Mask) -> Vec<Run> {
     let w = m.width() as usize;
     let mut out = Vec::new();
     if w == 0 {
@@ -183,7 +186,7 @@ fn runs(m: &Mask) -> Vec<(u32, u32, u32)> {
 /// 8-connected components over runs: the mask's runs, each run's component, and the pixel
 /// count of each component. Components are numbered in raster order of their first pixel,
 /// as imageproc's `connected_components` labels them.
-fn labelled(m: &Mask) -> (Vec<(u32, u32, u32)>, Vec<usize>, Vec<u64>) {
+fn labelled(m: &Mask) -> (Vec<Run>, Vec<usize>, Vec<u64>) {
     let runs = runs(m);
     let mut parent: Vec<usize> = (0..runs.len()).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -230,7 +233,7 @@ fn labelled(m: &Mask) -> (Vec<(u32, u32, u32)>, Vec<usize>, Vec<u64>) {
 }
 
 /// A mask of `m`'s size with the given runs set.
-fn from_runs<'a>(m: &Mask, runs: impl Iterator<Item = &'a (u32, u32, u32)>) -> Mask {
+fn from_runs<'a>(m: &Mask, runs: impl Iterator<Item = &'a Run>) -> Mask {
     let w = m.width() as usize;
     let mut raw = vec![0u8; w * m.height() as usize];
     for &(y, x0, x1) in runs {
