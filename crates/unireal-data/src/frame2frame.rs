@@ -151,7 +151,7 @@ pub(crate) fn process_video(
             "too_dark": run.tally.too_dark, "too_still": run.tally.too_still,
         },
         "caption_errors": run.tally.caption_errors,
-        "decode_errors": reader.decode_errors(),
+        "decode_errors": run.decode_errors_seen.unwrap_or_else(|| reader.decode_errors()),
     });
     if run.stopped_early {
         stats["stopped_at_max_pairs"] = json!(true);
@@ -267,6 +267,9 @@ struct Run<'a> {
     last_pair: Option<(u64, u64)>,
     /// The last pair's frame B, encoded: (frame index, JPEG).
     last_jpeg: Option<(u64, Vec<u8>)>,
+    /// Decode errors up to the last frame analysed, when decoding ran ahead on its own thread
+    /// and the analysis stopped first (else the reader's count).
+    decode_errors_seen: Option<u32>,
     samples: Vec<Sample>,
     /// Pairs whose caption the pool has still to answer.
     deferred: Deferred,
@@ -298,6 +301,7 @@ impl<'a> Run<'a> {
             shot_pairs: 0,
             last_pair: None,
             last_jpeg: None,
+            decode_errors_seen: None,
             samples: vec![],
             deferred: Deferred::default(),
             tally: Tally::default(),
@@ -329,18 +333,42 @@ impl<'a> Run<'a> {
             return self.analyse(frames, progress, stop);
         }
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DecodedFrame, String>>(AHEAD);
+            // Each frame travels with the decoder's error count so far.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(DecodedFrame, u32), String>>(AHEAD);
             s.spawn(move || {
                 // Ends at the end of the stream, at an error, or when the analysis stops
                 // listening (it stopped early).
                 while let Some(next) = reader.next_frame().map_err(|e| e.to_string()).transpose() {
                     let failed = next.is_err();
-                    if tx.send(next).is_err() || failed {
+                    if tx.send(next.map(|f| (f, reader.decode_errors()))).is_err() || failed {
                         break;
                     }
                 }
             });
-            self.analyse(rx, progress, stop)
+            let (seen, ended) = (std::cell::Cell::new(0), std::cell::Cell::new(false));
+            let (seen_ref, ended_ref) = (&seen, &ended);
+            // Owns the receiver: dropped when the analysis returns, which stops the decoder.
+            let frames = std::iter::from_fn(move || match rx.recv() {
+                Ok(Ok((frame, errors))) => {
+                    seen_ref.set(errors);
+                    Some(Ok(frame))
+                }
+                Ok(Err(e)) => {
+                    ended_ref.set(true);
+                    Some(Err(e))
+                }
+                Err(_) => {
+                    ended_ref.set(true);
+                    None
+                }
+            });
+            let result = self.analyse(frames, progress, stop);
+            if !ended.get() {
+                // The analysis stopped first: the decoder may have run a few frames further;
+                // its errors there are not this video's, as on the one-thread path.
+                self.decode_errors_seen = Some(seen.get());
+            }
+            result
         })
     }
 

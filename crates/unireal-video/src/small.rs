@@ -143,12 +143,20 @@ pub(crate) fn yuv420_to_rgb(y: Plane, u: Plane, v: Plane, full_range: bool, w: u
     convert(y, u, v, full_range, w, h, &mut |_, _, _, _, _, _, _| 0)
 }
 
-/// One output row's pixels from `start` on (the vector path does those before).
+/// The vector path for one output row: it writes the row's first pixels and returns how many
+/// (a multiple of 16); the scalar loop does the rest.
 type RowHead<'a> = dyn FnMut(&[i16], &[i16], &[i16], &Columns, &Columns, &Matrix, &mut [u8]) -> usize + 'a;
 
 #[inline(always)]
 fn convert(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h: u32, head: &mut RowHead) -> RgbImage {
     let (w, h) = (w as usize, h as usize);
+    // What the taps and the vector path's gathers rely on: 4:2:0 chroma planes of at least
+    // half the luma's size (rounded up), and every row of each plane inside its bytes.
+    assert!(w >= 1 && h >= 1 && y.width >= 1 && y.height >= 1, "an empty frame has nothing to sample");
+    for (p, (pw, ph)) in [(&y, (y.width, y.height)), (&u, (y.width.div_ceil(2), y.height.div_ceil(2))), (&v, (y.width.div_ceil(2), y.height.div_ceil(2)))] {
+        assert!(p.width >= pw && p.height >= ph && p.stride >= p.width, "not a 4:2:0 plane of this frame");
+        assert!(p.data.len() >= (p.height - 1) * p.stride + p.width, "a plane shorter than its rows");
+    }
     let (lx, cx) = (Columns::new(&taps(y.width, w, false)), Columns::new(&taps(y.width, w, true)));
     // Chroma rows are taken whole (the nearest to each output row): half the chroma bytes
     // read, which is most of the time here (the frame is read from memory once).

@@ -162,6 +162,7 @@ pub fn lowres(img: &RgbImage, factor: u32) -> RgbImage {
 pub fn union(masks: &[&Mask], w: u32, h: u32) -> Mask {
     let mut raw = vec![0u8; w as usize * h as usize];
     for m in masks {
+        assert_eq!(m.dimensions(), (w, h), "union needs masks of the frame's size");
         for (o, &v) in raw.iter_mut().zip(m.as_raw()) {
             *o |= if v != 0 { 255 } else { 0 };
         }

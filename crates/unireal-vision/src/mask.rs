@@ -185,7 +185,8 @@ fn runs(m: &Mask) -> Vec<Run> {
 
 /// 8-connected components over runs: the mask's runs, each run's component, and the pixel
 /// count of each component. Components are numbered in raster order of their first pixel,
-/// as imageproc's `connected_components` labels them.
+/// as imageproc's `connected_components` labels them. Any non-zero pixel is set (imageproc
+/// would also split touching pixels of different non-zero values; masks here are 0/255).
 fn labelled(m: &Mask) -> (Vec<Run>, Vec<usize>, Vec<u64>) {
     let runs = runs(m);
     let mut parent: Vec<usize> = (0..runs.len()).collect();

@@ -51,7 +51,9 @@ fn resize_triangle<const C: usize>(src: &[u8], w: u32, h: u32, nw: u32, nh: u32)
         return out;
     }
     if (w, h) == (nw, nh) {
-        out.copy_from_slice(src);
+        // (An image's buffer may be longer than its pixels.)
+        let n = out.len();
+        out.copy_from_slice(&src[..n]);
         return out;
     }
     // Vertical first, into f32 rows (as `image` does), then horizontal, rounded.
