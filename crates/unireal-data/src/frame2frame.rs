@@ -426,7 +426,10 @@ impl<'a> Run<'a> {
             let k = ((frame.time_s - self.shot_start.1) / step).floor() + 1.0;
             self.next_grid = self.shot_start.1 + k * step;
             self.tally.candidates += 1;
-            let gray = self.conv.gray(&frame, self.gray_size.0, self.gray_size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+            let gray = self
+                .conv
+                .gray(&frame, self.gray_size.0, self.gray_size.1)
+                .map_err(|e| format!("frame {}: {e}", frame.index))?;
             let small = small.take(&mut self.conv, &frame)?;
             let black = near_black_fraction(&small, self.cfg.pairs.black_level);
             let cand = Candidate { frame, small, gray, black };
@@ -608,7 +611,8 @@ impl LazySmall {
 
     pub(crate) fn get(&mut self, conv: &mut FrameConverter, frame: &DecodedFrame) -> Result<&RgbImage, String> {
         if self.img.is_none() {
-            let img = conv.rgb_fast(frame, self.size.0, self.size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
+            let img =
+                conv.rgb_fast(frame, self.size.0, self.size.1).map_err(|e| format!("frame {}: {e}", frame.index))?;
             self.img = Some(img);
         }
         Ok(self.img.as_ref().expect("made above"))

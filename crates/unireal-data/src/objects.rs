@@ -25,8 +25,8 @@ use unireal_vision::{estimate_motion, fit_long_side, Background, GlobalMotion};
 
 use crate::captions::Deferred;
 use crate::context::{PairFrame, Seen, TrackedObject, VideoContext};
-use crate::frame2frame::LazySmall;
 use crate::families::{self, PairContext};
+use crate::frame2frame::LazySmall;
 use crate::pool::{Pending, Pool};
 
 /// A segmentation request, owned, so that it can wait in the pool's queue: the input's key

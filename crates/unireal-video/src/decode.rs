@@ -366,7 +366,13 @@ impl FrameConverter {
         };
         let img = match full_range {
             Some(full_range)
-                if sampled && raw.width() >= 2 && raw.height() >= 2 && sw >= 1 && sh >= 1 && sw <= raw.width() && sh <= raw.height() =>
+                if sampled
+                    && raw.width() >= 2
+                    && raw.height() >= 2
+                    && sw >= 1
+                    && sh >= 1
+                    && sw <= raw.width()
+                    && sh <= raw.height() =>
             {
                 let plane = |i: usize| crate::small::Plane {
                     data: raw.data(i),
@@ -455,4 +461,3 @@ mod tests {
         assert_eq!(rotation_from_matrix(&[0u8; 8]), None);
     }
 }
-

@@ -153,7 +153,11 @@ fn convert(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h: u32, head:
     // What the taps and the vector path's gathers rely on: 4:2:0 chroma planes of at least
     // half the luma's size (rounded up), and every row of each plane inside its bytes.
     assert!(w >= 1 && h >= 1 && y.width >= 1 && y.height >= 1, "an empty frame has nothing to sample");
-    for (p, (pw, ph)) in [(&y, (y.width, y.height)), (&u, (y.width.div_ceil(2), y.height.div_ceil(2))), (&v, (y.width.div_ceil(2), y.height.div_ceil(2)))] {
+    for (p, (pw, ph)) in [
+        (&y, (y.width, y.height)),
+        (&u, (y.width.div_ceil(2), y.height.div_ceil(2))),
+        (&v, (y.width.div_ceil(2), y.height.div_ceil(2))),
+    ] {
         assert!(p.width >= pw && p.height >= ph && p.stride >= p.width, "not a 4:2:0 plane of this frame");
         assert!(p.data.len() >= (p.height - 1) * p.stride + p.width, "a plane shorter than its rows");
     }
@@ -289,7 +293,9 @@ pub(crate) mod tests {
 
     #[test]
     fn vector_and_scalar_paths_agree() {
-        for (w, h, ow, oh) in [(1280, 720, 256, 144), (641, 273, 256, 108), (333, 201, 40, 25), (19, 9, 18, 8), (2, 2, 2, 2)] {
+        for (w, h, ow, oh) in
+            [(1280, 720, 256, 144), (641, 273, 256, 108), (333, 201, 40, 25), (19, 9, 18, 8), (2, 2, 2, 2)]
+        {
             let p = planes(w, h);
             let pl = |i: usize| Plane { data: &p[i].0, stride: p[i].1, width: p[i].2, height: p[i].3 };
             for full in [false, true] {

@@ -82,7 +82,8 @@ pub fn canny_gray(gray: &GrayImage, low: f32, high: f32) -> GrayImage {
     let blurred = crate::resample::gaussian_blur_gray(gray, 1.4);
     let b = blurred.as_raw();
     // Sobel, clamped at the edges.
-    let at = |x: isize, y: isize| b[y.clamp(0, h as isize - 1) as usize * w + x.clamp(0, w as isize - 1) as usize] as i32;
+    let at =
+        |x: isize, y: isize| b[y.clamp(0, h as isize - 1) as usize * w + x.clamp(0, w as isize - 1) as usize] as i32;
     let mut g = vec![0f32; w * h];
     let (mut gx, mut gy) = (vec![0i16; w * h], vec![0i16; w * h]);
     for y in 0..h as isize {
@@ -194,10 +195,16 @@ mod tests {
             .expect("sample image")
             .to_luma8();
         let mut next = crate::xorshift(5);
-        let noise = GrayImage::from_fn(90, 61, |x, y| Luma([((x * 3 + y * 2) as u8).wrapping_add((next() % 60) as u8)]));
+        let noise =
+            GrayImage::from_fn(90, 61, |x, y| Luma([((x * 3 + y * 2) as u8).wrapping_add((next() % 60) as u8)]));
         for img in [photo, noise, GrayImage::new(3, 3), GrayImage::from_pixel(4, 7, Luma([200]))] {
             for (low, high) in [(50.0, 120.0), (10.0, 30.0), (1.0, 5.0)] {
-                assert_eq!(canny_gray(&img, low, high), imageproc::edges::canny(&img, low, high), "{:?} {low}/{high}", img.dimensions());
+                assert_eq!(
+                    canny_gray(&img, low, high),
+                    imageproc::edges::canny(&img, low, high),
+                    "{:?} {low}/{high}",
+                    img.dimensions()
+                );
             }
         }
     }

@@ -249,10 +249,7 @@ pub fn components(m: &Mask) -> Vec<Mask> {
     let (runs, of_run, sizes) = labelled(m);
     let mut order: Vec<usize> = (0..sizes.len()).collect();
     order.sort_by_key(|&l| (std::cmp::Reverse(sizes[l]), l));
-    order
-        .into_iter()
-        .map(|l| from_runs(m, runs.iter().zip(&of_run).filter(|(_, &c)| c == l).map(|(r, _)| r)))
-        .collect()
+    order.into_iter().map(|l| from_runs(m, runs.iter().zip(&of_run).filter(|(_, &c)| c == l).map(|(r, _)| r))).collect()
 }
 
 /// The mask without its 8-connected components smaller than `min_pixels`.
@@ -515,7 +512,8 @@ pub fn fill_masked(img: &RgbImage, fill: &RgbImage, mask: &Mask, feather: u32) -
     } else {
         let dist = chessboard_distance(mask);
         let f = feather + 1;
-        let raw = dist.as_raw().iter().map(|&d| if d as u32 >= f { 0 } else { (255 * (f - d as u32) / f) as u8 }).collect();
+        let raw =
+            dist.as_raw().iter().map(|&d| if d as u32 >= f { 0 } else { (255 * (f - d as u32) / f) as u8 }).collect();
         GrayImage::from_raw(mask.width(), mask.height(), raw).expect("same size")
     };
     let mut out = img.as_raw().clone();
@@ -648,7 +646,11 @@ mod tests {
                 order.sort_by_key(|&l| (std::cmp::Reverse(sizes[l]), l));
                 let want: Vec<Mask> = order
                     .iter()
-                    .map(|&l| GrayImage::from_fn(w, h, |x, y| Luma([if labels.get_pixel(x, y)[0] as usize == l { 255 } else { 0 }])))
+                    .map(|&l| {
+                        GrayImage::from_fn(w, h, |x, y| {
+                            Luma([if labels.get_pixel(x, y)[0] as usize == l { 255 } else { 0 }])
+                        })
+                    })
                     .collect();
                 assert_eq!(components(&m), want, "{w}x{h}");
                 let kept = GrayImage::from_fn(w, h, |x, y| {
@@ -686,16 +688,23 @@ mod tests {
             let m = GrayImage::from_fn(w, h, |_, _| Luma([if rand() % density == 0 { 0 } else { 255 }]));
             let (wu, hu) = (w as usize, h as usize);
             let mut outside = vec![false; wu * hu];
-            let mut stack: Vec<(usize, usize)> =
-                (0..wu).flat_map(|x| [(x, 0), (x, hu - 1)]).chain((0..hu).flat_map(|y| [(0, y), (wu - 1, y)])).collect();
+            let mut stack: Vec<(usize, usize)> = (0..wu)
+                .flat_map(|x| [(x, 0), (x, hu - 1)])
+                .chain((0..hu).flat_map(|y| [(0, y), (wu - 1, y)]))
+                .collect();
             while let Some((x, y)) = stack.pop() {
                 if outside[y * wu + x] || m.get_pixel(x as u32, y as u32)[0] != 0 {
                     continue;
                 }
                 outside[y * wu + x] = true;
-                stack.extend([(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)].into_iter().filter(|&(a, b)| a < wu && b < hu));
+                stack.extend(
+                    [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)]
+                        .into_iter()
+                        .filter(|&(a, b)| a < wu && b < hu),
+                );
             }
-            let want = GrayImage::from_fn(w, h, |x, y| Luma([if outside[y as usize * wu + x as usize] { 0 } else { 255 }]));
+            let want =
+                GrayImage::from_fn(w, h, |x, y| Luma([if outside[y as usize * wu + x as usize] { 0 } else { 255 }]));
             assert_eq!(fill_holes(&m), want, "{w}x{h}");
         }
     }

@@ -210,7 +210,14 @@ fn block_sad(blk: &[u8; 64], b: &GrayImage, x: u32, y: u32, dx: i32, dy: i32) ->
 /// first in row-major scan order among equal costs. `(u32::MAX, g)` when no displaced block
 /// lies inside B. With `sse41`, eight horizontal displacements at a time (`mpsadbw`, then
 /// `phminposuw`, which also takes the first of equal minima): the same answer.
-fn best_match(blk: &[u8; 64], b: &GrayImage, (x, y): (u32, u32), g: (i32, i32), radius: i32, sse41: bool) -> (u32, i32, i32) {
+fn best_match(
+    blk: &[u8; 64],
+    b: &GrayImage,
+    (x, y): (u32, u32),
+    g: (i32, i32),
+    radius: i32,
+    sse41: bool,
+) -> (u32, i32, i32) {
     let (gsx, gsy) = g;
     let (w, h) = (b.width() as i32, b.height() as i32);
     let mut best = (u32::MAX, gsx, gsy);
@@ -271,7 +278,10 @@ unsafe fn costs8(blk: &[u8; 64], p: *const u8, w: usize, dx_off: i32, pen_y: i32
             sad = _mm_add_epi16(sad, _mm_mpsadbw_epu8::<0b101>(row, a));
         }
         let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
-        let pen = _mm_add_epi16(_mm_abs_epi16(_mm_add_epi16(_mm_set1_epi16(dx_off as i16), lane)), _mm_set1_epi16(pen_y as i16));
+        let pen = _mm_add_epi16(
+            _mm_abs_epi16(_mm_add_epi16(_mm_set1_epi16(dx_off as i16), lane)),
+            _mm_set1_epi16(pen_y as i16),
+        );
         let unused = _mm_cmpgt_epi16(lane, _mm_set1_epi16((n - 1) as i16));
         let cost = _mm_or_si128(_mm_add_epi16(sad, pen), unused);
         let m = _mm_cvtsi128_si32(_mm_minpos_epu16(cost)) as u32;

@@ -28,7 +28,11 @@ fn triangle_taps(src: u32, dst: u32) -> Vec<Taps> {
             let mut weights: Vec<f32> = (first..end)
                 .map(|i| {
                     let x = ((i as f32 - centre) / sratio).abs();
-                    if x < 1.0 { 1.0 - x } else { 0.0 }
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             let mut sum = 0.0;
@@ -112,9 +116,8 @@ pub fn resize_triangle_gray(img: &GrayImage, w: u32, h: u32) -> GrayImage {
 /// imageproc's Gaussian kernel for `sigma`: radius ⌈2σ⌉, normalised.
 fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let r = (2.0 * sigma).ceil() as usize;
-    let pdf = |x: f32| {
-        (sigma * (2.0 * std::f32::consts::PI).sqrt()).recip() * (-x.powi(2) / (2.0 * sigma.powi(2))).exp()
-    };
+    let pdf =
+        |x: f32| (sigma * (2.0 * std::f32::consts::PI).sqrt()).recip() * (-x.powi(2) / (2.0 * sigma.powi(2))).exp();
     let mut k = vec![0.0; 2 * r + 1];
     for i in 0..=r {
         k[r + i] = pdf(i as f32);
@@ -129,7 +132,11 @@ fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 #[inline]
 fn clamp_u8(x: f32) -> u8 {
     if x < 255.0 {
-        if x > 0.0 { x as u8 } else { 0 }
+        if x > 0.0 {
+            x as u8
+        } else {
+            0
+        }
     } else {
         255
     }
@@ -234,7 +241,8 @@ mod tests {
         for (k, &(w, h)) in sizes.iter().enumerate() {
             let img = noisy(w, h, k as u64 + 1);
             let gray = crate::to_gray(&img);
-            for &(nw, nh) in &[(1, 1), (2, 5), (w * 2, h * 2), ((w / 4).max(1), (h / 4).max(1)), (w * 3 / 2 + 1, h), (w, h + 3)]
+            for &(nw, nh) in
+                &[(1, 1), (2, 5), (w * 2, h * 2), ((w / 4).max(1), (h / 4).max(1)), (w * 3 / 2 + 1, h), (w, h + 3)]
             {
                 assert_eq!(
                     resize_triangle_rgb(&img, nw, nh),

@@ -259,7 +259,11 @@ pub fn foreground(frame: &RgbImage, bg: &Background, opts: &MotionSegOptions) ->
         .zip(bg.support.as_raw())
         .map(|((p, q), &s)| {
             let d = p[0].abs_diff(q[0]).max(p[1].abs_diff(q[1])).max(p[2].abs_diff(q[2]));
-            if s != 0 && d > opts.diff_level { 255 } else { 0 }
+            if s != 0 && d > opts.diff_level {
+                255
+            } else {
+                0
+            }
         })
         .collect();
     GrayImage::from_raw(frame.width(), frame.height(), raw).expect("same size")
@@ -304,7 +308,8 @@ pub fn object_stats(frame: &RgbImage, m: &Mask) -> ObjectStats {
     }
     let mw = m.width() as usize;
     let (mut b, mut n, mut sx, mut sy, mut rgb) = ([u32::MAX, u32::MAX, 0, 0], 0u64, 0u64, 0u64, [0u64; 3]);
-    for (y, (row, px)) in m.as_raw().chunks_exact(mw.max(1)).zip(frame.as_raw().chunks_exact(3 * mw.max(1))).enumerate() {
+    for (y, (row, px)) in m.as_raw().chunks_exact(mw.max(1)).zip(frame.as_raw().chunks_exact(3 * mw.max(1))).enumerate()
+    {
         let Some(x0) = row.iter().position(|&p| p != 0) else { continue };
         let x1 = row.iter().rposition(|&p| p != 0).expect("a set pixel") + 1;
         b = [b[0].min(x0 as u32), b[1].min(y as u32), b[2].max(x1 as u32), y as u32 + 1];
@@ -404,7 +409,9 @@ mod tests {
         for count in [1, 2, 3, 4, 5, 8, 9] {
             let frames: Vec<(Cow<'_, RgbImage>, Option<Mask>)> = (0..count)
                 .map(|k| {
-                    let img = RgbImage::from_fn(w, h, |_, _| Rgb([rand() as u8, (rand() % 40) as u8, if rand() % 2 == 0 { 128 } else { 255 }]));
+                    let img = RgbImage::from_fn(w, h, |_, _| {
+                        Rgb([rand() as u8, (rand() % 40) as u8, if rand() % 2 == 0 { 128 } else { 255 }])
+                    });
                     // (5, 5) only frames 2, 5, 8 cover (none with 1 or 2 frames); odd frames
                     // miss a corner too.
                     let valid = (k % 3 != 2).then(|| {
