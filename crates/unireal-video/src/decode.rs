@@ -6,7 +6,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame::video::Video as RawFrame;
 use ffmpeg_next as ffmpeg;
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, ImageBuffer, RgbImage};
 
 /// Why a video could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -385,12 +385,7 @@ impl FrameConverter {
             _ => RgbImage::from_raw(sw, sh, self.swscale(raw, Pixel::RGB24, sw, sh, fast)?)
                 .ok_or("swscale returned a short frame")?,
         };
-        Ok(match self.rotation {
-            90 => image::imageops::rotate90(&img),
-            180 => image::imageops::rotate180(&img),
-            270 => image::imageops::rotate270(&img),
-            _ => img,
-        })
+        Ok(self.rotated(img))
     }
 
     /// The frame's luma as gray at display size `(w, h)`, area-averaged, expanded to full
@@ -400,12 +395,20 @@ impl FrameConverter {
         let (sw, sh) = if self.rotation % 180 == 90 { (h, w) } else { (w, h) };
         let img = GrayImage::from_raw(sw, sh, self.swscale(&frame.raw, Pixel::GRAY8, sw, sh, false)?)
             .ok_or("swscale returned a short frame")?;
-        Ok(match self.rotation {
+        Ok(self.rotated(img))
+    }
+
+    /// An image converted at stored size, turned to display orientation.
+    fn rotated<P: image::Pixel + 'static>(
+        &self,
+        img: ImageBuffer<P, Vec<P::Subpixel>>,
+    ) -> ImageBuffer<P, Vec<P::Subpixel>> {
+        match self.rotation {
             90 => image::imageops::rotate90(&img),
             180 => image::imageops::rotate180(&img),
             270 => image::imageops::rotate270(&img),
             _ => img,
-        })
+        }
     }
 
     /// The frame scaled to `(sw, sh)` in `format` (RGB24 or GRAY8), rows packed.
