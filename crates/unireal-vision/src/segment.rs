@@ -122,24 +122,22 @@ pub fn median_background(frames: &[(Cow<'_, RgbImage>, Option<Mask>)], agree: u8
     let m = frames.len();
     let mut lanes: Vec<[u8; 3 * RUN]> = vec![[0; 3 * RUN]; m];
     let mut covers: Vec<[u8; RUN]> = vec![[1; RUN]; m];
-    // The last pixels (fewer than RUN), per pixel: the covering frames' values, an insertion
-    // sort per channel.
-    let mut px: Vec<[u8; 3]> = Vec::with_capacity(m);
-    let mut vals: Vec<u8> = Vec::with_capacity(m);
     let mut i = 0;
-    while i + RUN <= n {
+    while i < n {
+        // The last run may be shorter; the lanes' bytes past it are left over and not used.
+        let run = RUN.min(n - i);
         let mut k = [0u16; RUN];
         for (c, (_, v)) in covers.iter_mut().zip(&raws) {
             if let Some(v) = v {
-                for (c, &b) in c.iter_mut().zip(&v[i..i + RUN]) {
+                for (c, &b) in c.iter_mut().zip(&v[i..i + run]) {
                     *c = (b != 0) as u8;
                 }
             }
-            for (k, &c) in k.iter_mut().zip(c.iter()) {
+            for (k, &c) in k[..run].iter_mut().zip(c.iter()) {
                 *k += c as u16;
             }
         }
-        let all = k.iter().all(|&k| k as usize == m);
+        let all = k[..run].iter().all(|&k| k as usize == m);
         let mut zeros = [0u16; RUN];
         if !all {
             for (z, &k) in zeros.iter_mut().zip(&k) {
@@ -148,9 +146,9 @@ pub fn median_background(frames: &[(Cow<'_, RgbImage>, Option<Mask>)], agree: u8
             }
         }
         for ((lane, (f, _)), c) in lanes.iter_mut().zip(&raws).zip(&covers) {
-            lane.copy_from_slice(&f[3 * i..3 * (i + RUN)]);
+            lane[..3 * run].copy_from_slice(&f[3 * i..3 * (i + run)]);
             if !all {
-                for p in 0..RUN {
+                for p in 0..run {
                     if c[p] == 0 {
                         let fill = if zeros[p] > 0 { 0 } else { 255 };
                         zeros[p] = zeros[p].saturating_sub(1);
@@ -180,50 +178,21 @@ pub fn median_background(frames: &[(Cow<'_, RgbImage>, Option<Mask>)], agree: u8
         let mut agreeing = [0u16; 3 * RUN];
         let mut ok = [0u8; 3 * RUN + 2];
         for ((f, _), c) in raws.iter().zip(&covers) {
-            for ((o, v), md) in ok.iter_mut().zip(&f[3 * i..3 * (i + RUN)]).zip(&med) {
+            for ((o, v), md) in ok.iter_mut().zip(&f[3 * i..3 * (i + run)]).zip(&med) {
                 *o = (v.abs_diff(*md) <= agree) as u8;
             }
             for (j, a) in agreeing.iter_mut().enumerate() {
                 *a += (ok[j] & ok[j + 1] & ok[j + 2] & c[j / 3]) as u16;
             }
         }
-        for p in 0..RUN {
+        for p in 0..run {
             // Pixels no frame covers stay 0.
             if k[p] > 0 {
                 image[3 * (i + p)..3 * (i + p) + 3].copy_from_slice(&med[3 * p..3 * p + 3]);
                 support[i + p] = (255 * agreeing[3 * p] as usize / k[p] as usize) as u8;
             }
         }
-        i += RUN;
-    }
-    for i in i..n {
-        px.clear();
-        for (f, v) in &raws {
-            if v.is_none_or(|v| v[i] != 0) {
-                px.push([f[3 * i], f[3 * i + 1], f[3 * i + 2]]);
-            }
-        }
-        if px.is_empty() {
-            continue;
-        }
-        let mut med = [0u8; 3];
-        for c in 0..3 {
-            vals.clear();
-            for p in &px {
-                let x = p[c];
-                let mut k = vals.len();
-                vals.push(x);
-                while k > 0 && vals[k - 1] > x {
-                    vals[k] = vals[k - 1];
-                    k -= 1;
-                }
-                vals[k] = x;
-            }
-            med[c] = vals[vals.len() / 2];
-        }
-        let agreeing = px.iter().filter(|p| (0..3).all(|c| p[c].abs_diff(med[c]) <= agree)).count();
-        image[3 * i..3 * i + 3].copy_from_slice(&med);
-        support[i] = (255 * agreeing / px.len()) as u8;
+        i += run;
     }
     Background {
         image: RgbImage::from_raw(w, h, image).expect("sized"),
