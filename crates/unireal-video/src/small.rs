@@ -184,32 +184,13 @@ fn convert(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h: u32, head:
     RgbImage::from_raw(w as u32, h as u32, out).expect("sized")
 }
 
-/// `pshufb` masks that interleave 16 R, G and B bytes into 48 RGB bytes: mask `[o][c]` puts
-/// channel `c`'s byte of pixel `(16o + j) / 3` at byte j of output chunk o where
-/// `(16o + j) % 3 == c` (0x80, a zero, elsewhere).
-#[cfg(target_arch = "x86_64")]
-const fn interleave_masks() -> [[[u8; 16]; 3]; 3] {
-    let mut m = [[[0x80u8; 16]; 3]; 3];
-    let mut o = 0;
-    while o < 3 {
-        let mut j = 0;
-        while j < 16 {
-            let k = 16 * o + j;
-            m[o][k % 3][j] = (k / 3) as u8;
-            j += 1;
-        }
-        o += 1;
-    }
-    m
-}
-
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn convert_avx2(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h: u32) -> RgbImage {
     use std::arch::x86_64::*;
-    const M: [[[u8; 16]; 3]; 3] = interleave_masks();
+    use unireal_vision::simd;
     let mut head = |ry: &[i16], ru: &[i16], rv: &[i16], lx: &Columns, cx: &Columns, m: &Matrix, out: &mut [u8]| {
         let n = lx.first.len() / 16 * 16;
         // SAFETY: AVX2 is present; gathers read the i16 pair at a column's first sample,
@@ -246,23 +227,11 @@ unsafe fn convert_avx2(y: Plane, u: Plane, v: Plane, full_range: bool, w: u32, h
                     clip(_mm256_add_epi32(yy, _mm256_mullo_epi32(buc, d))),
                 )
             };
-            // Sixteen values saturated to [0, 255] from two halves of eight 32-bit lanes.
-            let pack = |lo: __m256i, hi: __m256i| {
-                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
-                _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
-            };
-            let mask = |o: usize, c: usize| _mm_loadu_si128(M[o][c].as_ptr() as *const __m128i);
             for i in (0..n).step_by(16) {
                 let (r0, g0, b0) = rgb8(i);
                 let (r1, g1, b1) = rgb8(i + 8);
-                let ch = [pack(r0, r1), pack(g0, g1), pack(b0, b1)];
-                for o in 0..3 {
-                    let chunk = _mm_or_si128(
-                        _mm_or_si128(_mm_shuffle_epi8(ch[0], mask(o, 0)), _mm_shuffle_epi8(ch[1], mask(o, 1))),
-                        _mm_shuffle_epi8(ch[2], mask(o, 2)),
-                    );
-                    _mm_storeu_si128(out.as_mut_ptr().add(3 * i + 16 * o) as *mut __m128i, chunk);
-                }
+                let planes = [simd::pack_u8(r0, r1), simd::pack_u8(g0, g1), simd::pack_u8(b0, b1)];
+                simd::store_rgb(planes, out.as_mut_ptr().add(3 * i));
             }
         }
         n

@@ -127,25 +127,6 @@ impl HsvFrame {
     }
 }
 
-/// `pshufb` masks that gather channel `c` of 16 packed RGB pixels from their three 16-byte
-/// loads: mask `[c][l]` picks, for output byte j, byte `3j + c` if it lies in load `l`
-/// (0x80, a zero, otherwise).
-#[cfg(target_arch = "x86_64")]
-const fn deinterleave_masks() -> [[[u8; 16]; 3]; 3] {
-    let mut m = [[[0x80u8; 16]; 3]; 3];
-    let mut c = 0;
-    while c < 3 {
-        let mut j = 0;
-        while j < 16 {
-            let byte = 3 * j + c;
-            m[c][byte / 16][j] = (byte % 16) as u8;
-            j += 1;
-        }
-        c += 1;
-    }
-    m
-}
-
 /// [`rgb_to_hsv8`] of the first `16 · ⌊n / 16⌋` pixels (returned), with OpenCV's tables
 /// gathered and its fixed-point arithmetic in 32-bit lanes: the same bytes as the scalar path.
 ///
@@ -154,22 +135,15 @@ const fn deinterleave_masks() -> [[[u8; 16]; 3]; 3] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn hsv_avx2(rgb: &[u8], h: &mut [u8], s: &mut [u8], v: &mut [u8]) -> usize {
+    use crate::simd;
     use std::arch::x86_64::*;
     // SAFETY: AVX2 is present (the caller's promise); every load reads 48 bytes at 48k with
     // 16k + 16 <= n pixels, every store writes 16 bytes at 16k < n; the gathers index tables
     // of 256 entries with values in [0, 255].
     unsafe {
-        const M: [[[u8; 16]; 3]; 3] = deinterleave_masks();
         let n = h.len();
         assert!(s.len() == n && v.len() == n && rgb.len() >= 3 * n);
         let (sdiv, hdiv) = (HSV_DIV.0.as_ptr(), HSV_DIV.1.as_ptr());
-        let mask = |c: usize, l: usize| _mm_loadu_si128(M[c][l].as_ptr() as *const __m128i);
-        let channel = |l: [__m128i; 3], c: usize| {
-            _mm_or_si128(
-                _mm_or_si128(_mm_shuffle_epi8(l[0], mask(c, 0)), _mm_shuffle_epi8(l[1], mask(c, 1))),
-                _mm_shuffle_epi8(l[2], mask(c, 2)),
-            )
-        };
         let half = _mm256_set1_epi32(1 << (HSV_SHIFT - 1));
         let c180 = _mm256_set1_epi32(180);
         // Eight pixels' (h, s) in 32-bit lanes from their r, g, b and v.
@@ -187,27 +161,16 @@ unsafe fn hsv_avx2(rgb: &[u8], h: &mut [u8], s: &mut [u8], v: &mut [u8]) -> usiz
             let hue = _mm256_add_epi32(hue, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), hue), c180));
             (hue, sat)
         };
-        // Sixteen values in [0, 255] from two halves of eight 32-bit lanes.
-        let pack = |lo: __m256i, hi: __m256i| {
-            let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
-            _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
-        };
         let blocks = n / 16;
         for k in 0..blocks {
-            let p = rgb.as_ptr().add(48 * k);
-            let l = [
-                _mm_loadu_si128(p as *const __m128i),
-                _mm_loadu_si128(p.add(16) as *const __m128i),
-                _mm_loadu_si128(p.add(32) as *const __m128i),
-            ];
-            let (r8, g8, b8) = (channel(l, 0), channel(l, 1), channel(l, 2));
+            let [r8, g8, b8] = simd::rgb_planes(rgb.as_ptr().add(48 * k));
             let v8 = _mm_max_epu8(_mm_max_epu8(r8, g8), b8);
             let widen = |x: __m128i| (_mm256_cvtepu8_epi32(x), _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(x)));
             let ((r0, r1), (g0, g1), (b0, b1), (v0, v1)) = (widen(r8), widen(g8), widen(b8), widen(v8));
             let (h0, s0) = hs(r0, g0, b0, v0);
             let (h1, s1) = hs(r1, g1, b1, v1);
-            _mm_storeu_si128(h.as_mut_ptr().add(16 * k) as *mut __m128i, pack(h0, h1));
-            _mm_storeu_si128(s.as_mut_ptr().add(16 * k) as *mut __m128i, pack(s0, s1));
+            _mm_storeu_si128(h.as_mut_ptr().add(16 * k) as *mut __m128i, simd::pack_u8(h0, h1));
+            _mm_storeu_si128(s.as_mut_ptr().add(16 * k) as *mut __m128i, simd::pack_u8(s0, s1));
             _mm_storeu_si128(v.as_mut_ptr().add(16 * k) as *mut __m128i, v8);
         }
         16 * blocks

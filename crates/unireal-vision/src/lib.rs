@@ -13,6 +13,8 @@ pub mod mask;
 pub mod motion;
 pub mod resample;
 pub mod segment;
+#[cfg(target_arch = "x86_64")]
+pub mod simd;
 pub mod ssim;
 
 pub use color::{color_name, mean_rgb, near_black_fraction, to_gray, HsvFrame};
