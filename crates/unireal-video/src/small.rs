@@ -36,16 +36,6 @@ fn taps(src: usize, dst: usize, chroma: bool) -> Vec<(u32, i32)> {
         .collect()
 }
 
-/// BT.601 coefficients in 1/256ths: (luma gain, luma offset, R from V, G from U, G from V,
-/// B from U).
-fn coefficients(full_range: bool) -> (i32, i32, i32, i32, i32, i32) {
-    if full_range {
-        (256, 0, 359, 88, 183, 454)
-    } else {
-        (298, 16, 409, 100, 208, 516)
-    }
-}
-
 /// An 8-bit plane: bytes, stride, width, height.
 pub(crate) struct Plane<'a> {
     pub data: &'a [u8],
@@ -117,8 +107,10 @@ struct Matrix {
 const SHIFT: u32 = 2 * WBITS + 8;
 
 impl Matrix {
+    /// BT.601 in 1/256ths: luma gain and offset, R from V, G from U and V, B from U.
     fn new(full_range: bool) -> Self {
-        let (gain, off, rv, gu, gv, bu) = coefficients(full_range);
+        let (gain, off, rv, gu, gv, bu) =
+            if full_range { (256, 0, 359, 88, 183, 454) } else { (298, 16, 409, 100, 208, 516) };
         Matrix { gain, rv, gu, gv, bu, yoff: off << (2 * WBITS), coff: 128 << (2 * WBITS) }
     }
 
