@@ -195,8 +195,8 @@ impl<'a> ObjectStage<'a> {
         self.error.is_some() || (self.jobs >= self.video.cfg.objects.max_per_video && self.pending.is_empty())
     }
 
-    /// Takes one decoded frame (`small`: its analysis-size RGB, made if needed). `new_shot` at the first
-    /// frame and after every cut.
+    /// Takes one decoded frame (`small`: its analysis-size RGB, made if needed). `new_shot` at
+    /// the first frame and after every cut.
     pub fn push(
         &mut self,
         conv: &mut FrameConverter,
